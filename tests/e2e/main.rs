@@ -1,0 +1,7 @@
+//! End-to-end tests: one binary, one shared harness (`fraiseql_edge_tests`).
+//! Kernel tests run as root against real programs, real maps and real
+//! interfaces in network namespaces they create.
+
+mod config_errors;
+mod kernel_e2e;
+mod program;

@@ -1,0 +1,88 @@
+//! Daemon configuration (TOML).
+//!
+//! One struct per subsystem, `deny_unknown_fields`, defaults in explicit
+//! `Default` impls with the reason for each value. [`Config::from_toml`]
+//! reports the path of a bad key (`kernel.overrides[1].cidr: …`); semantic
+//! checks that serde cannot express run in [`Config::validate`].
+
+mod kernel;
+
+use std::path::Path;
+
+pub use kernel::{
+    KernelConfig, OverrideActionConfig, OverrideConfig, XdpModeConfig, check_interfaces,
+};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The kernel enforcement layer (XDP + connection tracker).
+    #[serde(default)]
+    pub kernel: KernelConfig,
+}
+
+/// A configuration that cannot be used, with the path of the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown key or a value of the wrong type.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key (`kernel.rate`), or `<root>`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates a configuration from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::invalid("<root>", e.message().to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = match e.path().to_string().as_str() {
+                "." | "" => "<root>".to_string(),
+                p => p.to_string(),
+            };
+            ConfigError::invalid(key, e.into_inner().message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: ranges, combinations, CIDRs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.kernel.validate("kernel")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+use super::*;
+
+fn err(text: &str) -> (String, String) {
+    match Config::from_toml(text) {
+        Err(ConfigError::Invalid { key, reason }) => (key, reason),
+        other => panic!("expected an invalid-config error, got {other:?}"),
+    }
+}
+
+const BASE: &str = "[kernel]\ninterfaces = [\"eth0\"]\n";
+
+#[test]
+fn minimal_config_takes_documented_defaults() {
+    let c = Config::from_toml(BASE).unwrap();
+    assert_eq!(c.kernel.interfaces, ["eth0"]);
+    assert_eq!(c.kernel.protected_ports, [8080]);
+    assert_eq!(
+        (c.kernel.rate, c.kernel.burst, c.kernel.max_conns),
+        (1000, 2000, 256)
+    );
+    assert_eq!(c.kernel.ipv6_prefix, 64);
+    assert_eq!(c.kernel.event_sample_shift(), 6);
+    assert_eq!(c.kernel.default_limits().rate_per_sec(), 1000);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (key, reason) = err(&format!("{BASE}rate_limit = 5\n"));
+    assert_eq!(key, "kernel");
+    assert!(reason.contains("unknown field `rate_limit`"), "{reason}");
+    let (key, _) = err("[kernal]\n");
+    assert_eq!(key, "<root>");
+}
+
+#[test]
+fn negative_rate_is_named() {
+    let (key, reason) = err(&format!("{BASE}rate = -5\n"));
+    assert_eq!(key, "kernel.rate");
+    assert!(reason.contains("-5"), "{reason}");
+}
+
+#[test]
+fn bad_cidr_is_named() {
+    let (key, _) = err(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"10.0.0.0/8\"\naction = \"allow\"\n[[kernel.overrides]]\ncidr = \"10.0.0.300/24\"\naction = \"deny\"\n"
+    ));
+    assert_eq!(key, "kernel.overrides[1].cidr");
+    let (key, reason) = err(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"10.1.2.3/8\"\naction = \"deny\"\n"
+    ));
+    assert_eq!(key, "kernel.overrides[0].cidr");
+    assert!(reason.contains("10.0.0.0/8"), "{reason}");
+}
+
+#[test]
+fn semantic_errors_are_named() {
+    for (extra, want) in [
+        ("burst = 0\n", "kernel.burst"),
+        ("rate = 2000000000\n", "kernel.rate"),
+        ("ipv6_prefix = 48\n", "kernel.ipv6_prefix"),
+        ("protected_ports = []\n", "kernel.protected_ports"),
+        ("protected_ports = [80, 0]\n", "kernel.protected_ports[1]"),
+        ("protected_ports = [70000]\n", "kernel.protected_ports[0]"),
+        ("drop_event_sampling = 3\n", "kernel.drop_event_sampling"),
+        ("pin_path = \"relative\"\n", "kernel.pin_path"),
+        ("xdp_mode = \"turbo\"\n", "kernel.xdp_mode"),
+    ] {
+        let (key, _) = err(&format!("{BASE}{extra}"));
+        assert_eq!(key, want, "for {extra:?}");
+    }
+    let (key, _) = err("[kernel]\ninterfaces = []\n");
+    assert_eq!(key, "kernel.interfaces");
+}
+
+#[test]
+fn override_rules() {
+    let ok = Config::from_toml(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"2001:db8::/32\"\naction = \"limit\"\nrate = 10\nburst = 5\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.kernel.overrides[0].limits().burst(), 5);
+    let (key, _) = err(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\nrate = 5\n"
+    ));
+    assert_eq!(key, "kernel.overrides[0].action");
+    let (key, _) = err(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"10.0.0.0/8\"\naction = \"limit\"\n"
+    ));
+    assert_eq!(key, "kernel.overrides[0].rate");
+    let (key, _) = err(&format!(
+        "{BASE}[[kernel.overrides]]\ncidr = \"10.0.0.0/8\"\naction = \"allow\"\n[[kernel.overrides]]\ncidr = \"10.0.0.0/8\"\naction = \"deny\"\n"
+    ));
+    assert_eq!(key, "kernel.overrides[1].cidr");
+}
+
+#[test]
+fn missing_interface_is_named() {
+    let c = Config::from_toml("[kernel]\ninterfaces = [\"lo\", \"fe-no-such0\"]\n").unwrap();
+    match check_interfaces(&c.kernel) {
+        Err(ConfigError::Invalid { key, reason }) => {
+            assert_eq!(key, "kernel.interfaces[1]");
+            assert!(reason.contains("fe-no-such0"));
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

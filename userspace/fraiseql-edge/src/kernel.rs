@@ -1,0 +1,307 @@
+//! The kernel enforcement layer: load the eBPF object, attach (or adopt) the
+//! XDP program on every configured interface and the connection tracker, and
+//! keep everything pinned under bpffs so enforcement outlives the daemon.
+//!
+//! Start-up, in order:
+//! 1. make sure `pin_path` is on bpffs (mounting `/sys/fs/bpf` if needed);
+//! 2. load the object; maps are pinned by name, so maps pinned by an earlier
+//!    daemon are reused with their contents (clients, counts, blocks);
+//! 3. per interface: if `link_xdp_<iface>` is pinned, atomically swap this
+//!    daemon's program into that link (no second attachment, no gap);
+//!    otherwise attach (native, then generic mode under `auto`) and pin the link;
+//! 4. the tracker: adopt the pinned `link_conn_tracker` if present (the running
+//!    tracker keeps counting into the same maps), else attach and pin it;
+//! 5. write the configuration into the maps.
+//!
+//! Stopping the daemon leaves all of this in place; `fraiseql-edge kernel
+//! detach` removes it.
+
+pub mod bpffs;
+pub mod events;
+pub mod maps;
+
+use std::{fmt, path::Path};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, RingBuf},
+    pin::PinError,
+    programs::{
+        ProgramError, TracePoint, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use fraiseql_edge_common::{maps as map_names, programs};
+pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapsError};
+
+use crate::config::{KernelConfig, XdpModeConfig};
+
+/// The eBPF object, built by this crate's build script from `ebpf/`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fraiseql-edge-xdp"));
+
+/// Name of the pinned link of the connection tracker.
+pub const TRACKER_LINK: &str = "link_conn_tracker";
+
+/// Name of the pinned XDP link of an interface.
+pub fn xdp_link_name(interface: &str) -> String {
+    format!("link_xdp_{interface}")
+}
+
+/// Why the kernel layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// bpffs or tracefs unavailable.
+    #[error("{0}")]
+    Filesystem(String),
+    /// The object could not be loaded (no privileges, verifier, old kernel).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: ProgramError,
+    },
+    /// A link could not be pinned or adopted.
+    #[error("{what}: {reason}")]
+    Link {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        reason: String,
+    },
+    /// Map access failed.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+}
+
+fn program_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> KernelError {
+    let what = what.into();
+    move |source| KernelError::Program { what, source }
+}
+
+fn link_err<E: fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> KernelError {
+    let what = what.into();
+    move |e| KernelError::Link {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// How the XDP program ended up on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Attached now in native (driver) mode.
+    Native,
+    /// Attached now in generic (SKB) mode.
+    Skb,
+    /// A pinned link from an earlier daemon was found; its program was replaced.
+    Adopted,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Skb => "skb (generic)",
+            Self::Adopted => "adopted pinned link",
+        })
+    }
+}
+
+/// The running kernel layer.
+pub struct Kernel {
+    /// Keeps the programs (and their loaded state) alive.
+    _ebpf: Ebpf,
+    /// Map handles.
+    pub maps: KernelMaps,
+    /// Drop events, taken by [`Kernel::take_events`].
+    events: Option<RingBuf<MapData>>,
+    /// Interface → how the program is attached.
+    pub attachments: Vec<(String, AttachMode)>,
+    /// Whether the connection tracker was attached now (false: adopted).
+    pub tracker_attached_now: bool,
+}
+
+impl Kernel {
+    /// Loads, attaches or adopts, and applies `cfg`. See the module docs.
+    pub fn start(cfg: &KernelConfig) -> Result<Self, KernelError> {
+        let pin_dir = cfg.pin_path.as_path();
+        bpffs::ensure_bpffs(pin_dir)?;
+        std::fs::create_dir_all(pin_dir).map_err(|e| {
+            KernelError::Filesystem(format!("creating pin directory {}: {e}", pin_dir.display()))
+        })?;
+
+        let mut ebpf = load_object(pin_dir, cfg.ebpf_debug_log)?;
+
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::XDP)
+            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
+            .try_into()
+            .map_err(program_err("XDP program"))?;
+        xdp.load().map_err(program_err("loading the XDP program"))?;
+        let mut attachments = Vec::new();
+        for iface in &cfg.interfaces {
+            let mode = attach_xdp(xdp, iface, cfg.xdp_mode, pin_dir)?;
+            attachments.push((iface.clone(), mode));
+        }
+
+        let tracker: &mut TracePoint = ebpf
+            .program_mut(programs::CONN_TRACKER)
+            .ok_or_else(|| {
+                KernelError::Filesystem("tracker program missing from the object".into())
+            })?
+            .try_into()
+            .map_err(program_err("tracker program"))?;
+        tracker
+            .load()
+            .map_err(program_err("loading the connection tracker"))?;
+        let tracker_attached_now = attach_tracker(tracker, pin_dir)?;
+
+        let mut maps =
+            KernelMaps::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))?;
+        maps.apply(cfg)?;
+        let events = ebpf
+            .take_map(map_names::EVENTS)
+            .and_then(|m| RingBuf::try_from(m).ok());
+        Ok(Self {
+            _ebpf: ebpf,
+            maps,
+            events,
+            attachments,
+            tracker_attached_now,
+        })
+    }
+
+    /// The drop-event ring buffer (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+}
+
+/// Loads the object with its maps pinned (or adopted) under `pin_dir`; no
+/// program is loaded into the kernel or attached yet. Tests and benchmarks
+/// use this with a private `pin_dir` to drive the programs with
+/// `BPF_PROG_TEST_RUN`.
+pub fn load_object(pin_dir: &Path, debug_log: bool) -> Result<Ebpf, EbpfError> {
+    // Off unless asked for: the verifier then prunes every log call.
+    let level: u8 = if debug_log {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    };
+    EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .override_global(aya_log::LEVEL, &level, true)
+        .load(OBJECT)
+}
+
+fn attach_xdp(
+    xdp: &mut Xdp,
+    iface: &str,
+    mode: XdpModeConfig,
+    pin_dir: &Path,
+) -> Result<AttachMode, KernelError> {
+    let pin = pin_dir.join(xdp_link_name(iface));
+    if pin.exists() {
+        match adopt_xdp(xdp, &pin) {
+            Ok(()) => return Ok(AttachMode::Adopted),
+            Err(e) => {
+                // The interface was recreated or the link detached: start over.
+                tracing::warn!(interface = iface, error = %e, "stale pinned XDP link; attaching anew");
+                std::fs::remove_file(&pin)
+                    .map_err(link_err(format!("removing stale pin {}", pin.display())))?;
+            }
+        }
+    }
+    let candidates: &[(XdpMode, AttachMode)] = match mode {
+        XdpModeConfig::Auto => &[
+            (XdpMode::Driver, AttachMode::Native),
+            (XdpMode::Skb, AttachMode::Skb),
+        ],
+        XdpModeConfig::Native => &[(XdpMode::Driver, AttachMode::Native)],
+        XdpModeConfig::Skb => &[(XdpMode::Skb, AttachMode::Skb)],
+    };
+    let mut last = None;
+    for (xdp_mode, attach_mode) in candidates {
+        match xdp.attach(iface, *xdp_mode) {
+            Ok(id) => {
+                let link = xdp
+                    .take_link(id)
+                    .map_err(program_err(format!("taking the XDP link of {iface}")))?;
+                let fd_link = FdLink::try_from(link)
+                    .map_err(link_err::<LinkError>(format!("XDP link of {iface}")))?;
+                fd_link
+                    .pin(&pin)
+                    .map_err(link_err::<PinError>(format!("pinning {}", pin.display())))?;
+                return Ok(*attach_mode);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(KernelError::Program {
+        what: format!("attaching XDP to {iface}"),
+        source: last.expect("at least one mode is tried"),
+    })
+}
+
+fn adopt_xdp(xdp: &mut Xdp, pin: &Path) -> Result<(), KernelError> {
+    let pinned =
+        PinnedLink::from_pin(pin).map_err(link_err(format!("opening {}", pin.display())))?;
+    let link = XdpLink::try_from(FdLink::from(pinned))
+        .map_err(link_err(format!("{} is not an XDP link", pin.display())))?;
+    xdp.attach_to_link(link).map_err(program_err(format!(
+        "replacing the program of {}",
+        pin.display()
+    )))?;
+    Ok(())
+}
+
+/// Returns true when attached now, false when a pinned tracker was adopted.
+fn attach_tracker(tracker: &mut TracePoint, pin_dir: &Path) -> Result<bool, KernelError> {
+    let pin = pin_dir.join(TRACKER_LINK);
+    if pin.exists() {
+        match PinnedLink::from_pin(&pin) {
+            // The earlier tracker keeps counting into the same pinned maps.
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "stale pinned tracker link; attaching anew");
+                std::fs::remove_file(&pin)
+                    .map_err(link_err(format!("removing stale pin {}", pin.display())))?;
+            }
+        }
+    }
+    bpffs::ensure_tracefs()?;
+    let id = tracker
+        .attach("sock", "inet_sock_set_state")
+        .map_err(program_err("attaching the connection tracker"))?;
+    let link = tracker
+        .take_link(id)
+        .map_err(program_err("taking the tracker link"))?;
+    let fd_link = FdLink::try_from(link).map_err(link_err::<LinkError>("tracker link"))?;
+    fd_link
+        .pin(&pin)
+        .map_err(link_err::<PinError>(format!("pinning {}", pin.display())))?;
+    Ok(true)
+}
+
+/// Removes every pin under `pin_dir` (links first: that detaches the
+/// programs), then the directory. Returns the names removed.
+pub fn detach(pin_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(pin_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // Links before maps.
+    entries.sort_by_key(|name| !name.starts_with("link_"));
+    for name in entries {
+        std::fs::remove_file(pin_dir.join(&name))?;
+        removed.push(name);
+    }
+    std::fs::remove_dir(pin_dir)?;
+    Ok(removed)
+}

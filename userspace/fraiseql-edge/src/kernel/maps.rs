@@ -1,0 +1,361 @@
+//! Typed access to the kernel maps, shared by the running daemon (maps taken
+//! from the loaded object) and the local admin commands and tests (maps opened
+//! from their bpffs pins while a daemon — or no daemon — runs).
+
+use std::{collections::HashMap as StdHashMap, net::IpAddr, path::Path};
+
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key};
+use fraiseql_edge_common::{
+    ClientKey, ClientState, Counter, GlobalConfig, Limits, Override, OverrideAction, PORT_WORDS,
+    maps,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    client_key,
+    clock::monotonic_ns,
+    config::{KernelConfig, OverrideActionConfig},
+};
+
+/// Errors of map access, with the map's name.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    /// A map is missing from the object or its pin cannot be opened.
+    #[error("map {name}: {source}")]
+    Open {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        source: MapError,
+    },
+    /// A read or write failed.
+    #[error("map {name}: {source}")]
+    Access {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        source: MapError,
+    },
+    /// The map exists but is of another type or layout.
+    #[error("map {0} is missing from the object")]
+    Missing(&'static str),
+}
+
+fn access(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Access { name, source }
+}
+
+/// One client as seen by the kernel.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// Client address (IPv6 clients may stand for their /64).
+    pub client: IpAddr,
+    /// Packets to protected ports passed.
+    pub passed: u64,
+    /// Packets to protected ports dropped by the rate limit or the connection cap.
+    pub dropped: u64,
+    /// Live TCP connections on protected ports.
+    pub conns: u64,
+}
+
+/// One block-list entry.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Blocked client.
+    pub client: IpAddr,
+    /// Seconds until the block expires; `None` for a block without expiry.
+    pub expires_in_secs: Option<u64>,
+}
+
+/// Handles on every map the daemon reads or writes.
+pub struct KernelMaps {
+    config: Array<MapData, GlobalConfig>,
+    ports: Array<MapData, u32>,
+    blocks: HashMap<MapData, ClientKey, u64>,
+    overrides: LpmTrie<MapData, ClientKey, Override>,
+    clients: HashMap<MapData, ClientKey, ClientState>,
+    conn_counts: HashMap<MapData, ClientKey, u64>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn typed<T>(name: &'static str, map: Map) -> Result<T, MapsError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    T::try_from(map).map_err(|source| MapsError::Open { name, source })
+}
+
+impl KernelMaps {
+    /// Builds the handles from a source of maps by name (the loaded object's
+    /// `take_map`, or [`KernelMaps::open_pinned`]).
+    pub fn from_source(
+        mut take: impl FnMut(&'static str) -> Result<Map, MapsError>,
+    ) -> Result<Self, MapsError> {
+        Ok(Self {
+            config: typed(maps::CONFIG, take(maps::CONFIG)?)?,
+            ports: typed(maps::PORTS, take(maps::PORTS)?)?,
+            blocks: typed(maps::BLOCKS, take(maps::BLOCKS)?)?,
+            overrides: typed(maps::OVERRIDES, take(maps::OVERRIDES)?)?,
+            clients: typed(maps::CLIENTS, take(maps::CLIENTS)?)?,
+            conn_counts: typed(maps::CONN_COUNTS, take(maps::CONN_COUNTS)?)?,
+            stats: typed(maps::STATS, take(maps::STATS)?)?,
+        })
+    }
+
+    /// Opens the maps pinned under `pin_path` by a daemon.
+    pub fn open_pinned(pin_path: &Path) -> Result<Self, MapsError> {
+        Self::from_source(|name| open_pin(pin_path, name))
+    }
+
+    /// Writes the configuration: global limits, protected ports, overrides.
+    /// Overrides no longer configured are removed. The program enforces
+    /// nothing until this has run once (`enabled` = 1).
+    pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), MapsError> {
+        let mut words = vec![0u32; PORT_WORDS as usize];
+        for port in &cfg.protected_ports {
+            words[usize::from(*port >> 5)] |= 1 << (port & 31);
+        }
+        for (i, word) in words.iter().enumerate() {
+            // Only touch words that differ, so a reload does not rewrite 2048 entries.
+            let current = self
+                .ports
+                .get(&(i as u32), 0)
+                .map_err(access(maps::PORTS))?;
+            if current != *word {
+                self.ports
+                    .set(i as u32, *word, 0)
+                    .map_err(access(maps::PORTS))?;
+            }
+        }
+
+        let wanted: StdHashMap<(u32, ClientKey), Override> = cfg
+            .overrides
+            .iter()
+            .map(|o| {
+                let action = match o.action {
+                    OverrideActionConfig::Allow => OverrideAction::Allow,
+                    OverrideActionConfig::Deny => OverrideAction::Deny,
+                    OverrideActionConfig::Limit => OverrideAction::Limit,
+                };
+                let value = Override {
+                    action: action as u32,
+                    _pad: 0,
+                    limits: o.limits(),
+                };
+                (client_key::prefix(&o.cidr), value)
+            })
+            .collect();
+        let existing: Vec<Key<ClientKey>> = self
+            .overrides
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(access(maps::OVERRIDES))?;
+        for key in existing {
+            if !wanted.contains_key(&(key.prefix_len(), key.data())) {
+                self.overrides
+                    .remove(&key)
+                    .map_err(access(maps::OVERRIDES))?;
+            }
+        }
+        for ((len, addr), value) in &wanted {
+            self.overrides
+                .insert(&Key::new(*len, *addr), *value, 0)
+                .map_err(access(maps::OVERRIDES))?;
+        }
+
+        let global = GlobalConfig {
+            default_limits: cfg.default_limits(),
+            ipv6_mask64: u32::from(cfg.ipv6_prefix == 64),
+            event_sample_shift: cfg.event_sample_shift(),
+            enabled: 1,
+            _pad: 0,
+        };
+        self.config.set(0, global, 0).map_err(access(maps::CONFIG))
+    }
+
+    /// The configuration currently in the kernel.
+    pub fn global_config(&self) -> Result<GlobalConfig, MapsError> {
+        self.config.get(&0, 0).map_err(access(maps::CONFIG))
+    }
+
+    /// Default limits currently in force.
+    pub fn default_limits(&self) -> Result<Limits, MapsError> {
+        Ok(self.global_config()?.default_limits)
+    }
+
+    /// Counters summed over every CPU, by name, in index order.
+    pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, MapsError> {
+        Counter::ALL
+            .iter()
+            .map(|(counter, name)| {
+                let per_cpu = self
+                    .stats
+                    .get(&(*counter as u32), 0)
+                    .map_err(access(maps::STATS))?;
+                Ok((*name, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One counter summed over every CPU.
+    pub fn counter(&self, counter: Counter) -> Result<u64, MapsError> {
+        let per_cpu = self
+            .stats
+            .get(&(counter as u32), 0)
+            .map_err(access(maps::STATS))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    fn key(&self, addr: IpAddr) -> Result<ClientKey, MapsError> {
+        let mask64 = self.global_config()?.ipv6_mask64 != 0;
+        Ok(client_key::from_ip(addr, mask64))
+    }
+
+    /// Blocks `addr` for `ttl_secs` seconds (`None`: until unblocked).
+    pub fn block(&mut self, addr: IpAddr, ttl_secs: Option<u64>) -> Result<(), MapsError> {
+        let expiry = match ttl_secs {
+            Some(ttl) => monotonic_ns().saturating_add(ttl.saturating_mul(1_000_000_000)),
+            None => u64::MAX,
+        };
+        let key = self.key(addr)?;
+        self.blocks
+            .insert(key, expiry, 0)
+            .map_err(access(maps::BLOCKS))
+    }
+
+    /// Removes a block; returns whether there was one.
+    pub fn unblock(&mut self, addr: IpAddr) -> Result<bool, MapsError> {
+        let key = self.key(addr)?;
+        match self.blocks.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(access(maps::BLOCKS)(e)),
+        }
+    }
+
+    /// Current blocks (expired ones included until [`Self::expire_blocks`] runs).
+    pub fn blocks(&self) -> Result<Vec<BlockInfo>, MapsError> {
+        let now = monotonic_ns();
+        self.blocks
+            .iter()
+            .map(|entry| {
+                let (key, expiry) = entry.map_err(access(maps::BLOCKS))?;
+                Ok(BlockInfo {
+                    client: client_key::to_ip(&key),
+                    expires_in_secs: (expiry != u64::MAX)
+                        .then(|| expiry.saturating_sub(now).div_ceil(1_000_000_000)),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes expired blocks; returns the clients unblocked.
+    pub fn expire_blocks(&mut self) -> Result<Vec<IpAddr>, MapsError> {
+        let now = monotonic_ns();
+        let expired: Vec<ClientKey> = self
+            .blocks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, expiry)| *expiry <= now)
+            .map(|(key, _)| key)
+            .collect();
+        let mut done = Vec::with_capacity(expired.len());
+        for key in expired {
+            match self.blocks.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => done.push(client_key::to_ip(&key)),
+                Err(e) => return Err(access(maps::BLOCKS)(e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Live connections of one client.
+    pub fn conns(&self, addr: IpAddr) -> Result<u64, MapsError> {
+        let key = self.key(addr)?;
+        match self.conn_counts.get(&key, 0) {
+            Ok(n) => Ok(n),
+            Err(MapError::KeyNotFound) => Ok(0),
+            Err(e) => Err(access(maps::CONN_COUNTS)(e)),
+        }
+    }
+
+    /// Every client with live connections and its count.
+    pub fn all_conns(&self) -> Result<Vec<(IpAddr, u64)>, MapsError> {
+        self.conn_counts
+            .iter()
+            .map(|e| {
+                let (k, n) = e.map_err(access(maps::CONN_COUNTS))?;
+                Ok((client_key::to_ip(&k), n))
+            })
+            .collect()
+    }
+
+    /// One client's state, if the kernel tracks it.
+    pub fn client(&self, addr: IpAddr) -> Result<Option<ClientInfo>, MapsError> {
+        let key = self.key(addr)?;
+        let conns = self.conns(addr)?;
+        match self.clients.get(&key, 0) {
+            Ok(s) => Ok(Some(ClientInfo {
+                client: client_key::to_ip(&key),
+                passed: s.passed,
+                dropped: s.dropped,
+                conns,
+            })),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(maps::CLIENTS)(e)),
+        }
+    }
+
+    /// The `limit` busiest clients (by packets seen), with live connections.
+    /// Clients that only hold connections are listed too.
+    pub fn top_clients(&self, limit: usize) -> Result<Vec<ClientInfo>, MapsError> {
+        let mut conns: StdHashMap<ClientKey, u64> = self
+            .conn_counts
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(access(maps::CONN_COUNTS))?;
+        let mut out = Vec::new();
+        for entry in self.clients.iter() {
+            // An LRU entry can vanish while iterating: skip it.
+            let Ok((key, s)) = entry else { continue };
+            out.push(ClientInfo {
+                client: client_key::to_ip(&key),
+                passed: s.passed,
+                dropped: s.dropped,
+                conns: conns.remove(&key).unwrap_or(0),
+            });
+        }
+        out.extend(conns.into_iter().map(|(key, n)| ClientInfo {
+            client: client_key::to_ip(&key),
+            passed: 0,
+            dropped: 0,
+            conns: n,
+        }));
+        out.sort_by(|a, b| {
+            (b.passed + b.dropped, b.conns)
+                .cmp(&(a.passed + a.dropped, a.conns))
+                .then(a.client.cmp(&b.client))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Overrides currently in the kernel.
+    pub fn overrides(&self) -> Result<Vec<(IpNet, Override)>, MapsError> {
+        self.overrides
+            .iter()
+            .map(|e| {
+                let (k, v) = e.map_err(access(maps::OVERRIDES))?;
+                Ok((client_key::to_net(k.prefix_len(), &k.data()), v))
+            })
+            .collect()
+    }
+}
+
+/// Opens one pinned map by name.
+pub fn open_pin(pin_path: &Path, name: &'static str) -> Result<Map, MapsError> {
+    let data = MapData::from_pin(pin_path.join(name))
+        .map_err(|source| MapsError::Open { name, source })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { name, source })
+}

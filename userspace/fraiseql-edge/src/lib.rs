@@ -1,0 +1,13 @@
+//! fraiseql-edge: the daemon's library.
+//!
+//! * [`config`] — the TOML configuration, one struct per subsystem.
+//! * [`kernel`] — loading, attaching, adopting and driving the XDP layer.
+//! * [`fallback`] — the same limits enforced in user space when BPF is unavailable.
+//! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
+
+pub mod cli;
+pub mod client_key;
+pub mod clock;
+pub mod config;
+pub mod fallback;
+pub mod kernel;
