@@ -208,14 +208,14 @@ async fn serve(mut enforcement: Enforcement, config_path: PathBuf) -> anyhow::Re
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    if let Enforcement::Kernel(k) = &mut enforcement {
-        if let Some(ring) = k.take_events() {
-            tokio::spawn(async move {
-                if let Err(e) = kernel::events::log_drops(ring).await {
-                    tracing::warn!(error = %e, "drop-event reader stopped");
-                }
-            });
-        }
+    if let Enforcement::Kernel(k) = &mut enforcement
+        && let Some(ring) = k.take_events()
+    {
+        tokio::spawn(async move {
+            if let Err(e) = kernel::events::log_drops(ring).await {
+                tracing::warn!(error = %e, "drop-event reader stopped");
+            }
+        });
     }
     tracing::info!("ready");
     loop {

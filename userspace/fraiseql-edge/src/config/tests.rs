@@ -26,10 +26,10 @@ fn minimal_config_takes_documented_defaults() {
 #[test]
 fn unknown_key_is_named() {
     let (key, reason) = err(&format!("{BASE}rate_limit = 5\n"));
-    assert_eq!(key, "kernel");
+    assert_eq!(key, "kernel.rate_limit");
     assert!(reason.contains("unknown field `rate_limit`"), "{reason}");
     let (key, _) = err("[kernal]\n");
-    assert_eq!(key, "<root>");
+    assert_eq!(key, "kernal");
 }
 
 #[test]

@@ -4,8 +4,12 @@ use super::*;
 use crate::config::Config;
 
 fn limiter(extra: &str) -> Arc<UserLimiter> {
+    limiter_with("rate = 10\nburst = 3\n", extra)
+}
+
+fn limiter_with(limits: &str, extra: &str) -> Arc<UserLimiter> {
     let cfg = Config::from_toml(&format!(
-        "[kernel]\ninterfaces = [\"lo\"]\nrate = 10\nburst = 3\nmax_conns = 2\n{extra}"
+        "[kernel]\ninterfaces = [\"lo\"]\nmax_conns = 2\n{limits}{extra}"
     ))
     .unwrap();
     Arc::new(UserLimiter::new(&cfg.kernel))
@@ -24,15 +28,16 @@ fn same_bucket_math_as_the_kernel() {
         .count();
     assert_eq!(passed, 3);
     assert_eq!(l.admit_at(a, 1_000, false), Err(Refusal::Rate));
-    // 0.1 s at 10/s: one more.
-    assert!(l.admit_at(a, 100_001_000, false).is_ok());
+    // 0.1 s at 10/s: one more, and only one.
+    assert!(l.admit_at(a, 101_000_000, false).is_ok());
+    assert_eq!(l.admit_at(a, 101_000_000, false), Err(Refusal::Rate));
     // Another client is unaffected.
     assert!(l.admit_at(ip("192.0.2.2"), 1_000, false).is_ok());
 }
 
 #[test]
 fn connection_cap_and_release() {
-    let l = limiter("rate = 0\nburst = 0\n");
+    let l = limiter_with("rate = 0\n", "");
     let a = ip("198.51.100.7");
     let c1 = l.admit_connection(a).unwrap();
     let _c2 = l.admit_connection(a).unwrap();

@@ -20,7 +20,7 @@ fn existing_ancestor(path: &Path) -> Option<PathBuf> {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 /// Makes sure `pin_dir` lies on bpffs; mounts `/sys/fs/bpf` when the pin
