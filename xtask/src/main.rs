@@ -1,1 +1,108 @@
-fn main() {}
+//! `cargo xtask …`: how developers, CI and operators drive fraiseql-edge.
+//! Run `cargo xtask --help` for the commands.
+
+mod bench;
+mod cmd;
+mod compile;
+mod demo;
+mod linker;
+mod paths;
+mod setup;
+mod system;
+mod testing;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    bin_name = "cargo xtask",
+    about = "Build, test and demonstrate fraiseql-edge"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (nightly + rust-src,
+    /// bpf-linker in target/toolchain; as root: bpffs, tracefs, Debian
+    /// packages). Idempotent.
+    Setup,
+    /// Build the eBPF object alone, for inspection
+    /// (target/bpf/bpfel-unknown-none/release/<bin>).
+    BuildEbpf,
+    /// Release build of the workspace.
+    Build,
+    /// fmt check, clippy and the test suite: the one test command (CI runs it).
+    Test {
+        /// Passed on to `cargo test` (e.g. `-- -p fraiseql-edge -- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// See it work: rate limits and a block on real traffic from a network
+    /// namespace (needs root).
+    Demo {
+        /// How long the traffic runs.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Run only the namespace and the traffic, without the daemon.
+        #[arg(long)]
+        no_daemon: bool,
+        /// Use this daemon binary instead of building target/release/fraiseql-edge.
+        #[arg(long, value_name = "PATH", conflicts_with = "no_daemon")]
+        daemon: Option<std::path::PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The XDP fast path through BPF_PROG_TEST_RUN (arguments go to bench-kernel).
+    Kernel {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The user-space proxy (not yet implemented).
+    Proxy {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::setup(),
+        Task::BuildEbpf => compile::build_ebpf(),
+        Task::Build => compile::build(),
+        Task::Test { args } => testing::test(&args),
+        Task::Demo {
+            seconds,
+            no_daemon,
+            daemon,
+        } => demo::demo(seconds, demo::DaemonChoice::from_flags(no_daemon, daemon)),
+        Task::Bench {
+            which: Bench::Kernel { args },
+        } => bench::kernel(&args),
+        Task::Bench {
+            which: Bench::Proxy { .. },
+        } => {
+            eprintln!("bench proxy: not yet implemented");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `cargo xtask bench kernel|proxy`.
+
+use anyhow::Result;
+
+use crate::setup::ensure_setup;
+use crate::{cmd, paths};
+
+/// Runs the kernel fast-path benchmark (`BPF_PROG_TEST_RUN` based) of the
+/// tests crate, passing `args` through.
+pub fn kernel(args: &[String]) -> Result<()> {
+    ensure_setup()?;
+    let mut cargo = paths::cargo(["run", "--release", "-p", "fraiseql-edge-tests"])?;
+    cargo.args(["--bin", "bench-kernel", "--"]).args(args);
+    println!("bench: {}", cmd::describe(&cargo));
+    cmd::run(&mut cargo)
+}

@@ -1,0 +1,127 @@
+//! Machine-wide setup that needs root: the bpf and trace file systems and
+//! the Debian packages the daemon and the tests call.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use nix::mount::{MsFlags, mount};
+
+use crate::cmd;
+use crate::setup::Report;
+
+const PACKAGES: [&str; 4] = ["nftables", "bpftool", "iproute2", "util-linux"];
+
+/// `(fs type, mount point)` pairs the daemon and the kernel tests need.
+const MOUNTS: [(&str, &str); 2] = [("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")];
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn ensure_system(report: Report) -> Result<()> {
+    let missing = missing_packages();
+    if !is_root() {
+        report_not_root(&missing)?;
+        return Ok(());
+    }
+    for (fstype, target) in MOUNTS {
+        ensure_mounted(fstype, target, report)?;
+    }
+    install_packages(&missing, report)
+}
+
+fn report_not_root(missing: &[&str]) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let mut skipped: Vec<String> = MOUNTS
+        .iter()
+        .filter(|(fstype, target)| !is_mounted(&mounts, fstype, target))
+        .map(|(fstype, target)| format!("mounting {fstype} at {target}"))
+        .collect();
+    if !missing.is_empty() {
+        skipped.push(format!("installing {}", missing.join(", ")));
+    }
+    if !skipped.is_empty() {
+        println!(
+            "setup: not root, so skipped: {} (run `cargo xtask setup` as root to do it)",
+            skipped.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    if which::which("dpkg").is_err() {
+        println!("setup: no dpkg on this machine: not checking Debian packages {PACKAGES:?}");
+        return Vec::new();
+    }
+    PACKAGES
+        .into_iter()
+        .filter(|name| !cmd::succeeds(Command::new("dpkg").args(["-s", name])))
+        .collect()
+}
+
+fn install_packages(missing: &[&str], report: Report) -> Result<()> {
+    if missing.is_empty() {
+        if which::which("dpkg").is_ok() {
+            report.ok(&format!("Debian packages {}", PACKAGES.join(", ")));
+        }
+        return Ok(());
+    }
+    let mut update = apt_get();
+    update.arg("update");
+    report.doing(&format!("missing packages {}", missing.join(", ")), &update);
+    cmd::run(&mut update)?;
+    let mut install = apt_get();
+    install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(missing);
+    report.doing("installing", &install);
+    cmd::run(&mut install)
+}
+
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+fn ensure_mounted(fstype: &str, target: &str, report: Report) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let what = format!("{fstype} at {target}");
+    if is_mounted(&mounts, fstype, target) {
+        report.ok(&what);
+        return Ok(());
+    }
+    report.note(&format!(
+        "mounting {what} (mount -t {fstype} {fstype} {target})"
+    ));
+    mount(
+        Some(fstype),
+        target,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mount -t {fstype} {fstype} {target}"))
+}
+
+/// True when `/proc/mounts` lists a file system of `fstype` at `target`.
+fn is_mounted(proc_mounts: &str, fstype: &str, target: &str) -> bool {
+    proc_mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some(target) && fields.next() == Some(fstype)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_mounts_by_type_and_place() {
+        let mounts = "sysfs /sys sysfs rw 0 0\nbpf /sys/fs/bpf bpf rw,relatime 0 0\n";
+        assert!(is_mounted(mounts, "bpf", "/sys/fs/bpf"));
+        assert!(!is_mounted(mounts, "tracefs", "/sys/kernel/tracing"));
+        assert!(!is_mounted(mounts, "sysfs", "/sys/fs/bpf"));
+    }
+}

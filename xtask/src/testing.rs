@@ -1,0 +1,179 @@
+//! `cargo xtask test`: the project's one test command (CI runs it through
+//! `.ci/run`): formatting, clippy, then the test suite.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::setup::ensure_setup;
+use crate::{cmd, paths, system};
+
+/// What one step ended with, for the summary.
+enum Outcome {
+    Ok,
+    Failed(String),
+}
+
+impl Outcome {
+    fn from(result: Result<()>) -> Self {
+        match result {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+        }
+    }
+
+    fn word(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed(_) => "FAILED",
+        }
+    }
+}
+
+/// Test counts summed over every `test result:` line cargo test printed.
+#[derive(Default, Debug, PartialEq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+pub fn test(args: &[String]) -> Result<()> {
+    check_privileges()?;
+    ensure_setup()?;
+    let fmt = Outcome::from(step(["fmt", "--all", "--", "--check"]));
+    let clippy = Outcome::from(step(["clippy", "--all-targets", "--", "-D", "warnings"]));
+    let mut counts = Counts::default();
+    let tests = Outcome::from(run_tests(args, &mut counts));
+    let mut all_ok = true;
+    for outcome in [&fmt, &clippy, &tests] {
+        if let Outcome::Failed(why) = outcome {
+            eprintln!("error: {why}");
+            all_ok = false;
+        }
+    }
+    println!(
+        "xtask test: {} (fmt {}, clippy {}, cargo test {})",
+        if all_ok { "OK" } else { "FAILED" },
+        fmt.word(),
+        clippy.word(),
+        tests.word()
+    );
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if !all_ok {
+        bail!("cargo xtask test failed");
+    }
+    Ok(())
+}
+
+/// Kernel tests need root; without it they skip, which CI must not allow.
+fn check_privileges() -> Result<()> {
+    if system::is_root() {
+        return Ok(());
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        bail!(
+            "CI=true but not running as root: the kernel tests (XDP, maps, netns) must run in CI"
+        );
+    }
+    println!(
+        "warning: not running as root: the kernel tests will skip (run as root to include them)"
+    );
+    Ok(())
+}
+
+fn step<const N: usize>(args: [&str; N]) -> Result<()> {
+    let mut cargo = paths::cargo(args)?;
+    println!("test: {}", cmd::describe(&cargo));
+    cmd::run(&mut cargo)
+}
+
+/// `cargo test ARGS`, its standard output passed through as it comes and
+/// read for the `test result:` lines.
+fn run_tests(args: &[String], counts: &mut Counts) -> Result<()> {
+    let mut cargo = paths::cargo(["test"])?;
+    cargo.args(args).stdout(Stdio::piped());
+    println!("test: {}", cmd::describe(&cargo));
+    let status = tee_and_count(&mut cargo, counts)?;
+    cmd::check(&cargo, status)
+}
+
+fn tee_and_count(cargo: &mut Command, counts: &mut Counts) -> Result<std::process::ExitStatus> {
+    let mut child = cargo
+        .spawn()
+        .with_context(|| format!("could not start `{}`", cmd::describe(cargo)))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .context("cargo test's stdout was not piped")?;
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut out = std::io::stdout();
+    loop {
+        let n = stdout
+            .read(&mut buf)
+            .context("reading cargo test's output")?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            counts.add_line(&String::from_utf8_lossy(&line));
+        }
+    }
+    child.wait().context("waiting for cargo test")
+}
+
+impl Counts {
+    /// Adds `test result: ok. 5 passed; 0 failed; 1 ignored; …` to the sums.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result:") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(number)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_test_result_lines() {
+        let mut counts = Counts::default();
+        counts.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n");
+        counts.add_line(
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out\n",
+        );
+        counts.add_line("test foo ... ok\n");
+        assert_eq!(
+            counts,
+            Counts {
+                passed: 7,
+                failed: 3,
+                ignored: 1
+            }
+        );
+    }
+}
