@@ -275,6 +275,7 @@ fn enforce(ctx: &XdpContext, cfg: &GlobalConfig, flow: &Flow) -> u32 {
     // 1. Block list: drop while the entry is unexpired.
     if let Some(expiry) = unsafe { EDGE_BLOCKS.get(&flow.client) } {
         if now < *expiry {
+            count_client_drop(&flow.client);
             return drop_packet(
                 ctx,
                 cfg,
@@ -294,6 +295,7 @@ fn enforce(ctx: &XdpContext, cfg: &GlobalConfig, flow: &Flow) -> u32 {
             return xdp_action::XDP_PASS;
         }
         if ov.action == OverrideAction::Deny as u32 {
+            count_client_drop(&flow.client);
             return drop_packet(ctx, cfg, flow, now, DropReason::Deny, Counter::DroppedDeny);
         }
         limits = &ov.limits;
@@ -339,6 +341,15 @@ fn enforce(ctx: &XdpContext, cfg: &GlobalConfig, flow: &Flow) -> u32 {
     state.passed += 1;
     count(Counter::Passed);
     xdp_action::XDP_PASS
+}
+
+/// Counts a block or deny drop against a client the program already tracks
+/// (such drops never create client state: a spoofed flood must not fill the map).
+#[inline(always)]
+fn count_client_drop(client: &ClientKey) {
+    if let Some(state) = EDGE_CLIENTS.get_ptr_mut(client) {
+        unsafe { (*state).dropped += 1 };
+    }
 }
 
 /// Counts a drop, samples it into the ring buffer and returns `XDP_DROP`.

@@ -3,8 +3,10 @@
 //! * [`config`] — the TOML configuration, one struct per subsystem.
 //! * [`kernel`] — loading, attaching, adopting and driving the XDP layer.
 //! * [`fallback`] — the same limits enforced in user space when BPF is unavailable.
+//! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
+pub mod breaker;
 pub mod cli;
 pub mod client_key;
 pub mod clock;

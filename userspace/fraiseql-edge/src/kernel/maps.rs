@@ -53,7 +53,8 @@ pub struct ClientInfo {
     pub client: IpAddr,
     /// Packets to protected ports passed.
     pub passed: u64,
-    /// Packets to protected ports dropped by the rate limit or the connection cap.
+    /// Packets to protected ports dropped (any reason; block and deny drops
+    /// only once the client is tracked).
     pub dropped: u64,
     /// Live TCP connections on protected ports.
     pub conns: u64,
