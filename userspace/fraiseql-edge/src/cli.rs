@@ -1,15 +1,14 @@
 //! Command line: `run` (the daemon) and local `kernel …` admin commands that
 //! work on the pinned maps directly, with or without a running daemon.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{self, Config},
-    fallback::UserLimiter,
-    kernel::{self, Kernel, KernelMaps},
+    kernel::{self, KernelMaps},
 };
 
 /// fraiseql-edge: eBPF-accelerated edge enforcement for GraphQL federation.
@@ -131,6 +130,16 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    crate::daemon::init_logging(args.log_json);
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    crate::daemon::run(config, args.config, args.require_ebpf)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match load_config(path) {
         Ok(_) => {
@@ -138,127 +147,6 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(code) => Ok(code),
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-/// How the daemon enforces the kernel-layer limits.
-enum Enforcement {
-    Kernel(Box<Kernel>),
-    /// Degraded mode; the limiter is handed to the listener.
-    UserSpace(
-        #[expect(dead_code, reason = "used by the request path's listener")] Arc<UserLimiter>,
-    ),
-}
-
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_json);
-    let config = match load_config(&args.config) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let enforcement = match Kernel::start(&config.kernel) {
-        Ok(k) => {
-            for (iface, mode) in &k.attachments {
-                tracing::info!(interface = %iface, mode = %mode, "XDP enforcement attached");
-            }
-            tracing::info!(
-                adopted = !k.tracker_attached_now,
-                "connection tracker attached"
-            );
-            Enforcement::Kernel(Box::new(k))
-        }
-        Err(e) if args.require_ebpf => {
-            anyhow::bail!("the kernel layer is required (--require-ebpf) but unavailable: {e}");
-        }
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "eBPF UNAVAILABLE: kernel enforcement is OFF; enforcing the same limits in user \
-                 space on the daemon's own listener (degraded mode). Run as root with bpffs \
-                 mounted, or pass --require-ebpf to refuse to start like this."
-            );
-            Enforcement::UserSpace(Arc::new(UserLimiter::new(&config.kernel)))
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(serve(enforcement, args.config))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn serve(mut enforcement: Enforcement, config_path: PathBuf) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    if let Enforcement::Kernel(k) = &mut enforcement
-        && let Some(ring) = k.take_events()
-    {
-        tokio::spawn(async move {
-            if let Err(e) = kernel::events::log_drops(ring).await {
-                tracing::warn!(error = %e, "drop-event reader stopped");
-            }
-        });
-    }
-    tracing::info!("ready");
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload(&mut enforcement, &config_path),
-            _ = tick.tick() => {
-                if let Enforcement::Kernel(k) = &mut enforcement {
-                    match k.maps.expire_blocks() {
-                        Ok(done) => for addr in done {
-                            tracing::info!(client = %addr, "block expired");
-                        },
-                        Err(e) => tracing::warn!(error = %e, "expiring blocks"),
-                    }
-                }
-            }
-        }
-    }
-    if let Enforcement::Kernel(k) = &enforcement {
-        let pins: Vec<_> = k.attachments.iter().map(|(i, _)| i.as_str()).collect();
-        tracing::info!(
-            interfaces = ?pins,
-            "shutting down; kernel enforcement stays attached (pinned); \
-             `fraiseql-edge kernel detach` removes it"
-        );
-    }
-    Ok(())
-}
-
-fn reload(enforcement: &mut Enforcement, path: &std::path::Path) {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
-            return;
-        }
-    };
-    if let Enforcement::Kernel(k) = enforcement {
-        match k.maps.apply(&cfg.kernel) {
-            Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload failed"),
-        }
     }
 }
 

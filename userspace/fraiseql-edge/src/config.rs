@@ -6,11 +6,15 @@
 //! checks that serde cannot express run in [`Config::validate`].
 
 mod kernel;
+mod proxy;
 
 use std::path::Path;
 
 pub use kernel::{
     KernelConfig, OverrideActionConfig, OverrideConfig, XdpModeConfig, check_interfaces,
+};
+pub use proxy::{
+    AdminConfig, HealthConfig, PoolConfig, ProxyConfig, RetryConfig, SubgraphConfig, TimeoutConfig,
 };
 use serde::Deserialize;
 
@@ -21,6 +25,13 @@ pub struct Config {
     /// The kernel enforcement layer (XDP + connection tracker).
     #[serde(default)]
     pub kernel: KernelConfig,
+    /// The GraphQL listener; without it the daemon runs the kernel layer only.
+    pub proxy: Option<ProxyConfig>,
+    /// Metrics and probes; without it no admin listener runs.
+    pub admin: Option<AdminConfig>,
+    /// The subgraphs behind the proxy.
+    #[serde(default)]
+    pub subgraphs: Vec<SubgraphConfig>,
 }
 
 /// A configuration that cannot be used, with the path of the offending key.
@@ -80,7 +91,8 @@ impl Config {
 
     /// Checks what the types cannot: ranges, combinations, CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.kernel.validate("kernel")
+        self.kernel.validate("kernel")?;
+        proxy::validate(self.proxy.as_ref(), &self.subgraphs)
     }
 }
 

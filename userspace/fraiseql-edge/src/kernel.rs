@@ -17,6 +17,7 @@
 //! detach` removes it.
 
 pub mod bpffs;
+pub mod collector;
 pub mod events;
 pub mod maps;
 

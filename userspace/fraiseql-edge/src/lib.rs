@@ -3,13 +3,18 @@
 //! * [`config`] — the TOML configuration, one struct per subsystem.
 //! * [`kernel`] — loading, attaching, adopting and driving the XDP layer.
 //! * [`fallback`] — the same limits enforced in user space when BPF is unavailable.
+//! * [`proxy`] — the GraphQL data path: routing, pools, health, failover.
+//! * [`admin`] — `/metrics`, `/healthz`, `/readyz` on the admin port.
 //! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
+pub mod admin;
 pub mod breaker;
 pub mod cli;
 pub mod client_key;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod fallback;
 pub mod kernel;
+pub mod proxy;

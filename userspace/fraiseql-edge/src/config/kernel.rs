@@ -53,6 +53,9 @@ pub struct OverrideConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KernelConfig {
+    /// Run the kernel layer. `false` is an explicit opt-out (for example when
+    /// another layer filters in front): the daemon then enforces nothing at L3/L4.
+    pub enabled: bool,
     /// Interfaces to attach the XDP program to. Each must exist at start-up.
     pub interfaces: Vec<String>,
     /// Destination ports (TCP and UDP) the limits apply to; other traffic passes untouched.
@@ -81,6 +84,7 @@ pub struct KernelConfig {
 impl Default for KernelConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             interfaces: Vec::new(),
             // The daemon's GraphQL listener port.
             protected_ports: vec![8080],
@@ -120,6 +124,9 @@ impl KernelConfig {
     }
 
     pub(super) fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
         if self.interfaces.is_empty() {
             return Err(ConfigError::invalid(
                 format!("{at}.interfaces"),
@@ -241,6 +248,9 @@ fn checked_limits(at: &str, rate: u64, burst: u64, max_conns: u32) -> Result<Lim
 
 /// Start-up checks against the host: every configured interface exists.
 pub fn check_interfaces(config: &KernelConfig) -> Result<(), ConfigError> {
+    if !config.enabled {
+        return Ok(());
+    }
     for (i, name) in config.interfaces.iter().enumerate() {
         if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
             return Err(ConfigError::invalid(

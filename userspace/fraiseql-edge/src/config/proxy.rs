@@ -1,0 +1,351 @@
+//! `[proxy]`, `[admin]` and `[[subgraphs]]`: the GraphQL data path.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use http::Uri;
+use serde::{Deserialize, Deserializer};
+
+use super::ConfigError;
+use crate::breaker::BreakerConfig;
+
+/// `[proxy]`: the GraphQL listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address the GraphQL listener binds.
+    pub listen: SocketAddr,
+    /// Largest request body accepted (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Subgraph that serves paths no route matches (none: 404).
+    pub default_subgraph: Option<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            // The port the kernel layer protects by default.
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // GraphQL documents are small; 2 MiB leaves room for big variables.
+            max_body_bytes: 2 * 1024 * 1024,
+            default_subgraph: None,
+        }
+    }
+}
+
+/// `[admin]`: metrics and probes, on a port of their own.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            // Loopback: scraping goes through the node, not the internet.
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Connection pool of one endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Idle connections opened at start and kept open.
+    pub min_idle: u32,
+    /// Connections never exceeded (idle + busy).
+    pub max: u32,
+    /// How long a request waits for a connection before 503.
+    pub acquire_timeout_ms: u64,
+    /// TCP connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Idle connections above `min_idle` are closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections are replaced after this long.
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            // Warm connections absorb a burst without handshakes.
+            min_idle: 10,
+            // Caps what one node can do to one subgraph replica.
+            max: 100,
+            // A second of queueing is already a bad answer.
+            acquire_timeout_ms: 1_000,
+            // Loopback or same-zone subgraphs connect in well under this.
+            connect_timeout_ms: 1_000,
+            // Below common 120 s server keep-alive limits.
+            idle_timeout_secs: 90,
+            // Rebalances across replicas behind a Service every half hour.
+            max_lifetime_secs: 1_800,
+        }
+    }
+}
+
+/// Active health checks of each endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between checks.
+    pub interval_ms: u64,
+    /// A check slower than this fails; must be below the interval.
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring an endpoint back.
+    pub healthy_after: u32,
+    /// Consecutive failures (checks or live traffic) that eject it.
+    pub unhealthy_after: u32,
+    /// `GET` this path instead of POSTing `{ __typename }`.
+    pub http_path: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            healthy_after: 2,
+            unhealthy_after: 3,
+            http_path: None,
+        }
+    }
+}
+
+/// Timeouts of a subgraph.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// Whole request, retries included.
+    pub overall_ms: u64,
+    /// One try, until response headers arrive.
+    pub per_try_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            overall_ms: 30_000,
+            per_try_ms: 2_000,
+        }
+    }
+}
+
+/// Failover retries of a subgraph.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries on another endpoint after a connect failure or a timeout.
+    pub retries: u32,
+    /// Retries allowed as a share of requests (percent), over 10 s …
+    pub budget_percent: u32,
+    /// … plus this many per second.
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            retries: 1,
+            // Retries can add at most a fifth to the load of a failing subgraph.
+            budget_percent: 20,
+            budget_min_per_sec: 10,
+        }
+    }
+}
+
+/// One subgraph.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SubgraphConfig {
+    /// Name, used in routes, metrics and logs (letters, digits, `-`, `_`).
+    pub name: String,
+    /// Path prefix routed here; default `/<name>/graphql`.
+    pub route: Option<String>,
+    /// Replicas, as `http://host:port/path` URLs.
+    #[serde(deserialize_with = "uris")]
+    pub endpoints: Vec<Uri>,
+    /// The subgraph's SDL, for validation and authorization.
+    pub sdl: Option<PathBuf>,
+    /// Connection pool per endpoint.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Failover.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Uri>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            s.parse::<Uri>()
+                .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))
+        })
+        .collect()
+}
+
+impl SubgraphConfig {
+    /// The path prefix routed to this subgraph.
+    pub fn route(&self) -> String {
+        self.route
+            .clone()
+            .unwrap_or_else(|| format!("/{}/graphql", self.name))
+    }
+}
+
+/// Validates the data-path sections together.
+pub fn validate(
+    proxy: Option<&ProxyConfig>,
+    subgraphs: &[SubgraphConfig],
+) -> Result<(), ConfigError> {
+    let Some(proxy) = proxy else {
+        if !subgraphs.is_empty() {
+            return Err(ConfigError::invalid(
+                "proxy",
+                "subgraphs are configured but there is no [proxy] section to serve them",
+            ));
+        }
+        return Ok(());
+    };
+    if subgraphs.is_empty() {
+        return Err(ConfigError::invalid(
+            "subgraphs",
+            "[proxy] needs at least one [[subgraphs]] entry",
+        ));
+    }
+    if proxy.max_body_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "proxy.max_body_bytes",
+            "must be positive",
+        ));
+    }
+    for (i, sg) in subgraphs.iter().enumerate() {
+        let at = format!("subgraphs[{i}]");
+        validate_subgraph(&at, sg)?;
+        if let Some(j) = subgraphs[..i].iter().position(|o| o.name == sg.name) {
+            return Err(ConfigError::invalid(
+                format!("{at}.name"),
+                format!("`{}` is already the name of subgraphs[{j}]", sg.name),
+            ));
+        }
+        if let Some(j) = subgraphs[..i].iter().position(|o| o.route() == sg.route()) {
+            return Err(ConfigError::invalid(
+                format!("{at}.route"),
+                format!("`{}` is already the route of subgraphs[{j}]", sg.route()),
+            ));
+        }
+    }
+    if let Some(default) = &proxy.default_subgraph
+        && !subgraphs.iter().any(|s| &s.name == default)
+    {
+        return Err(ConfigError::invalid(
+            "proxy.default_subgraph",
+            format!("no subgraph is named `{default}`"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_subgraph(at: &str, sg: &SubgraphConfig) -> Result<(), ConfigError> {
+    let name_ok = !sg.name.is_empty()
+        && sg
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(ConfigError::invalid(
+            format!("{at}.name"),
+            "must be non-empty letters, digits, `-` or `_`",
+        ));
+    }
+    let route = sg.route();
+    if !route.starts_with('/') {
+        return Err(ConfigError::invalid(
+            format!("{at}.route"),
+            "must start with `/`",
+        ));
+    }
+    if sg.endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{at}.endpoints"),
+            "at least one endpoint is required",
+        ));
+    }
+    for (j, uri) in sg.endpoints.iter().enumerate() {
+        let key = format!("{at}.endpoints[{j}]");
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("scheme `{other}` is not supported (use http://)"),
+                ));
+            }
+            None => {
+                return Err(ConfigError::invalid(key, format!("`{uri}` needs http://")));
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(ConfigError::invalid(key, format!("`{uri}` has no host")));
+        }
+    }
+    let p = &sg.pool;
+    if p.max == 0 {
+        return Err(ConfigError::invalid(
+            format!("{at}.pool.max"),
+            "must be at least 1",
+        ));
+    }
+    if p.min_idle > p.max {
+        return Err(ConfigError::invalid(
+            format!("{at}.pool.min_idle"),
+            format!("{} exceeds pool.max ({})", p.min_idle, p.max),
+        ));
+    }
+    let h = &sg.health;
+    if h.interval_ms == 0 || h.timeout_ms == 0 || h.timeout_ms >= h.interval_ms {
+        return Err(ConfigError::invalid(
+            format!("{at}.health.timeout_ms"),
+            "must be positive and below health.interval_ms",
+        ));
+    }
+    if h.healthy_after == 0 || h.unhealthy_after == 0 {
+        return Err(ConfigError::invalid(
+            format!("{at}.health.unhealthy_after"),
+            "healthy_after and unhealthy_after must be at least 1",
+        ));
+    }
+    let b = &sg.breaker;
+    if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+        return Err(ConfigError::invalid(
+            format!("{at}.breaker.failure_ratio"),
+            "must be in (0, 1]",
+        ));
+    }
+    if b.window_secs == 0 || b.consecutive_failures == 0 || b.half_open_probes == 0 {
+        return Err(ConfigError::invalid(
+            format!("{at}.breaker"),
+            "window_secs, consecutive_failures and half_open_probes must be at least 1",
+        ));
+    }
+    let t = &sg.timeouts;
+    if t.per_try_ms == 0 || t.overall_ms < t.per_try_ms {
+        return Err(ConfigError::invalid(
+            format!("{at}.timeouts.per_try_ms"),
+            "must be positive and at most timeouts.overall_ms",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The running daemon: the kernel layer (or its user-space stand-in), the
+//! GraphQL data path, the admin listener, block expiry, reloads, signals.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::{
+    admin::{self, Admin},
+    config::Config,
+    fallback::UserLimiter,
+    kernel::{self, Kernel, KernelMaps, collector::KernelCollector},
+    proxy::{self, Proxy, metrics::ProxyMetrics},
+};
+
+/// How the daemon enforces the kernel-layer limits.
+enum Enforcement {
+    /// XDP + tracker, pinned.
+    Kernel(Box<Kernel>),
+    /// Degraded mode: the proxy listener enforces the limits itself.
+    UserSpace(Arc<UserLimiter>),
+    /// `kernel.enabled = false`.
+    Disabled,
+}
+
+/// Installs the log subscriber (stderr; text or JSON lines).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn start_kernel(config: &Config, require_ebpf: bool) -> anyhow::Result<Enforcement> {
+    if !config.kernel.enabled {
+        tracing::warn!("kernel layer disabled by configuration (kernel.enabled = false)");
+        return Ok(Enforcement::Disabled);
+    }
+    match Kernel::start(&config.kernel) {
+        Ok(k) => {
+            for (iface, mode) in &k.attachments {
+                tracing::info!(interface = %iface, mode = %mode, "XDP enforcement attached");
+            }
+            tracing::info!(
+                adopted = !k.tracker_attached_now,
+                "connection tracker attached"
+            );
+            Ok(Enforcement::Kernel(Box::new(k)))
+        }
+        Err(e) if require_ebpf => {
+            anyhow::bail!("the kernel layer is required (--require-ebpf) but unavailable: {e}");
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "eBPF UNAVAILABLE: kernel enforcement is OFF; enforcing the same limits in user \
+                 space on the daemon's own listener (degraded mode). Run as root with bpffs \
+                 mounted, or pass --require-ebpf to refuse to start like this."
+            );
+            Ok(Enforcement::UserSpace(Arc::new(UserLimiter::new(
+                &config.kernel,
+            ))))
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config: Config, config_path: PathBuf, require_ebpf: bool) -> anyhow::Result<()> {
+    let enforcement = start_kernel(&config, require_ebpf)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(enforcement, config, config_path))
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} {addr}"))
+}
+
+async fn serve(
+    mut enforcement: Enforcement,
+    config: Config,
+    config_path: PathBuf,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+
+    let registry = Registry::new();
+    if let Enforcement::Kernel(k) = &mut enforcement {
+        let maps = KernelMaps::open_pinned(&config.kernel.pin_path)?;
+        registry.register(Box::new(KernelCollector::new(maps)?))?;
+        if let Some(ring) = k.take_events() {
+            tokio::spawn(async move {
+                if let Err(e) = kernel::events::log_drops(ring).await {
+                    tracing::warn!(error = %e, "drop-event reader stopped");
+                }
+            });
+        }
+    }
+    let proxy = match &config.proxy {
+        Some(p) => {
+            let limiter = match &enforcement {
+                Enforcement::UserSpace(l) => Some(Arc::clone(l)),
+                _ => None,
+            };
+            let metrics = ProxyMetrics::new(&registry)?;
+            let proxy = Proxy::new(p, &config.subgraphs, metrics, limiter);
+            let listener = bind("proxy.listen", p.listen).await?;
+            tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");
+            tokio::spawn(proxy::serve(Arc::clone(&proxy), listener));
+            Some(proxy)
+        }
+        None => None,
+    };
+    if let Some(a) = &config.admin {
+        let listener = bind("admin.listen", a.listen).await?;
+        tracing::info!(addr = %listener.local_addr()?, "admin listener (/metrics, /healthz, /readyz)");
+        let admin = Arc::new(Admin { registry, proxy });
+        tokio::spawn(admin::serve(admin, listener));
+    }
+
+    tracing::info!("ready");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&mut enforcement, &config_path),
+            _ = tick.tick() => expire_blocks(&mut enforcement),
+        }
+    }
+    if let Enforcement::Kernel(k) = &enforcement {
+        let ifaces: Vec<_> = k.attachments.iter().map(|(i, _)| i.as_str()).collect();
+        tracing::info!(
+            interfaces = ?ifaces,
+            "shutting down; kernel enforcement stays attached (pinned); \
+             `fraiseql-edge kernel detach` removes it"
+        );
+    }
+    Ok(())
+}
+
+fn expire_blocks(enforcement: &mut Enforcement) {
+    if let Enforcement::Kernel(k) = enforcement {
+        match k.maps.expire_blocks() {
+            Ok(done) => {
+                for addr in done {
+                    tracing::info!(client = %addr, "block expired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring blocks"),
+        }
+    }
+}
+
+fn reload(enforcement: &mut Enforcement, path: &std::path::Path) {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
+            return;
+        }
+    };
+    if let Enforcement::Kernel(k) = enforcement {
+        match k.maps.apply(&cfg.kernel) {
+            Ok(()) => tracing::info!("kernel limits reloaded (subgraph changes need a restart)"),
+            Err(e) => tracing::error!(error = %e, "reload failed"),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Kernel counters as Prometheus metrics, read from the maps at scrape time
+//! (summed over CPUs) — nothing is copied on the packet path.
+
+use std::sync::Mutex;
+
+use fraiseql_edge_common::Counter;
+use prometheus::{
+    IntCounterVec, IntGauge, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+
+use super::KernelMaps;
+
+/// The collector; register it into the daemon's registry.
+pub struct KernelCollector {
+    maps: Mutex<KernelMaps>,
+    packets: IntCounterVec,
+    clients: IntCounterVec,
+    connections: IntCounterVec,
+    events_lost: IntCounterVec,
+    blocked: IntGauge,
+}
+
+impl KernelCollector {
+    /// A collector over `maps` (typically opened from the pins).
+    pub fn new(maps: KernelMaps) -> prometheus::Result<Self> {
+        let p = "fraiseql_edge_kernel_";
+        Ok(Self {
+            maps: Mutex::new(maps),
+            packets: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}packets_total"),
+                    "Packets seen by the XDP program, by verdict",
+                ),
+                &["verdict"],
+            )?,
+            clients: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}clients_total"),
+                    "Clients first seen by the XDP program",
+                ),
+                &[],
+            )?,
+            connections: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}connections_total"),
+                    "TCP connections on protected ports counted by the tracker, by event",
+                ),
+                &["event"],
+            )?,
+            events_lost: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}drop_events_lost_total"),
+                    "Drop events lost (ring buffer full)",
+                ),
+                &[],
+            )?,
+            blocked: IntGauge::new(format!("{p}blocked_clients"), "Entries in the block list")?,
+        })
+    }
+}
+
+impl Collector for KernelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            self.packets.desc(),
+            self.clients.desc(),
+            self.connections.desc(),
+            self.events_lost.desc(),
+            self.blocked.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(stats) = maps.stats() else {
+            return Vec::new();
+        };
+        for (counter, name) in Counter::ALL {
+            let value = stats
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, v)| *v);
+            let set = |c: &prometheus::IntCounter| c.inc_by(value.saturating_sub(c.get()));
+            match counter {
+                Counter::NewClients => set(&self.clients.with_label_values::<&str>(&[])),
+                Counter::EventsLost => set(&self.events_lost.with_label_values::<&str>(&[])),
+                Counter::ConnOpened => set(&self.connections.with_label_values(&["opened"])),
+                Counter::ConnClosed => set(&self.connections.with_label_values(&["closed"])),
+                _ => set(&self.packets.with_label_values(&[name])),
+            }
+        }
+        self.blocked
+            .set(maps.blocks().map_or(0, |b| b.len() as i64));
+        [
+            self.packets.collect(),
+            self.clients.collect(),
+            self.connections.collect(),
+            self.events_lost.collect(),
+            self.blocked.collect(),
+        ]
+        .concat()
+    }
+}

@@ -1,0 +1,145 @@
+//! One replica of a subgraph: its URL, its pool and its health.
+//!
+//! Health is a small state machine fed by active checks and by live traffic
+//! (passive): `unhealthy_after` consecutive failures eject the endpoint (its
+//! pool drops every connection and it gets no traffic); `healthy_after`
+//! consecutive successful checks bring it back.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
+
+use http::Uri;
+
+use super::pool::Pool;
+use crate::config::{HealthConfig, PoolConfig};
+
+/// What a health report changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthChange {
+    /// Nothing.
+    None,
+    /// The endpoint was ejected.
+    Ejected,
+    /// The endpoint is back in rotation.
+    Restored,
+}
+
+#[derive(Default)]
+struct Streaks {
+    successes: u32,
+    failures: u32,
+}
+
+/// A subgraph replica.
+pub struct Endpoint {
+    /// The configured URL.
+    pub uri: Uri,
+    /// `host:port`, the label in metrics and logs.
+    pub addr: String,
+    /// Path and query sent upstream (`/graphql`).
+    pub path: String,
+    /// Its connection pool.
+    pub pool: Pool,
+    healthy: AtomicBool,
+    streaks: Mutex<Streaks>,
+    health: HealthConfig,
+}
+
+impl Endpoint {
+    /// An endpoint that starts healthy (traffic flows before the first check).
+    pub fn new(uri: Uri, pool_cfg: PoolConfig, health: HealthConfig) -> Self {
+        let host = uri.host().unwrap_or("localhost");
+        let port = uri.port_u16().unwrap_or(80);
+        // IPv6 literals keep their brackets in `host:port`.
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        Self {
+            pool: Pool::new(addr.clone(), pool_cfg),
+            uri,
+            addr,
+            path,
+            healthy: AtomicBool::new(true),
+            streaks: Mutex::new(Streaks::default()),
+            health,
+        }
+    }
+
+    /// Whether the endpoint takes traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records an outcome (active check or live traffic).
+    pub fn report(&self, success: bool) -> HealthChange {
+        let mut s = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+        if success {
+            s.failures = 0;
+            s.successes = s.successes.saturating_add(1);
+            if !self.is_healthy() && s.successes >= self.health.healthy_after {
+                self.healthy.store(true, Ordering::Release);
+                self.pool.restore();
+                return HealthChange::Restored;
+            }
+        } else {
+            s.successes = 0;
+            s.failures = s.failures.saturating_add(1);
+            if self.is_healthy() && s.failures >= self.health.unhealthy_after {
+                self.healthy.store(false, Ordering::Release);
+                self.pool.eject();
+                return HealthChange::Ejected;
+            }
+        }
+        HealthChange::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        Endpoint::new(
+            "http://127.0.0.1:1/graphql".parse().unwrap(),
+            PoolConfig::default(),
+            HealthConfig::default(),
+        )
+    }
+
+    #[test]
+    fn fall_after_three_rise_after_two() {
+        let e = endpoint();
+        assert_eq!(e.addr, "127.0.0.1:1");
+        assert_eq!(e.path, "/graphql");
+        assert_eq!(e.report(false), HealthChange::None);
+        assert_eq!(e.report(false), HealthChange::None);
+        assert!(e.is_healthy());
+        assert_eq!(e.report(false), HealthChange::Ejected);
+        assert!(!e.is_healthy() && e.pool.is_ejected());
+        assert_eq!(e.report(true), HealthChange::None);
+        assert_eq!(e.report(false), HealthChange::None);
+        assert_eq!(e.report(true), HealthChange::None);
+        assert_eq!(e.report(true), HealthChange::Restored);
+        assert!(e.is_healthy() && !e.pool.is_ejected());
+    }
+
+    #[test]
+    fn a_success_breaks_a_failure_streak() {
+        let e = endpoint();
+        for _ in 0..10 {
+            e.report(false);
+            e.report(false);
+            e.report(true);
+        }
+        assert!(e.is_healthy());
+    }
+}

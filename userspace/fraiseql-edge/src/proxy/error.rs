@@ -1,0 +1,123 @@
+//! Every refusal of the data path, and the one place where it becomes an
+//! HTTP response: a GraphQL-shaped body
+//! `{"errors":[{"message":…,"extensions":{"code":…}}]}` with a stable code
+//! and a fitting status. No internal detail (addresses, OS errors) reaches
+//! the client; it goes to the log instead.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use http_body_util::{Full, combinators::BoxBody};
+
+/// The response body type of the proxy.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Why the proxy answered itself instead of the subgraph.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Malformed request (JSON, parameters).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No route for the path.
+    #[error("no subgraph serves {0}")]
+    NotFound(String),
+    /// Method not allowed.
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(String),
+    /// Body above `proxy.max_body_bytes`.
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Content type not JSON.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// Degraded mode: the client exceeded the kernel-layer limits.
+    #[error("rate limit exceeded")]
+    RateLimited,
+    /// Degraded mode: the client is blocked or denied.
+    #[error("forbidden")]
+    Forbidden,
+    /// The subgraph's breaker is open.
+    #[error("subgraph {0} is unavailable (circuit open)")]
+    CircuitOpen(String),
+    /// Every endpoint is ejected.
+    #[error("subgraph {0} has no healthy endpoint")]
+    NoHealthyUpstream(String),
+    /// The pool had no connection free in time.
+    #[error("subgraph {0} is saturated")]
+    PoolExhausted(String),
+    /// Connection failures / broken connections.
+    #[error("subgraph {subgraph} could not be reached")]
+    UpstreamUnavailable {
+        /// Subgraph.
+        subgraph: String,
+        /// Detail, logged only.
+        detail: String,
+    },
+    /// Per-try or overall timeout.
+    #[error("subgraph {0} did not answer in time")]
+    UpstreamTimeout(String),
+}
+
+impl ProxyError {
+    /// Status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
+            Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
+            Self::PoolExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
+            Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
+            Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT"),
+        }
+    }
+
+    /// The response a client gets.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({
+            "errors": [{ "message": self.to_string(), "extensions": { "code": code } }]
+        });
+        let mut resp = Response::new(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn body_is_graphql_shaped_without_detail() {
+        let resp = ProxyError::UpstreamUnavailable {
+            subgraph: "users".into(),
+            detail: "connect 10.0.0.1:4001: refused".into(),
+        }
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+        assert!(!String::from_utf8_lossy(&bytes).contains("10.0.0.1"));
+    }
+}

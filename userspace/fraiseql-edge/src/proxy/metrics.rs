@@ -1,0 +1,153 @@
+//! Data-path metrics, registered into a registry that is passed in.
+//! Names: prefix `fraiseql_edge_`, base units, `_total` counters.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
+};
+
+/// Every metric of the data path.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    /// Requests by subgraph, HTTP status and operation type.
+    pub requests: IntCounterVec,
+    /// Whole-request latency by subgraph.
+    pub request_duration: HistogramVec,
+    /// Upstream latency (until response headers) by subgraph and endpoint.
+    pub upstream_duration: HistogramVec,
+    /// Pool connections by subgraph, endpoint and state (idle, busy).
+    pub pool_connections: IntGaugeVec,
+    /// Pool maximum by subgraph and endpoint.
+    pub pool_max: IntGaugeVec,
+    /// Time spent waiting for a pooled connection.
+    pub pool_wait: Histogram,
+    /// 1 healthy, 0 ejected, by subgraph and endpoint.
+    pub endpoint_healthy: IntGaugeVec,
+    /// Breaker state by subgraph: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// Breaker transitions by subgraph, from and to.
+    pub breaker_transitions: IntCounterVec,
+    /// Requests refused by an open breaker.
+    pub breaker_rejections: IntCounterVec,
+    /// Retries on another endpoint (failovers) by subgraph and reason.
+    pub failovers: IntCounterVec,
+    /// Failovers refused by the retry budget.
+    pub retry_budget_exhausted: IntCounterVec,
+    /// Health transitions by subgraph, endpoint and direction.
+    pub health_transitions: IntCounterVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 100 µs … ~26 s
+    exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")
+}
+
+impl ProxyMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let p = "fraiseql_edge_";
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(format!("{p}requests_total"), "GraphQL requests handled"),
+                &["subgraph", "status", "operation"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}request_duration_seconds"),
+                    "Time from request to response headers, through the edge",
+                )
+                .buckets(latency_buckets()),
+                &["subgraph"],
+            )?,
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}upstream_duration_seconds"),
+                    "Time an upstream took to answer one try (until headers)",
+                )
+                .buckets(latency_buckets()),
+                &["subgraph", "endpoint"],
+            )?,
+            pool_connections: IntGaugeVec::new(
+                Opts::new(
+                    format!("{p}pool_connections"),
+                    "Pooled upstream connections",
+                ),
+                &["subgraph", "endpoint", "state"],
+            )?,
+            pool_max: IntGaugeVec::new(
+                Opts::new(format!("{p}pool_max_connections"), "Pool size limit"),
+                &["subgraph", "endpoint"],
+            )?,
+            pool_wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    format!("{p}pool_wait_seconds"),
+                    "Time to check out a pooled connection",
+                )
+                .buckets(latency_buckets()),
+            )?,
+            endpoint_healthy: IntGaugeVec::new(
+                Opts::new(
+                    format!("{p}endpoint_healthy"),
+                    "1 if the endpoint takes traffic",
+                ),
+                &["subgraph", "endpoint"],
+            )?,
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    format!("{p}circuit_breaker_state"),
+                    "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+                ),
+                &["subgraph"],
+            )?,
+            breaker_transitions: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}circuit_breaker_transitions_total"),
+                    "Circuit breaker state changes",
+                ),
+                &["subgraph", "from", "to"],
+            )?,
+            breaker_rejections: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}circuit_breaker_rejections_total"),
+                    "Requests refused by an open circuit breaker",
+                ),
+                &["subgraph"],
+            )?,
+            failovers: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}failovers_total"),
+                    "Tries repeated on another endpoint",
+                ),
+                &["subgraph", "reason"],
+            )?,
+            retry_budget_exhausted: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}retry_budget_exhausted_total"),
+                    "Failovers skipped because the retry budget was spent",
+                ),
+                &["subgraph"],
+            )?,
+            health_transitions: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}endpoint_health_transitions_total"),
+                    "Endpoints ejected or restored",
+                ),
+                &["subgraph", "endpoint", "to"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.upstream_duration.clone()))?;
+        registry.register(Box::new(m.pool_connections.clone()))?;
+        registry.register(Box::new(m.pool_max.clone()))?;
+        registry.register(Box::new(m.pool_wait.clone()))?;
+        registry.register(Box::new(m.endpoint_healthy.clone()))?;
+        registry.register(Box::new(m.breaker_state.clone()))?;
+        registry.register(Box::new(m.breaker_transitions.clone()))?;
+        registry.register(Box::new(m.breaker_rejections.clone()))?;
+        registry.register(Box::new(m.failovers.clone()))?;
+        registry.register(Box::new(m.retry_budget_exhausted.clone()))?;
+        registry.register(Box::new(m.health_transitions.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,163 @@
+//! Pool tests against a real HTTP/1.1 server on loopback that counts its
+//! connections.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::*;
+
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// A server answering "ok" after `delay`.
+async fn server(delay: Duration) -> (String, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let counts = Arc::new(Counts::default());
+    let c = Arc::clone(&counts);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            c.open.fetch_add(1, Ordering::SeqCst);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                c.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+fn cfg(min_idle: u32, max: u32) -> PoolConfig {
+    PoolConfig {
+        min_idle,
+        max,
+        acquire_timeout_ms: 300,
+        ..PoolConfig::default()
+    }
+}
+
+fn request() -> http::Request<UpstreamBody> {
+    http::Request::post("/graphql")
+        .header("host", "test")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap()
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn maintain_opens_exactly_min_idle_and_reuses_them() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(4, 10));
+    pool.maintain().await;
+    eventually("4 connections", || counts.open.load(Ordering::SeqCst) == 4).await;
+    assert_eq!(pool.stats().idle, 4);
+    for _ in 0..20 {
+        let mut conn = pool.get().await.unwrap();
+        let resp = conn.send(request()).await.unwrap();
+        let body = PooledBody::new(resp.into_body(), conn);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+    }
+    pool.maintain().await;
+    assert_eq!(
+        counts.accepted.load(Ordering::SeqCst),
+        4,
+        "no new connection was needed"
+    );
+}
+
+#[tokio::test]
+async fn max_is_never_exceeded_and_waiters_time_out() {
+    let (addr, counts) = server(Duration::from_millis(500)).await;
+    let pool = Pool::new(addr, cfg(0, 3));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert!(matches!(pool.get().await, Err(PoolError::Timeout)));
+    assert_eq!(pool.stats().busy, 3);
+    // A release wakes a waiter, which gets that same connection.
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.pop();
+    waiter.await.unwrap().unwrap();
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn connect_failure_is_reported_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let pool = Pool::new(addr, cfg(0, 2));
+    let started = std::time::Instant::now();
+    assert!(matches!(pool.get().await, Err(PoolError::Connect { .. })));
+    // Refused, not queued until the acquire timeout. (Loose bound: this is
+    // a correctness check of which path was taken, not a benchmark.)
+    assert!(started.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn eject_closes_idle_connections_and_restore_refills() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(3, 5));
+    pool.maintain().await;
+    eventually("3 open", || counts.open.load(Ordering::SeqCst) == 3).await;
+    pool.eject();
+    assert!(matches!(pool.get().await, Err(PoolError::Ejected)));
+    eventually("all closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+    pool.maintain().await;
+    assert_eq!(
+        counts.open.load(Ordering::SeqCst),
+        0,
+        "an ejected pool does not refill"
+    );
+    pool.restore();
+    pool.maintain().await;
+    eventually("refilled", || counts.open.load(Ordering::SeqCst) == 3).await;
+}
+
+#[tokio::test]
+async fn a_response_dropped_half_read_closes_its_connection() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(0, 2));
+    let mut conn = pool.get().await.unwrap();
+    let resp = conn.send(request()).await.unwrap();
+    drop(PooledBody::new(resp.into_body(), conn));
+    assert_eq!(pool.stats().idle, 0);
+    eventually("closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+}
