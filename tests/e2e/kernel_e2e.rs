@@ -438,8 +438,8 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         "restarted daemon did not adopt the pinned link; stderr:\n{log}"
     );
     assert!(
-        log.contains("connection tracker attached adopted=true"),
-        "restarted daemon did not adopt the pinned tracker; stderr:\n{log}"
+        log.contains("connection tracker attached replaced=true"),
+        "restarted daemon did not replace the pinned tracker; stderr:\n{log}"
     );
     let progs = xdp_prog_ids(ns.host_if());
     assert_eq!(progs.len(), 1, "XDP programs on the interface: {progs:?}");

@@ -76,8 +76,14 @@ impl Config {
 
     /// Parses and validates a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::invalid("<root>", e.message().to_string()))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let at = e.span().map(|span| position(text, span.start));
+            let reason = match at {
+                Some((line, col)) => format!("{} (line {line}, column {col})", e.message()),
+                None => e.message().to_string(),
+            };
+            ConfigError::invalid("<root>", reason)
+        })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = match e.path().to_string().as_str() {
                 "." | "" => "<root>".to_string(),
@@ -94,6 +100,14 @@ impl Config {
         self.kernel.validate("kernel")?;
         proxy::validate(self.proxy.as_ref(), &self.subgraphs)
     }
+}
+
+/// 1-based line and column of a byte offset.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
 }
 
 #[cfg(test)]

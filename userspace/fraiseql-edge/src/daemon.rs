@@ -49,10 +49,7 @@ fn start_kernel(config: &Config, require_ebpf: bool) -> anyhow::Result<Enforceme
             for (iface, mode) in &k.attachments {
                 tracing::info!(interface = %iface, mode = %mode, "XDP enforcement attached");
             }
-            tracing::info!(
-                adopted = !k.tracker_attached_now,
-                "connection tracker attached"
-            );
+            tracing::info!(replaced = k.tracker_replaced, "connection tracker attached");
             Ok(Enforcement::Kernel(Box::new(k)))
         }
         Err(e) if require_ebpf => {

@@ -9,8 +9,9 @@
 //! 3. per interface: if `link_xdp_<iface>` is pinned, atomically swap this
 //!    daemon's program into that link (no second attachment, no gap);
 //!    otherwise attach (native, then generic mode under `auto`) and pin the link;
-//! 4. the tracker: adopt the pinned `link_conn_tracker` if present (the running
-//!    tracker keeps counting into the same maps), else attach and pin it;
+//! 4. the tracker: attach this daemon's tracker and pin it, replacing the
+//!    pin of an earlier daemon's tracker (which is then released) — counts
+//!    live in the pinned maps, so nothing is lost or counted twice;
 //! 5. write the configuration into the maps.
 //!
 //! Stopping the daemon leaves all of this in place; `fraiseql-edge kernel
@@ -123,8 +124,8 @@ pub struct Kernel {
     events: Option<RingBuf<MapData>>,
     /// Interface → how the program is attached.
     pub attachments: Vec<(String, AttachMode)>,
-    /// Whether the connection tracker was attached now (false: adopted).
-    pub tracker_attached_now: bool,
+    /// Whether an earlier daemon's tracker was found and replaced.
+    pub tracker_replaced: bool,
 }
 
 impl Kernel {
@@ -160,7 +161,7 @@ impl Kernel {
         tracker
             .load()
             .map_err(program_err("loading the connection tracker"))?;
-        let tracker_attached_now = attach_tracker(tracker, pin_dir)?;
+        let tracker_replaced = attach_tracker(tracker, pin_dir)?;
 
         let mut maps =
             KernelMaps::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))?;
@@ -173,7 +174,7 @@ impl Kernel {
             maps,
             events,
             attachments,
-            tracker_attached_now,
+            tracker_replaced,
         })
     }
 
@@ -261,20 +262,26 @@ fn adopt_xdp(xdp: &mut Xdp, pin: &Path) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Returns true when attached now, false when a pinned tracker was adopted.
+/// Attaches the tracker and pins its link. When an earlier daemon's tracker
+/// is pinned, the new one replaces it: attached first, then pinned over the
+/// old pin (an atomic rename), which releases the old link. While both run
+/// for that instant nothing is counted twice — the per-socket map admits
+/// each socket once. Returns true when an earlier tracker was replaced.
 fn attach_tracker(tracker: &mut TracePoint, pin_dir: &Path) -> Result<bool, KernelError> {
     let pin = pin_dir.join(TRACKER_LINK);
-    if pin.exists() {
+    let old = if pin.exists() {
         match PinnedLink::from_pin(&pin) {
-            // The earlier tracker keeps counting into the same pinned maps.
-            Ok(_) => return Ok(false),
+            Ok(old) => Some(old),
             Err(e) => {
                 tracing::warn!(error = %e, "stale pinned tracker link; attaching anew");
                 std::fs::remove_file(&pin)
                     .map_err(link_err(format!("removing stale pin {}", pin.display())))?;
+                None
             }
         }
-    }
+    } else {
+        None
+    };
     bpffs::ensure_tracefs()?;
     let id = tracker
         .attach("sock", "inet_sock_set_state")
@@ -283,10 +290,15 @@ fn attach_tracker(tracker: &mut TracePoint, pin_dir: &Path) -> Result<bool, Kern
         .take_link(id)
         .map_err(program_err("taking the tracker link"))?;
     let fd_link = FdLink::try_from(link).map_err(link_err::<LinkError>("tracker link"))?;
-    fd_link
-        .pin(&pin)
-        .map_err(link_err::<PinError>(format!("pinning {}", pin.display())))?;
-    Ok(true)
+    // bpffs names may not contain dots.
+    let staging = pin_dir.join(format!("{TRACKER_LINK}_new"));
+    let _ = std::fs::remove_file(&staging);
+    fd_link.pin(&staging).map_err(link_err::<PinError>(format!(
+        "pinning {}",
+        staging.display()
+    )))?;
+    std::fs::rename(&staging, &pin).map_err(link_err(format!("replacing {}", pin.display())))?;
+    Ok(old.is_some())
 }
 
 /// Removes every pin under `pin_dir` (links first: that detaches the

@@ -104,3 +104,10 @@ fn missing_interface_is_named() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let (key, reason) = err("[kernel]\ninterfaces = [\"eth0\"]\nrate = \n");
+    assert_eq!(key, "<root>");
+    assert!(reason.contains("line 3"), "{reason}");
+}

@@ -11,6 +11,10 @@ use nix::{
 use super::KernelError;
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Serializes check-then-mount within a process: two threads mounting at
+/// once would stack two bpffs instances and hide the first one's pins.
+static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -26,6 +30,7 @@ fn is_bpffs(path: &Path) -> bool {
 /// Makes sure `pin_dir` lies on bpffs; mounts `/sys/fs/bpf` when the pin
 /// directory is under it and nothing is mounted there yet.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
+    let _serial = MOUNTING.lock().unwrap_or_else(|p| p.into_inner());
     let probe = existing_ancestor(pin_dir).unwrap_or_else(|| PathBuf::from("/"));
     if is_bpffs(&probe) {
         return Ok(());
@@ -55,6 +60,7 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
 /// Makes the tracepoint visible: mounts tracefs at `/sys/kernel/tracing` if
 /// neither it nor the debugfs copy is there.
 pub fn ensure_tracefs() -> Result<(), KernelError> {
+    let _serial = MOUNTING.lock().unwrap_or_else(|p| p.into_inner());
     let event = "events/sock/inet_sock_set_state";
     if Path::new(TRACEFS).join(event).exists()
         || Path::new("/sys/kernel/debug/tracing").join(event).exists()
