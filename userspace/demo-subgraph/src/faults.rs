@@ -1,0 +1,243 @@
+//! Fault injection: the state behind `GET/POST /faults` and how a GraphQL
+//! request obeys it.
+//!
+//! The current [`Faults`] live in a `watch` channel: the admin port writes a
+//! new snapshot, every request reads the latest one, and a hung request waits on
+//! the channel until `hang` is lifted. `refuse` is only recorded here; the
+//! listener in `server.rs` acts on it.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// The faults in force (the JSON body of `GET /faults`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Faults {
+    /// Delay added before every GraphQL response, in milliseconds.
+    pub latency_ms: u64,
+    /// Fraction (0.0–1.0) of GraphQL requests answered with `error_status`.
+    pub error_rate: f64,
+    /// HTTP status of an injected error.
+    pub error_status: u16,
+    /// The GraphQL port is closed and its connections dropped.
+    pub refuse: bool,
+    /// GraphQL requests are accepted but not answered.
+    pub hang: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            // A healthy subgraph: answer at once, never fail.
+            latency_ms: 0,
+            error_rate: 0.0,
+            // 503 is what an overloaded or restarting upstream says, so that is
+            // what a proxy's breaker and retry logic most need to meet.
+            error_status: 503,
+            refuse: false,
+            hang: false,
+        }
+    }
+}
+
+/// The body of `POST /faults`: every field optional, unknown fields refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsPatch {
+    /// New `latency_ms`.
+    pub latency_ms: Option<u64>,
+    /// New `error_rate` (0.0–1.0).
+    pub error_rate: Option<f64>,
+    /// New `error_status` (a valid HTTP status, 100–999).
+    pub error_status: Option<u16>,
+    /// New `refuse`.
+    pub refuse: Option<bool>,
+    /// New `hang`.
+    pub hang: Option<bool>,
+}
+
+/// Why a fault setting was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FaultError {
+    #[error("error_rate must be between 0.0 and 1.0, got {0}")]
+    ErrorRate(f64),
+    #[error("error_status must be an HTTP status code (100-999), got {0}")]
+    ErrorStatus(u16),
+}
+
+impl Faults {
+    /// Returns these faults with `patch` applied, or why the result is invalid.
+    pub fn patched(self, patch: FaultsPatch) -> Result<Self, FaultError> {
+        let next = Self {
+            latency_ms: patch.latency_ms.unwrap_or(self.latency_ms),
+            error_rate: patch.error_rate.unwrap_or(self.error_rate),
+            error_status: patch.error_status.unwrap_or(self.error_status),
+            refuse: patch.refuse.unwrap_or(self.refuse),
+            hang: patch.hang.unwrap_or(self.hang),
+        };
+        next.validate()?;
+        Ok(next)
+    }
+
+    pub fn validate(&self) -> Result<(), FaultError> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(FaultError::ErrorRate(self.error_rate));
+        }
+        self.status()?;
+        Ok(())
+    }
+
+    fn status(&self) -> Result<StatusCode, FaultError> {
+        StatusCode::from_u16(self.error_status)
+            .map_err(|_| FaultError::ErrorStatus(self.error_status))
+    }
+}
+
+/// Shared handle on the faults in force.
+#[derive(Debug, Clone)]
+pub struct FaultControl {
+    tx: Arc<watch::Sender<Faults>>,
+}
+
+impl FaultControl {
+    pub fn new(initial: Faults) -> Result<Self, FaultError> {
+        initial.validate()?;
+        Ok(Self {
+            tx: Arc::new(watch::Sender::new(initial)),
+        })
+    }
+
+    pub fn current(&self) -> Faults {
+        *self.tx.borrow()
+    }
+
+    /// Applies `patch` atomically and returns the faults now in force.
+    pub fn update(&self, patch: FaultsPatch) -> Result<Faults, FaultError> {
+        let mut result = Ok(self.current());
+        self.tx
+            .send_if_modified(|faults| match faults.patched(patch) {
+                Ok(next) => {
+                    result = Ok(next);
+                    let changed = next != *faults;
+                    *faults = next;
+                    changed
+                }
+                Err(e) => {
+                    result = Err(e);
+                    false
+                }
+            });
+        result
+    }
+
+    /// Runs the faults a GraphQL request meets before it is answered: waits while
+    /// `hang` is set, sleeps `latency_ms`, then rolls `error_rate`. Returns the
+    /// status to answer with instead of the real response, if the roll failed.
+    pub async fn before_response(&self) -> Option<StatusCode> {
+        let mut rx = self.tx.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let faults = match rx.wait_for(|f| !f.hang).await {
+            Ok(faults) => *faults,
+            Err(_) => self.current(),
+        };
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        }
+        // `fastrand::f64()` is in [0, 1): a rate of 0 never fires, 1 always does.
+        if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
+            return faults.status().ok();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_changes_only_given_fields() {
+        let f = Faults::default()
+            .patched(FaultsPatch {
+                latency_ms: Some(5),
+                hang: Some(true),
+                ..FaultsPatch::default()
+            })
+            .unwrap();
+        assert_eq!(
+            f,
+            Faults {
+                latency_ms: 5,
+                hang: true,
+                ..Faults::default()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused_and_leave_state_alone() {
+        let control = FaultControl::new(Faults::default()).unwrap();
+        let bad_rate = FaultsPatch {
+            error_rate: Some(1.5),
+            ..FaultsPatch::default()
+        };
+        assert_eq!(control.update(bad_rate), Err(FaultError::ErrorRate(1.5)));
+        let bad_status = FaultsPatch {
+            error_status: Some(42),
+            ..FaultsPatch::default()
+        };
+        assert_eq!(control.update(bad_status), Err(FaultError::ErrorStatus(42)));
+        assert_eq!(control.current(), Faults::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<FaultsPatch>(r#"{"latency":5}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `latency`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn full_error_rate_always_fires_and_zero_never_does() {
+        let control = FaultControl::new(Faults::default()).unwrap();
+        for _ in 0..100 {
+            assert_eq!(control.before_response().await, None);
+        }
+        control
+            .update(FaultsPatch {
+                error_rate: Some(1.0),
+                error_status: Some(500),
+                ..FaultsPatch::default()
+            })
+            .unwrap();
+        for _ in 0..100 {
+            assert_eq!(
+                control.before_response().await,
+                Some(StatusCode::INTERNAL_SERVER_ERROR)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn hung_requests_answer_once_hang_is_lifted() {
+        let control = FaultControl::new(Faults {
+            hang: true,
+            ..Faults::default()
+        })
+        .unwrap();
+        let pending = tokio::spawn({
+            let control = control.clone();
+            async move { control.before_response().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!pending.is_finished());
+        control
+            .update(FaultsPatch {
+                hang: Some(false),
+                ..FaultsPatch::default()
+            })
+            .unwrap();
+        assert_eq!(pending.await.unwrap(), None);
+    }
+}

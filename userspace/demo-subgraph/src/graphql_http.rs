@@ -1,0 +1,265 @@
+//! GraphQL over HTTP on the subgraph port.
+//!
+//! `POST` (JSON body) and `GET` (`?query=&variables=&operationName=`) on both
+//! `/graphql` and `/`, so a proxy may forward the path it received or rewrite it.
+//! Every request goes through the same phases, in this order:
+//!
+//! 1. count it (`requests`, `in_flight`);
+//! 2. parse it (a bad request is only answered after the faults below);
+//! 3. count it as a health check if its query is `{ __typename }`;
+//! 4. obey the faults in force: hang, latency, injected error status;
+//! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
+//! 6. execute it and answer `200 application/json`.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Request, Variables,
+    parser::types::{DocumentOperations, OperationType},
+};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{faults::FaultControl, schema::DemoSchema, stats::Stats};
+
+/// The body of an injected error response.
+pub const INJECTED_FAULT_BODY: &str = r#"{"errors":[{"message":"injected fault"}]}"#;
+
+/// What a GraphQL request handler needs.
+#[derive(Clone)]
+pub struct GraphqlState {
+    pub schema: DemoSchema,
+    pub stats: Arc<Stats>,
+    pub faults: FaultControl,
+}
+
+/// The routes of the GraphQL port.
+pub fn router(state: GraphqlState) -> Router {
+    Router::new()
+        .route("/graphql", get(get_graphql).post(post_graphql))
+        .route("/", get(get_graphql).post(post_graphql))
+        .with_state(state)
+}
+
+/// A request that is refused before execution. Each has a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("request body is not a GraphQL request: {0}")]
+    BadBody(String),
+    #[error("query string is not a GraphQL request: {0}")]
+    BadQueryString(String),
+    #[error("the `query` parameter is missing")]
+    MissingQuery,
+    #[error("`variables` is not a JSON object")]
+    BadVariables,
+    #[error("mutations are only accepted over POST")]
+    MutationOverGet,
+}
+
+impl RequestError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadBody(_) | Self::BadQueryString(_) | Self::MissingQuery => "INVALID_REQUEST",
+            Self::BadVariables => "INVALID_VARIABLES",
+            Self::MutationOverGet => "MUTATION_OVER_GET",
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"errors": [{"message": self.to_string(), "extensions": {"code": self.code()}}]});
+        let body = body.to_string();
+        match self {
+            Self::MutationOverGet => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [
+                    (header::ALLOW, "POST"),
+                    (header::CONTENT_TYPE, "application/json"),
+                ],
+                body,
+            )
+                .into_response(),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+}
+
+async fn post_graphql(
+    State(state): State<GraphqlState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let _in_flight = state.stats.request_started();
+    let request = body
+        .map_err(|e| RequestError::BadBody(e.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Request>(&body)
+                .map_err(|e| RequestError::BadBody(e.to_string()))
+        });
+    respond(&state, request, true).await
+}
+
+async fn get_graphql(
+    State(state): State<GraphqlState>,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Response {
+    let _in_flight = state.stats.request_started();
+    let request = params
+        .map_err(|e| RequestError::BadQueryString(e.body_text()))
+        .and_then(|Query(params)| get_request(params));
+    respond(&state, request, false).await
+}
+
+fn get_request(params: GetParams) -> Result<Request, RequestError> {
+    let mut request = Request::new(params.query.ok_or(RequestError::MissingQuery)?);
+    if let Some(variables) = params.variables.filter(|v| !v.trim().is_empty()) {
+        let value = serde_json::from_str::<serde_json::Value>(&variables)
+            .map_err(|_| RequestError::BadVariables)?;
+        if !value.is_object() {
+            return Err(RequestError::BadVariables);
+        }
+        request = request.variables(Variables::from_json(value));
+    }
+    if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
+        request = request.operation_name(name);
+    }
+    Ok(request)
+}
+
+async fn respond(
+    state: &GraphqlState,
+    request: Result<Request, RequestError>,
+    mutations_allowed: bool,
+) -> Response {
+    if request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
+        state.stats.record_health_check();
+    }
+    if let Some(status) = state.faults.before_response().await {
+        tracing::debug!(%status, "injected fault");
+        return (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            INJECTED_FAULT_BODY,
+        )
+            .into_response();
+    }
+    let mut request = match request {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
+    };
+    if !mutations_allowed && is_mutation(&mut request) {
+        return RequestError::MutationOverGet.into_response();
+    }
+    let response = state.schema.execute(request).await;
+    match serde_json::to_vec(&response) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a GraphQL response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Whether `query` is `{ __typename }` or `query { __typename }`, ignoring
+/// whitespace and commas (which GraphQL treats as whitespace).
+pub fn is_health_check(query: &str) -> bool {
+    let compact: String = query
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ',' && *c != '\u{feff}')
+        .collect();
+    compact == "{__typename}" || compact == "query{__typename}"
+}
+
+/// Whether the operation `request` would run is a mutation. A document that
+/// does not parse or does not single out an operation is not: execution then
+/// fails without running anything.
+fn is_mutation(request: &mut Request) -> bool {
+    let name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
+        return false;
+    };
+    let op = match (&doc.operations, name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(want)) => ops
+            .iter()
+            .find(|(name, _)| name.as_str() == want)
+            .map(|(_, op)| op),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    op.is_some_and(|op| op.node.ty == OperationType::Mutation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_checks_are_recognised_modulo_whitespace() {
+        for q in [
+            "{ __typename }",
+            "{__typename}",
+            "query {\n  __typename\n}",
+            " query{ __typename } ",
+        ] {
+            assert!(is_health_check(q), "{q:?}");
+        }
+        for q in [
+            "{ __typename user(id: 1) { id } }",
+            "query Q { __typename }",
+            "mutation { __typename }",
+        ] {
+            assert!(!is_health_check(q), "{q:?}");
+        }
+    }
+
+    #[test]
+    fn mutations_are_found_by_operation_name() {
+        let doc = "query A { echo(value: \"a\") } mutation B { incrementCounter }";
+        assert!(!is_mutation(&mut Request::new(doc).operation_name("A")));
+        assert!(is_mutation(&mut Request::new(doc).operation_name("B")));
+        assert!(
+            !is_mutation(&mut Request::new(doc)),
+            "ambiguous: execution refuses it"
+        );
+        assert!(is_mutation(&mut Request::new(
+            "mutation { incrementCounter }"
+        )));
+        // An unknown operation name selects nothing: execution refuses it.
+        assert!(!is_mutation(
+            &mut Request::new("mutation M { incrementCounter }").operation_name("X")
+        ));
+        assert!(is_mutation(
+            &mut Request::new("mutation { incrementCounter }").operation_name("X")
+        ));
+        assert!(!is_mutation(&mut Request::new("{ echo(value: \"a\") }")));
+        assert!(!is_mutation(&mut Request::new("mutation {")));
+    }
+}

@@ -1,0 +1,209 @@
+//! The subgraph's GraphQL schema: federation entities `User @key(fields: "id")`
+//! and `Product @key(fields: "upc")`, queries shaped for tests and benchmarks
+//! (a large list, an always-failing field, an echo), and mutations that are
+//! counted in [`Stats`] so a test can tell how often a mutation really ran.
+//!
+//! Seed data is deterministic: users `1..=100` are `user-N` / `user-N@example.com`,
+//! products `upc-1..=upc-10` are `product-N` priced `N * 100`.
+
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicI32, Ordering::Relaxed},
+};
+
+use async_graphql::{
+    Context, EmptySubscription, Error, ErrorExtensions, ID, Object, Result, SDLExportOptions,
+    Schema, SimpleObject,
+};
+
+use crate::stats::Stats;
+
+#[cfg(test)]
+mod tests;
+
+/// The executable schema served on `/graphql`.
+pub type DemoSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Seeded users.
+pub const SEED_USERS: u32 = 100;
+/// Seeded products.
+pub const SEED_PRODUCTS: u32 = 10;
+/// Largest `bigList(n:)` served, so a typo cannot exhaust memory.
+pub const BIG_LIST_MAX: i32 = 200_000;
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct User {
+    pub id: ID,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Product {
+    pub upc: String,
+    pub name: String,
+    pub price: i32,
+}
+
+/// The subgraph's data. Users created by `createUser` are kept (ids from 101).
+#[derive(Debug)]
+pub struct Store {
+    users: RwLock<Vec<User>>,
+    products: Vec<Product>,
+    counter: AtomicI32,
+}
+
+impl Store {
+    pub fn seeded() -> Self {
+        let users = (1..=SEED_USERS)
+            .map(|n| new_user(n, format!("user-{n}")))
+            .collect();
+        let products = (1..=SEED_PRODUCTS)
+            .map(|n| Product {
+                upc: format!("upc-{n}"),
+                name: format!("product-{n}"),
+                price: i32::try_from(n * 100).unwrap_or(i32::MAX),
+            })
+            .collect();
+        Self {
+            users: RwLock::new(users),
+            products,
+            counter: AtomicI32::new(0),
+        }
+    }
+
+    fn user(&self, id: &str) -> Option<User> {
+        let index = id.parse::<usize>().ok()?.checked_sub(1)?;
+        self.users().get(index).cloned()
+    }
+
+    fn product(&self, upc: &str) -> Option<Product> {
+        self.products.iter().find(|p| p.upc == upc).cloned()
+    }
+
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, Vec<User>> {
+        // A panic while holding the lock cannot leave the Vec half-written
+        // (push is the only write), so a poisoned lock is still good data.
+        self.users.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn create_user(&self, name: String) -> User {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let n = u32::try_from(users.len() + 1).unwrap_or(u32::MAX);
+        let created = new_user(n, name);
+        users.push(created.clone());
+        created
+    }
+}
+
+fn new_user(n: u32, name: String) -> User {
+    User {
+        id: ID(n.to_string()),
+        email: format!("{name}@example.com"),
+        name,
+    }
+}
+
+/// Builds the schema over `store`, counting mutations into `stats`.
+pub fn build(store: Arc<Store>, stats: Arc<Stats>) -> DemoSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .enable_federation()
+        .data(store)
+        .data(stats)
+        .finish()
+}
+
+/// The federation SDL, exactly as `{ _service { sdl } }` returns it.
+pub fn sdl(schema: &DemoSchema) -> String {
+    schema.sdl_with_options(SDLExportOptions::new().federation().compose_directive())
+}
+
+fn store<'a>(ctx: &Context<'a>) -> &'a Arc<Store> {
+    ctx.data_unchecked::<Arc<Store>>()
+}
+
+/// A GraphQL error with a stable `extensions.code`.
+fn coded(message: impl Into<String>, code: &'static str) -> Error {
+    Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The user with this id, if any.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> Option<User> {
+        store(ctx).user(&id)
+    }
+
+    /// The first `first` users, in id order.
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(10)")] first: Option<i32>,
+    ) -> Result<Vec<User>> {
+        // An explicit `null` means the default too.
+        let first = usize::try_from(first.unwrap_or(10))
+            .map_err(|_| coded("first must be >= 0", "BAD_ARGUMENT"))?;
+        Ok(store(ctx).users().iter().take(first).cloned().collect())
+    }
+
+    /// Every product.
+    async fn products(&self, ctx: &Context<'_>) -> Vec<Product> {
+        store(ctx).products.clone()
+    }
+
+    /// `n` strings `item-0 … item-(n-1)`, for large responses (n <= 200000).
+    async fn big_list(&self, n: i32) -> Result<Vec<String>> {
+        if !(0..=BIG_LIST_MAX).contains(&n) {
+            return Err(coded(
+                format!("n must be between 0 and {BIG_LIST_MAX}"),
+                "BAD_ARGUMENT",
+            ));
+        }
+        Ok((0..n).map(|i| format!("item-{i}")).collect())
+    }
+
+    /// Always fails: `{"data":{"boom":null},"errors":[…]}` with HTTP 200.
+    async fn boom(&self, ctx: &Context<'_>) -> Option<String> {
+        // Returning `Err` would make async-graphql 7 leave the field out of
+        // `data` altogether (and answer `"data": null` when it is the only
+        // field), where GraphQL says an errored nullable field is `null`. So
+        // the error is recorded beside a successful `null`.
+        let error = coded("boom", "BOOM").into_server_error(ctx.item.pos);
+        ctx.add_error(ctx.set_error_path(error));
+        None
+    }
+
+    /// Returns its argument.
+    async fn echo(&self, value: String) -> String {
+        value
+    }
+
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> Option<User> {
+        store(ctx).user(&id)
+    }
+
+    #[graphql(entity)]
+    async fn find_product_by_upc(&self, ctx: &Context<'_>, upc: String) -> Option<Product> {
+        store(ctx).product(&upc)
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates a user (ids continue after the seeded ones).
+    async fn create_user(&self, ctx: &Context<'_>, name: String) -> User {
+        ctx.data_unchecked::<Arc<Stats>>().record_mutation();
+        store(ctx).create_user(name)
+    }
+
+    /// Increments the subgraph's counter and returns its new value.
+    async fn increment_counter(&self, ctx: &Context<'_>) -> i32 {
+        ctx.data_unchecked::<Arc<Stats>>().record_mutation();
+        store(ctx).counter.fetch_add(1, Relaxed).wrapping_add(1)
+    }
+}

@@ -1,0 +1,149 @@
+use std::sync::Arc;
+
+use async_graphql::{Request, Variables};
+use serde_json::{Value, json};
+
+use super::{DemoSchema, Store, build, sdl};
+use crate::stats::Stats;
+
+fn schema() -> (DemoSchema, Arc<Stats>) {
+    let stats = Arc::new(Stats::new("test"));
+    (build(Arc::new(Store::seeded()), stats.clone()), stats)
+}
+
+async fn run(schema: &DemoSchema, request: impl Into<Request>) -> Value {
+    serde_json::to_value(schema.execute(request).await).unwrap()
+}
+
+#[tokio::test]
+async fn queries_serve_the_seed_data() {
+    let (schema, _) = schema();
+    let body = run(
+        &schema,
+        r#"{ user(id: "7") { id name email } users { id } first3: users(first: 3) { name }
+             products { upc name price } echo(value: "hi") }"#,
+    )
+    .await;
+    assert_eq!(body.get("errors"), None, "{body}");
+    let data = &body["data"];
+    assert_eq!(
+        data["user"],
+        json!({"id": "7", "name": "user-7", "email": "user-7@example.com"})
+    );
+    assert_eq!(data["users"].as_array().unwrap().len(), 10, "default first");
+    assert_eq!(data["first3"][2]["name"], "user-3");
+    assert_eq!(data["products"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        data["products"][1],
+        json!({"upc": "upc-2", "name": "product-2", "price": 200})
+    );
+    assert_eq!(data["echo"], "hi");
+
+    let missing = run(&schema, r#"{ user(id: "1000") { id } }"#).await;
+    assert_eq!(missing, json!({"data": {"user": null}}));
+}
+
+#[tokio::test]
+async fn big_list_is_bounded() {
+    let (schema, _) = schema();
+    let body = run(&schema, "{ bigList(n: 200000) }").await;
+    let list = body["data"]["bigList"].as_array().unwrap();
+    assert_eq!(list.len(), 200_000);
+    assert_eq!(list[199_999], "item-199999");
+
+    let too_big = run(&schema, "{ bigList(n: 200001) }").await;
+    assert_eq!(too_big["errors"][0]["extensions"]["code"], "BAD_ARGUMENT");
+}
+
+#[tokio::test]
+async fn boom_is_a_null_field_with_an_error() {
+    let (schema, _) = schema();
+    let body = run(&schema, "{ boom }").await;
+    assert_eq!(body["data"], json!({"boom": null}), "{body}");
+    assert_eq!(body["errors"][0]["message"], "boom");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BOOM");
+    assert_eq!(body["errors"][0]["path"], json!(["boom"]));
+
+    let body = run(&schema, r#"{ boom echo(value: "still here") }"#).await;
+    assert_eq!(
+        body["data"],
+        json!({"boom": null, "echo": "still here"}),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn entities_resolve_users_and_products() {
+    let (schema, _) = schema();
+    let query = r#"query($r: [_Any!]!) { _entities(representations: $r) {
+        __typename ... on User { id name } ... on Product { upc price } } }"#;
+    let vars = json!({"r": [
+        {"__typename": "User", "id": "42"},
+        {"__typename": "Product", "upc": "upc-3"},
+        {"__typename": "User", "id": "9999"},
+    ]});
+    let body = run(
+        &schema,
+        Request::new(query).variables(Variables::from_json(vars)),
+    )
+    .await;
+    assert_eq!(body.get("errors"), None, "{body}");
+    assert_eq!(
+        body["data"]["_entities"],
+        json!([
+            {"__typename": "User", "id": "42", "name": "user-42"},
+            {"__typename": "Product", "upc": "upc-3", "price": 300},
+            null,
+        ])
+    );
+}
+
+#[tokio::test]
+async fn service_sdl_declares_the_keys() {
+    let (schema, _) = schema();
+    let body = run(&schema, "{ _service { sdl } }").await;
+    let served = body["data"]["_service"]["sdl"].as_str().unwrap();
+    assert_eq!(
+        served,
+        sdl(&schema),
+        "--print-sdl prints what _service serves"
+    );
+    for needle in [
+        r#"type User @key(fields: "id")"#,
+        r#"type Product @key(fields: "upc")"#,
+        "bigList(n: Int!): [String!]!",
+        "users(first: Int = 10): [User!]!",
+        "createUser(name: String!): User!",
+        "incrementCounter: Int!",
+    ] {
+        assert!(served.contains(needle), "missing {needle:?} in:\n{served}");
+    }
+}
+
+#[tokio::test]
+async fn each_mutation_execution_is_counted_once() {
+    let (schema, stats) = schema();
+    let body = run(&schema, "mutation { incrementCounter }").await;
+    assert_eq!(body["data"]["incrementCounter"], 1);
+    assert_eq!(stats.snapshot().mutations, 1);
+
+    let body = run(
+        &schema,
+        r#"mutation { createUser(name: "ann") { id name email } }"#,
+    )
+    .await;
+    assert_eq!(
+        body["data"]["createUser"],
+        json!({"id": "101", "name": "ann", "email": "ann@example.com"})
+    );
+    assert_eq!(stats.snapshot().mutations, 2);
+
+    let body = run(&schema, r#"{ user(id: "101") { name } }"#).await;
+    assert_eq!(
+        body["data"]["user"]["name"], "ann",
+        "created users are kept"
+    );
+    let body = run(&schema, "mutation { incrementCounter }").await;
+    assert_eq!(body["data"]["incrementCounter"], 2);
+    assert_eq!(stats.snapshot().mutations, 3, "queries are not counted");
+}

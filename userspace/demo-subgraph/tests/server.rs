@@ -1,0 +1,504 @@
+//! Starts the real `demo-subgraph` binary on free loopback ports and checks
+//! what tests and benchmarks of the proxy rely on: GraphQL over POST and GET,
+//! the counters, and every fault control.
+//!
+//! The client is a few lines of blocking HTTP/1.1 over `std::net`, so that
+//! connection counts are exactly the connections this file opens.
+
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_demo-subgraph");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- harness
+
+/// A running demo-subgraph, killed on drop.
+struct Subgraph {
+    child: Child,
+    graphql: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Subgraph {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--name", "itest"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo-subgraph");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(TIMEOUT).expect("ready line");
+        let (graphql, admin) =
+            parse_ready_line(&line).unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        Self {
+            child,
+            graphql,
+            admin,
+        }
+    }
+
+    fn stats(&self) -> Value {
+        let resp = request(self.admin, "GET", "/stats", None).unwrap();
+        assert_eq!(resp.status, 200);
+        resp.json()
+    }
+
+    fn reset_stats(&self) {
+        assert_eq!(
+            request(self.admin, "POST", "/stats/reset", Some(""))
+                .unwrap()
+                .status,
+            200
+        );
+    }
+
+    fn set_faults(&self, patch: Value) -> Value {
+        let resp = request(self.admin, "POST", "/faults", Some(&patch.to_string())).unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        resp.json()
+    }
+
+    fn post(&self, query: &str) -> Response {
+        let body = json!({ "query": query }).to_string();
+        request(self.graphql, "POST", "/graphql", Some(&body)).unwrap()
+    }
+
+    /// Polls `/stats` until `check` holds.
+    fn wait_for_stats(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let stats = self.stats();
+            if check(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Subgraph {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `demo-subgraph <name> listening on <addr> (admin <addr>)`
+fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line
+        .trim_end()
+        .strip_prefix("demo-subgraph itest listening on ")?;
+    let (graphql, admin) = rest.split_once(" (admin ")?;
+    Some((
+        graphql.parse().ok()?,
+        admin.strip_suffix(')')?.parse().ok()?,
+    ))
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// Header lines, lower-cased.
+    headers: Vec<String>,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}:");
+        self.headers
+            .iter()
+            .find_map(|h| h.strip_prefix(&prefix))
+            .map(str::trim)
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`).
+fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
+    let mut stream = connect(addr)?;
+    send(&mut stream, method, path, body, true)
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Sends one HTTP/1.1 request on `stream` and reads its response.
+fn send(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    close: bool,
+) -> io::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or(""));
+    stream.write_all(head.as_bytes())?;
+
+    let mut reader = BufReader::new(&*stream);
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    let length = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let mut body = Vec::new();
+    match length {
+        Some(length) => {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None if headers.iter().any(|h| h == "transfer-encoding: chunked") => loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).map_err(io::Error::other)?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        },
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8(body).map_err(io::Error::other)?,
+    })
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn queries_over_post_and_get_on_both_paths() {
+    let sg = Subgraph::start(&[]);
+
+    for path in ["/graphql", "/"] {
+        let body = json!({"query": "{ user(id: \"1\") { name } }"}).to_string();
+        let resp = request(sg.graphql, "POST", path, Some(&body)).unwrap();
+        assert_eq!(resp.status, 200, "POST {path}: {}", resp.body);
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        assert_eq!(resp.json(), json!({"data": {"user": {"name": "user-1"}}}));
+
+        let query = "query Echo($v: String!) { echo(value: $v) }";
+        let uri = format!(
+            "{path}?query={}&variables={}&operationName=Echo",
+            encode(query),
+            encode(r#"{"v":"hello"}"#)
+        );
+        let resp = request(sg.graphql, "GET", &uri, None).unwrap();
+        assert_eq!(resp.status, 200, "GET {path}: {}", resp.body);
+        assert_eq!(resp.json(), json!({"data": {"echo": "hello"}}));
+    }
+
+    let resp = sg.post("{ boom }");
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    assert_eq!(body["data"], json!({"boom": null}));
+    assert_eq!(body["errors"][0]["message"], "boom");
+
+    let resp = sg.post("{ bigList(n: 200000) }");
+    assert_eq!(
+        resp.json()["data"]["bigList"].as_array().unwrap().len(),
+        200_000
+    );
+
+    let resp = request(sg.graphql, "POST", "/graphql", Some("not json")).unwrap();
+    assert_eq!(resp.status, 400);
+    assert_eq!(
+        resp.json()["errors"][0]["extensions"]["code"],
+        "INVALID_REQUEST"
+    );
+
+    assert_eq!(
+        sg.post("{ __typename }").json(),
+        json!({"data": {"__typename": "Query"}})
+    );
+    let uri = format!("/graphql?query={}", encode("query {\n  __typename\n}"));
+    assert_eq!(request(sg.graphql, "GET", &uri, None).unwrap().status, 200);
+
+    let stats = sg.stats();
+    assert_eq!(stats["name"], "itest");
+    assert_eq!(stats["requests"], 9);
+    assert_eq!(stats["health_checks"], 2);
+    assert_eq!(stats["mutations"], 0);
+    assert_eq!(stats["in_flight"], 0);
+    assert_eq!(stats["max_in_flight"], 1);
+}
+
+#[test]
+fn mutations_run_once_and_never_over_get() {
+    let sg = Subgraph::start(&[]);
+
+    let resp = sg.post("mutation { incrementCounter }");
+    assert_eq!(resp.json(), json!({"data": {"incrementCounter": 1}}));
+    assert_eq!(sg.stats()["mutations"], 1);
+
+    let uri = format!("/graphql?query={}", encode("mutation { incrementCounter }"));
+    let resp = request(sg.graphql, "GET", &uri, None).unwrap();
+    assert_eq!(resp.status, 405, "{}", resp.body);
+    assert_eq!(resp.header("allow"), Some("post"));
+    assert_eq!(
+        resp.json()["errors"][0]["extensions"]["code"],
+        "MUTATION_OVER_GET"
+    );
+    assert_eq!(
+        sg.stats()["mutations"],
+        1,
+        "GET must not execute the mutation"
+    );
+
+    let resp = sg.post(r#"mutation { createUser(name: "ann") { id name } }"#);
+    assert_eq!(
+        resp.json(),
+        json!({"data": {"createUser": {"id": "101", "name": "ann"}}})
+    );
+    let stats = sg.stats();
+    assert_eq!(
+        (stats["mutations"].clone(), stats["requests"].clone()),
+        (json!(2), json!(3))
+    );
+
+    sg.reset_stats();
+    let stats = sg.stats();
+    assert_eq!(
+        (stats["mutations"].clone(), stats["requests"].clone()),
+        (json!(0), json!(0))
+    );
+}
+
+#[test]
+fn connections_are_counted() {
+    let sg = Subgraph::start(&[]);
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| connect(sg.graphql).unwrap()).collect();
+    for conn in &mut conns {
+        // Two requests per connection: keep-alive, so still three connections.
+        for _ in 0..2 {
+            let body = json!({"query": "{ echo(value: \"x\") }"}).to_string();
+            let resp = send(conn, "POST", "/graphql", Some(&body), false).unwrap();
+            assert_eq!(resp.status, 200);
+        }
+    }
+    let stats = sg.stats();
+    assert_eq!(stats["connections_accepted"], 3, "{stats}");
+    assert_eq!(stats["connections_open"], 3, "{stats}");
+    assert_eq!(stats["max_connections_open"], 3, "{stats}");
+    assert_eq!(stats["requests"], 6, "{stats}");
+
+    conns.truncate(1);
+    let stats = sg.wait_for_stats("two connections closed", |s| s["connections_open"] == 1);
+    assert_eq!(stats["max_connections_open"], 3);
+    sg.reset_stats();
+    let stats = sg.stats();
+    assert_eq!(stats["connections_accepted"], 0);
+    assert_eq!(
+        stats["max_connections_open"], 1,
+        "high water restarts at the open count"
+    );
+    drop(conns);
+    sg.wait_for_stats("all connections closed", |s| s["connections_open"] == 0);
+}
+
+#[test]
+fn error_rate_answers_with_the_error_status() {
+    let sg = Subgraph::start(&[]);
+    let faults = sg.set_faults(json!({"error_rate": 1.0}));
+    assert_eq!(
+        faults,
+        json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false, "hang": false})
+    );
+    let resp = sg.post("{ echo(value: \"x\") }");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_eq!(
+        resp.json(),
+        json!({"errors": [{"message": "injected fault"}]})
+    );
+
+    sg.set_faults(json!({"error_status": 500}));
+    assert_eq!(sg.post("{ __typename }").status, 500);
+    assert_eq!(
+        sg.stats()["health_checks"],
+        1,
+        "health checks count even when failed"
+    );
+
+    sg.set_faults(json!({"error_rate": 0.0}));
+    assert_eq!(sg.post("{ __typename }").status, 200);
+    let current = request(sg.admin, "GET", "/faults", None).unwrap().json();
+    assert_eq!(current["error_status"], 500);
+
+    for bad in [
+        json!({"error_rate": 2.0}),
+        json!({"latency": 1}),
+        json!({"error_status": 42}),
+    ] {
+        let resp = request(sg.admin, "POST", "/faults", Some(&bad.to_string())).unwrap();
+        assert_eq!(resp.status, 400, "{bad}: {}", resp.body);
+        assert_eq!(resp.json()["code"], "INVALID_FAULTS");
+    }
+
+    // The same faults from the command line.
+    let sg = Subgraph::start(&["--error-rate", "1", "--error-status", "502"]);
+    assert_eq!(sg.post("{ __typename }").status, 502);
+}
+
+#[test]
+fn refuse_closes_the_port_and_its_connections_until_lifted() {
+    let sg = Subgraph::start(&[]);
+    let mut conn = connect(sg.graphql).unwrap();
+    let body = json!({"query": "{ __typename }"}).to_string();
+    assert_eq!(
+        send(&mut conn, "POST", "/", Some(&body), false)
+            .unwrap()
+            .status,
+        200
+    );
+
+    assert_eq!(sg.set_faults(json!({"refuse": true}))["refuse"], true);
+    let err = TcpStream::connect(sg.graphql).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    let mut buf = [0; 16];
+    match conn.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("open connection not closed: {other:?}"),
+    }
+    sg.wait_for_stats("connections dropped", |s| s["connections_open"] == 0);
+    // Still refusing after a repeated request.
+    sg.set_faults(json!({"refuse": true}));
+    assert!(TcpStream::connect(sg.graphql).is_err());
+
+    assert_eq!(sg.set_faults(json!({"refuse": false}))["refuse"], false);
+    assert_eq!(sg.post("{ __typename }").status, 200);
+    assert_eq!(sg.stats()["connections_accepted"], 2);
+}
+
+#[test]
+fn hang_and_latency_delay_answers() {
+    let sg = Subgraph::start(&[]);
+    sg.set_faults(json!({"hang": true}));
+    let addr = sg.graphql;
+    let pending = thread::spawn(move || {
+        let body = json!({"query": "{ echo(value: \"late\") }"}).to_string();
+        request(addr, "POST", "/graphql", Some(&body))
+    });
+    sg.wait_for_stats("a hung request", |s| s["in_flight"] == 1);
+    thread::sleep(Duration::from_millis(200));
+    assert!(!pending.is_finished(), "a hung request was answered");
+    sg.set_faults(json!({"hang": false}));
+    let resp = pending.join().unwrap().unwrap();
+    assert_eq!(resp.json(), json!({"data": {"echo": "late"}}));
+
+    sg.set_faults(json!({"latency_ms": 300}));
+    let started = Instant::now();
+    assert_eq!(sg.post("{ __typename }").status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn crash_exits_with_code_1() {
+    let mut sg = Subgraph::start(&[]);
+    // The process dies before it answers, so the request itself fails.
+    let _ = request(sg.admin, "POST", "/crash", Some(""));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = sg.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after /crash");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(TcpStream::connect(sg.graphql).is_err());
+}
+
+#[test]
+fn print_sdl_and_bad_flags() {
+    let out = Command::new(BIN).arg("--print-sdl").output().unwrap();
+    assert!(out.status.success());
+    let sdl = String::from_utf8(out.stdout).unwrap();
+    assert!(sdl.contains(r#"type User @key(fields: "id")"#), "{sdl}");
+    assert!(sdl.contains(r#"type Product @key(fields: "upc")"#), "{sdl}");
+
+    for bad in [["--error-rate", "1.5"], ["--error-status", "42"]] {
+        let out = Command::new(BIN).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
+    }
+}
