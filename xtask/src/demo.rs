@@ -2,10 +2,12 @@
 //! block on real traffic between a network namespace and the host.
 
 mod daemon;
+mod graphql;
 mod kernel;
 mod netns;
 mod pins;
 mod signals;
+mod subgraph;
 mod table;
 mod traffic;
 
@@ -21,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use crate::setup::ensure_setup;
 use crate::{compile, paths, system};
 use daemon::Daemon;
+use graphql::{GqlClient, GqlTraffic};
 use kernel::Kernel;
 use netns::Netns;
 use pins::PinDir;
@@ -56,6 +59,21 @@ const CLIENTS: [Client; 4] = [
     },
 ];
 
+/// GraphQL clients; they send through the edge (XDP in front of the proxy).
+const GQL_BLOCKED: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 21);
+const GQL_CLIENTS: [GqlClient; 2] = [
+    GqlClient {
+        addr: Ipv4Addr::new(10, 203, 0, 20),
+        rate: 20,
+        note: "steady queries",
+    },
+    GqlClient {
+        addr: GQL_BLOCKED,
+        rate: 20,
+        note: "blocked at t=5s for 10s",
+    },
+];
+
 fn config() -> String {
     format!(
         "[kernel]\n\
@@ -64,8 +82,20 @@ fn config() -> String {
          rate = 1000        # packets per second per client\n\
          burst = 200\n\
          max_conns = 64\n\
-         pin_path = \"{PIN_PATH}\"\n",
-        iface = netns::HOST_IF
+         pin_path = \"{PIN_PATH}\"\n\
+         \n\
+         [proxy]\n\
+         listen = \"0.0.0.0:{PORT}\"\n\
+         default_subgraph = \"users\"\n\
+         \n\
+         [admin]\n\
+         listen = \"127.0.0.1:19090\"\n\
+         \n\
+         [[subgraphs]]\n\
+         name = \"users\"\n\
+         endpoints = [\"http://{subgraph}/graphql\"]\n",
+        iface = netns::HOST_IF,
+        subgraph = subgraph::LISTEN,
     )
 }
 
@@ -94,7 +124,7 @@ impl DaemonChoice {
             DaemonChoice::Without => Ok(None),
             DaemonChoice::Binary(path) => Ok(Some(std::path::absolute(path)?)),
             DaemonChoice::Build => {
-                compile::build_release(&["-p", "fraiseql-edge"])?;
+                compile::build_release(&["-p", "fraiseql-edge", "-p", "demo-subgraph"])?;
                 Ok(Some(paths::daemon_binary()))
             }
         }
@@ -112,9 +142,19 @@ pub fn demo(seconds: u64, choice: DaemonChoice) -> Result<()> {
     daemon::stop_leftover(&files_dir())?;
     // Dropped in reverse: the daemon stops, its pins are detached and
     // removed, then the namespace (and with it the veth pair) goes.
-    let addrs: Vec<Ipv4Addr> = CLIENTS.iter().map(|c| c.addr).collect();
+    let addrs: Vec<Ipv4Addr> = CLIENTS
+        .iter()
+        .map(|c| c.addr)
+        .chain(GQL_CLIENTS.iter().map(|c| c.addr))
+        .collect();
     let _netns = Netns::create(&addrs)?;
     let _pins = PinDir::claim(PIN_PATH, binary.clone())?;
+    let _subgraph = match &binary {
+        Some(_) => Some(subgraph::Subgraph::start(
+            &paths::target_dir().join("release").join("demo-subgraph"),
+        )?),
+        None => None,
+    };
     let mut daemon = match binary {
         Some(binary) => Some(start_daemon(binary, &interrupted)?),
         None => None,
@@ -130,11 +170,26 @@ fn flood(seconds: u64, daemon: Option<&mut Daemon>, interrupted: &AtomicBool) ->
     let n = CLIENTS.len();
     println!("demo: flooding {server} from {n} clients for {seconds}s");
     let mut traffic = Traffic::start(&CLIENTS, server, &netns::path())?;
+    let mut gql = match daemon {
+        Some(_) => {
+            let to = std::net::SocketAddrV4::new(netns::HOST_ADDR, PORT);
+            println!(
+                "demo: GraphQL queries to http://{to}/graphql from {} clients",
+                GQL_CLIENTS.len()
+            );
+            Some(GqlTraffic::start(&GQL_CLIENTS, to, &netns::path())?)
+        }
+        None => None,
+    };
     let counters = Arc::clone(&traffic.counters);
     let start = Instant::now();
-    let shown = show(seconds, &mut traffic, daemon, interrupted);
+    let shown = show(seconds, &mut traffic, gql.as_mut(), daemon, interrupted);
     let elapsed = start.elapsed().as_secs_f64();
     let finished = traffic.finish();
+    let finished = match gql {
+        Some(g) => finished.and(g.finish()),
+        None => finished,
+    };
     table::print_summary(&CLIENTS, &Snapshot::take(&counters), elapsed);
     shown.and(finished)
 }
@@ -164,11 +219,13 @@ fn start_daemon(binary: PathBuf, interrupted: &AtomicBool) -> Result<Daemon> {
 fn show(
     seconds: u64,
     traffic: &mut Traffic,
+    mut gql: Option<&mut GqlTraffic>,
     mut daemon: Option<&mut Daemon>,
     interrupted: &AtomicBool,
 ) -> Result<()> {
     let start = Instant::now();
     let mut before = Snapshot::default();
+    let mut gql_before = vec![(0, 0); GQL_CLIENTS.len()];
     for second in 1..=seconds {
         sleep_until(start + Duration::from_secs(second), interrupted)?;
         traffic.check()?;
@@ -185,10 +242,29 @@ fn show(
             view.as_ref(),
         );
         before = now;
+        if let Some(gql) = gql.as_deref_mut() {
+            gql.check()?;
+            for (i, c) in GQL_CLIENTS.iter().enumerate() {
+                let ok = gql.counters.ok[i].load(Ordering::Relaxed);
+                let failed = gql.counters.failed[i].load(Ordering::Relaxed);
+                let (ok0, failed0) = gql_before[i];
+                println!(
+                    "  graphql {:<14} {:<26} answered {:>4}/s  failed {:>3}/s",
+                    c.addr.to_string(),
+                    c.note,
+                    ok - ok0,
+                    failed - failed0
+                );
+                gql_before[i] = (ok, failed);
+            }
+        }
         if let Some(daemon) = daemon.as_deref()
             && second == BLOCK_AT_SECOND
         {
             daemon.kernel.block(IpAddr::V4(BLOCKED), BLOCK_TTL_SECS)?;
+            daemon
+                .kernel
+                .block(IpAddr::V4(GQL_BLOCKED), BLOCK_TTL_SECS)?;
         }
     }
     Ok(())
