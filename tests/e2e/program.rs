@@ -1,1 +1,1253 @@
-//! placeholder
+//! The XDP program on crafted frames, through `BPF_PROG_TEST_RUN`.
+//!
+//! Each test loads its own copy of the object (maps pinned in a private
+//! bpffs directory), writes a configuration with the daemon's own
+//! `KernelMaps::apply`, runs frames built by `fraiseql_edge_tests::frames`
+//! and asserts the verdict and the exact change of every counter: a test
+//! that expects `passed + 1` also proves that nothing else moved.
+//!
+//! Limits use 1 packet/s refills where a drop must follow a burst: a burst
+//! and the next packet are sent within microseconds, and a run that took
+//! longer than half a refill (a stalled machine) is repeated with a fresh
+//! client instead of asserting on timing.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use fraiseql_edge::{
+    config::Config,
+    kernel::{self, KernelMaps, MapsError, maps::open_pin},
+};
+use fraiseql_edge_common::{ClientKey, Counter, DropEvent, DropReason, key, maps, programs};
+use fraiseql_edge_tests::{
+    PinDir,
+    frames::{ETH_HLEN, ExtHeader, Frame, Packet, Transport, ethertype, proto, tcp_flags},
+    kernel_tests_enabled,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const PORT: u16 = 8080;
+const COUNTERS: usize = Counter::COUNT as usize;
+/// A burst and its next packet must fit in this to prove a drop (refill 1/s).
+const REFILL_GUARD: Duration = Duration::from_millis(500);
+
+const HOST_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const HOST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+
+/// Generous limits: classification tests never hit them.
+const ROOMY: &str = "rate = 1000\nburst = 1000\nmax_conns = 0\n";
+
+fn client_v4(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, n)
+}
+
+fn client_v6(net: u16, host: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, net, 0, 0, 0, host)
+}
+
+fn udp4(src: Ipv4Addr, dport: u16) -> Packet {
+    Packet::ipv4(src, HOST_V4).udp(40000, dport)
+}
+
+fn tcp4(src: Ipv4Addr, dport: u16, flags: u8) -> Packet {
+    Packet::ipv4(src, HOST_V4).tcp(40000, dport, flags)
+}
+
+fn udp6(src: Ipv6Addr, dport: u16) -> Packet {
+    Packet::ipv6(src, HOST_V6).udp(40000, dport)
+}
+
+fn tcp6(src: Ipv6Addr, dport: u16, flags: u8) -> Packet {
+    Packet::ipv6(src, HOST_V6).tcp(40000, dport, flags)
+}
+
+fn verdict(v: u32) -> &'static str {
+    match v {
+        0 => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        3 => "XDP_TX",
+        4 => "XDP_REDIRECT",
+        _ => "unknown",
+    }
+}
+
+/// Non-zero counter changes, by name, in index order.
+fn named(delta: &[u64; COUNTERS]) -> Vec<(&'static str, u64)> {
+    Counter::ALL
+        .iter()
+        .map(|(c, name)| (*name, delta[*c as usize]))
+        .filter(|(_, n)| *n != 0)
+        .collect()
+}
+
+fn want(changes: &[(Counter, u64)]) -> [u64; COUNTERS] {
+    let mut w = [0; COUNTERS];
+    for (c, n) in changes {
+        w[*c as usize] += n;
+    }
+    w
+}
+
+/// What one frame did: the verdict and every counter's change.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    verdict: &'static str,
+    counted: Vec<(&'static str, u64)>,
+}
+
+impl Outcome {
+    fn new(v: u32, changes: &[(Counter, u64)]) -> Self {
+        Self {
+            verdict: verdict(v),
+            counted: named(&want(changes)),
+        }
+    }
+}
+
+/// One loaded copy of the object with its own pinned maps.
+struct Prog {
+    ebpf: Ebpf,
+    maps: KernelMaps,
+    pin: PinDir,
+}
+
+impl Prog {
+    /// Loads the object and the XDP program; the configuration is not written.
+    fn load_unconfigured(name: &str) -> Self {
+        let pin = PinDir::new(name);
+        let mut ebpf = kernel::load_object(&pin.0, false).expect("load object");
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::XDP)
+            .expect("XDP program in object")
+            .try_into()
+            .expect("XDP program type");
+        xdp.load().expect("verifier accepts the XDP program");
+        let maps =
+            KernelMaps::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))
+                .expect("maps");
+        Self { ebpf, maps, pin }
+    }
+
+    /// Loads the object and applies `[kernel]` settings `extra` (on top of
+    /// `protected_ports = [8080]`).
+    fn load(name: &str, extra: &str) -> Self {
+        let mut prog = Self::load_unconfigured(name);
+        prog.apply(extra);
+        prog
+    }
+
+    fn apply(&mut self, extra: &str) {
+        let toml = format!("[kernel]\ninterfaces = [\"lo\"]\nprotected_ports = [{PORT}]\n{extra}");
+        let cfg = Config::from_toml(&toml).expect("test config").kernel;
+        self.maps.apply(&cfg).expect("apply config");
+    }
+
+    fn run(&self, frame: &[u8]) -> Result<u32, ProgramError> {
+        let xdp: &Xdp = self
+            .ebpf
+            .program(programs::XDP)
+            .expect("XDP program")
+            .try_into()
+            .expect("XDP type");
+        xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })
+        .map(|r| r.return_value)
+    }
+
+    fn stats(&self) -> [u64; COUNTERS] {
+        let mut out = [0; COUNTERS];
+        for (c, _) in Counter::ALL {
+            out[c as usize] = self.maps.counter(c).expect("read counter");
+        }
+        out
+    }
+
+    /// Runs one frame; returns its verdict and counter changes.
+    fn observe(&self, frame: &[u8]) -> Outcome {
+        let before = self.stats();
+        let v = self
+            .run(frame)
+            .unwrap_or_else(|e| panic!("test_run on a {}-byte frame: {e}", frame.len()));
+        let after = self.stats();
+        let mut delta = [0; COUNTERS];
+        for i in 0..COUNTERS {
+            delta[i] = after[i] - before[i];
+        }
+        Outcome {
+            verdict: verdict(v),
+            counted: named(&delta),
+        }
+    }
+
+    /// Runs one frame and asserts its verdict and the exact counter changes.
+    #[track_caller]
+    fn expect(&self, what: &str, frame: &[u8], v: u32, changes: &[(Counter, u64)]) {
+        assert_eq!(self.observe(frame), Outcome::new(v, changes), "{what}");
+    }
+
+    /// A pinned map of this object, opened as a hash map.
+    fn hash_map<V: aya::Pod>(&self, name: &'static str) -> BpfHashMap<MapData, ClientKey, V> {
+        BpfHashMap::try_from(open_pin(&self.pin.0, name).expect("open pin")).expect("hash map")
+    }
+}
+
+/// Runs `attempt(i)` (which must use a client of its own for each `i`)
+/// until one run finishes within [`REFILL_GUARD`]; returns its observations.
+fn before_refill<T>(mut attempt: impl FnMut(u8) -> T) -> T {
+    for i in 0..5 {
+        let start = Instant::now();
+        let out = attempt(i);
+        if start.elapsed() < REFILL_GUARD {
+            return out;
+        }
+        eprintln!(
+            "attempt {i} took {:?}; retrying with a new client",
+            start.elapsed()
+        );
+    }
+    panic!("five attempts in a row took longer than {REFILL_GUARD:?}");
+}
+
+/// Expected counter changes.
+type Changes = &'static [(Counter, u64)];
+
+const FIRST_PASS: &[(Counter, u64)] = &[(Counter::Passed, 1), (Counter::NewClients, 1)];
+const PASS: &[(Counter, u64)] = &[(Counter::Passed, 1)];
+const NOT_PROTECTED: &[(Counter, u64)] = &[(Counter::NotProtected, 1)];
+const MALFORMED: &[(Counter, u64)] = &[(Counter::Malformed, 1)];
+const FRAGMENT: &[(Counter, u64)] = &[(Counter::Fragments, 1)];
+
+#[test]
+fn program_passes_everything_until_configured() {
+    if !kernel_tests_enabled("program_passes_everything_until_configured") {
+        return;
+    }
+    let mut p = Prog::load_unconfigured("prog-unconfigured");
+    let frame = udp4(client_v4(1), PORT).build();
+    p.expect("before apply", &frame.bytes, XDP_PASS, NOT_PROTECTED);
+    p.apply(ROOMY);
+    p.expect("after apply", &frame.bytes, XDP_PASS, FIRST_PASS);
+}
+
+#[test]
+fn program_ipv4_tcp_and_udp_to_protected_port_pass_counted() {
+    if !kernel_tests_enabled("program_ipv4_tcp_and_udp_to_protected_port_pass_counted") {
+        return;
+    }
+    let p = Prog::load("prog-ipv4", ROOMY);
+    let c = client_v4(1);
+    p.expect(
+        "first TCP SYN",
+        &tcp4(c, PORT, tcp_flags::SYN).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "TCP ACK with payload",
+        &tcp4(c, PORT, tcp_flags::ACK | tcp_flags::PSH)
+            .payload(b"POST /graphql")
+            .build()
+            .bytes,
+        XDP_PASS,
+        PASS,
+    );
+    p.expect(
+        "UDP",
+        &udp4(c, PORT).payload(&[0; 100]).build().bytes,
+        XDP_PASS,
+        PASS,
+    );
+    p.expect(
+        "UDP from another client",
+        &udp4(client_v4(2), PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    let state = p
+        .maps
+        .client(IpAddr::V4(c))
+        .unwrap()
+        .expect("client tracked");
+    assert_eq!((state.passed, state.dropped), (3, 0));
+}
+
+#[test]
+fn program_unprotected_ports_and_protocols_pass_uncounted() {
+    if !kernel_tests_enabled("program_unprotected_ports_and_protocols_pass_uncounted") {
+        return;
+    }
+    let p = Prog::load("prog-unprotected", ROOMY);
+    let c = client_v4(3);
+    let cases = [
+        ("TCP to port 80", tcp4(c, 80, tcp_flags::SYN)),
+        ("UDP to port 53", udp4(c, 53)),
+        ("TCP to port 8081", tcp4(c, 8081, tcp_flags::ACK)),
+        (
+            "UDP from port 8080 to port 40000",
+            Packet::ipv4(c, HOST_V4).udp(PORT, 40000),
+        ),
+        (
+            "ICMP echo",
+            Packet::ipv4(c, HOST_V4).other(proto::ICMP, vec![8, 0, 0, 0, 0, 1, 0, 1]),
+        ),
+        (
+            "ICMPv6 echo",
+            Packet::ipv6(client_v6(1, 1), HOST_V6)
+                .other(proto::ICMPV6, vec![128, 0, 0, 0, 0, 1, 0, 1]),
+        ),
+        ("IPv6 UDP to port 53", udp6(client_v6(1, 1), 53)),
+    ];
+    for (what, packet) in cases {
+        p.expect(what, &packet.build().bytes, XDP_PASS, NOT_PROTECTED);
+    }
+    assert_eq!(p.maps.client(IpAddr::V4(c)).unwrap(), None, "no state kept");
+}
+
+#[test]
+fn program_ipv6_tcp_and_udp_are_classified() {
+    if !kernel_tests_enabled("program_ipv6_tcp_and_udp_are_classified") {
+        return;
+    }
+    let p = Prog::load("prog-ipv6", ROOMY);
+    let c = client_v6(1, 1);
+    p.expect(
+        "IPv6 SYN",
+        &tcp6(c, PORT, tcp_flags::SYN).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect("IPv6 UDP", &udp6(c, PORT).build().bytes, XDP_PASS, PASS);
+    // An IPv4-mapped source is the IPv4 client.
+    let mapped = Ipv4Addr::new(198, 18, 0, 77).to_ipv6_mapped();
+    p.expect(
+        "IPv4-mapped IPv6 source",
+        &udp6(mapped, PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "the same client over IPv4",
+        &udp4(Ipv4Addr::new(198, 18, 0, 77), PORT).build().bytes,
+        XDP_PASS,
+        PASS,
+    );
+}
+
+#[test]
+fn program_vlan_tags_single_and_double() {
+    if !kernel_tests_enabled("program_vlan_tags_single_and_double") {
+        return;
+    }
+    let p = Prog::load("prog-vlan", ROOMY);
+    let c = client_v4(4);
+    let q = ethertype::VLAN_8021Q;
+    let ad = ethertype::VLAN_8021AD;
+    p.expect(
+        "802.1Q UDP",
+        &udp4(c, PORT).vlan(q, 10).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "802.1ad + 802.1Q (QinQ) TCP",
+        &tcp4(c, PORT, tcp_flags::ACK)
+            .vlan(ad, 100)
+            .vlan(q, 10)
+            .build()
+            .bytes,
+        XDP_PASS,
+        PASS,
+    );
+    p.expect(
+        "802.1Q + 802.1Q IPv6",
+        &udp6(client_v6(1, 1), PORT)
+            .vlan(q, 1)
+            .vlan(q, 2)
+            .build()
+            .bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "802.1Q to an unprotected port",
+        &udp4(c, 53).vlan(q, 10).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    // A third tag is beyond what the program walks: not classified, passed.
+    p.expect(
+        "three tags",
+        &udp4(c, PORT)
+            .vlan(ad, 1)
+            .vlan(q, 2)
+            .vlan(q, 3)
+            .build()
+            .bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    p.expect(
+        "802.1Q carrying ARP",
+        &Packet::arp_request(c, HOST_V4).vlan(q, 10).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+}
+
+/// Cuts `frame` at every length from 0 to its end: shorter than an Ethernet
+/// header the kernel refuses the run; every other cut passes, and is
+/// `malformed` while any header the program needs is incomplete, `full`
+/// once the transport header is whole.
+fn check_every_cut(p: &Prog, what: &str, frame: &Frame, full: &[(Counter, u64)]) {
+    for len in 0..=frame.bytes.len() {
+        let cut = frame.cut(len);
+        let at = frame.header_at(len);
+        if len < ETH_HLEN {
+            let before = p.stats();
+            // BPF_PROG_TEST_RUN rejects XDP input shorter than ETH_HLEN with
+            // EINVAL: such a frame never reaches the program.
+            assert!(p.run(cut).is_err(), "{what}: kernel ran a {len}-byte frame");
+            assert_eq!(p.stats(), before, "{what}: {len} bytes counted");
+            continue;
+        }
+        let expected = if len < frame.l4_end { MALFORMED } else { full };
+        assert_eq!(
+            p.observe(cut),
+            Outcome::new(XDP_PASS, expected),
+            "{what}: cut at {len} bytes (inside {at})"
+        );
+    }
+}
+
+#[test]
+fn program_truncation_at_every_length_passes() {
+    if !kernel_tests_enabled("program_truncation_at_every_length_passes") {
+        return;
+    }
+    let p = Prog::load("prog-truncation", ROOMY);
+    let q = ethertype::VLAN_8021Q;
+    let ad = ethertype::VLAN_8021AD;
+    // Every template is first sent whole once so that the full-length cut
+    // counts an existing client (`passed` only).
+    let templates: Vec<(&str, Frame, Changes)> = vec![
+        (
+            "IPv4 TCP",
+            tcp4(client_v4(10), PORT, tcp_flags::SYN).build(),
+            PASS,
+        ),
+        ("IPv4 UDP", udp4(client_v4(11), PORT).build(), PASS),
+        (
+            "IPv4 with 8 bytes of options, TCP",
+            tcp4(client_v4(12), PORT, tcp_flags::ACK)
+                .ipv4_with(|h| h.options = vec![1; 8])
+                .build(),
+            PASS,
+        ),
+        (
+            "QinQ IPv4 UDP",
+            udp4(client_v4(13), PORT).vlan(ad, 5).vlan(q, 6).build(),
+            PASS,
+        ),
+        ("IPv6 UDP", udp6(client_v6(1, 1), PORT).build(), PASS),
+        (
+            "802.1Q IPv6 hop-by-hop + fragment + TCP",
+            tcp6(client_v6(2, 1), PORT, tcp_flags::SYN)
+                .vlan(q, 7)
+                .ext(ExtHeader::HopByHop { len: 1 })
+                .ext(ExtHeader::Fragment {
+                    offset: 0,
+                    more: true,
+                })
+                .build(),
+            PASS,
+        ),
+        (
+            "IPv4 TCP to an unprotected port",
+            tcp4(client_v4(14), 443, tcp_flags::SYN).build(),
+            NOT_PROTECTED,
+        ),
+        (
+            "IPv6 UDP to an unprotected port",
+            udp6(client_v6(3, 1), 53).build(),
+            NOT_PROTECTED,
+        ),
+    ];
+    for (what, frame, full) in &templates {
+        if *full == PASS {
+            p.expect(what, &frame.bytes, XDP_PASS, FIRST_PASS);
+        }
+        check_every_cut(&p, what, frame, full);
+    }
+
+    // Transport-less frames: the program needs the whole IPv4 header (then
+    // the protocol tells it is not TCP/UDP).
+    let icmp = Packet::ipv4(client_v4(15), HOST_V4)
+        .other(proto::ICMP, vec![8, 0, 0, 0])
+        .build();
+    for len in 14..=icmp.bytes.len() {
+        let expected = if len < icmp.l3 + 20 {
+            MALFORMED
+        } else {
+            NOT_PROTECTED
+        };
+        assert_eq!(
+            p.observe(icmp.cut(len)),
+            Outcome::new(XDP_PASS, expected),
+            "IPv4 ICMP cut at {len}"
+        );
+    }
+}
+
+/// The IPv6 fixed header is 40 bytes; a frame cut inside it is truncated
+/// whatever its next-header field says.
+#[test]
+fn program_truncated_ipv6_header_is_malformed_whatever_the_next_header() {
+    if !kernel_tests_enabled("program_truncated_ipv6_header_is_malformed_whatever_the_next_header")
+    {
+        return;
+    }
+    let p = Prog::load("prog-trunc-v6-icmp", ROOMY);
+    let icmp6 = Packet::ipv6(client_v6(1, 1), HOST_V6)
+        .other(proto::ICMPV6, vec![128, 0, 0, 0])
+        .build();
+    for len in 14..=icmp6.bytes.len() {
+        let expected = if len < icmp6.l3 + 40 {
+            MALFORMED
+        } else {
+            NOT_PROTECTED
+        };
+        assert_eq!(
+            p.observe(icmp6.cut(len)),
+            Outcome::new(XDP_PASS, expected),
+            "IPv6 ICMPv6 cut at {len}"
+        );
+    }
+}
+
+#[test]
+fn program_ipv6_extension_headers() {
+    if !kernel_tests_enabled("program_ipv6_extension_headers") {
+        return;
+    }
+    let p = Prog::load("prog-ipv6-ext", ROOMY);
+    let c = client_v6(1, 1);
+    p.expect(
+        "hop-by-hop + destination options + TCP",
+        &tcp6(c, PORT, tcp_flags::SYN)
+            .ext(ExtHeader::HopByHop { len: 0 })
+            .ext(ExtHeader::DestOpts { len: 2 })
+            .build()
+            .bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "routing + AH + UDP",
+        &udp6(c, PORT)
+            .ext(ExtHeader::Routing { len: 2 })
+            .ext(ExtHeader::Auth { len: 4 })
+            .build()
+            .bytes,
+        XDP_PASS,
+        PASS,
+    );
+    p.expect(
+        "hop-by-hop + TCP to an unprotected port",
+        &tcp6(c, 22, tcp_flags::SYN)
+            .ext(ExtHeader::HopByHop { len: 0 })
+            .build()
+            .bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    p.expect(
+        "five chained extension headers",
+        &udp6(c, PORT)
+            .ext(ExtHeader::HopByHop { len: 0 })
+            .ext(ExtHeader::DestOpts { len: 0 })
+            .ext(ExtHeader::Routing { len: 0 })
+            .ext(ExtHeader::DestOpts { len: 0 })
+            .ext(ExtHeader::DestOpts { len: 0 })
+            .build()
+            .bytes,
+        XDP_PASS,
+        PASS,
+    );
+    let mut seven = udp6(c, PORT);
+    for _ in 0..7 {
+        seven = seven.ext(ExtHeader::DestOpts { len: 0 });
+    }
+    p.expect(
+        "seven chained extension headers",
+        &seven.build().bytes,
+        XDP_PASS,
+        MALFORMED,
+    );
+    p.expect(
+        "extension header longer than the frame",
+        udp6(c, PORT)
+            .ext(ExtHeader::DestOpts { len: 200 })
+            .build()
+            .cut(14 + 40 + 16),
+        XDP_PASS,
+        MALFORMED,
+    );
+    p.expect(
+        "no next header",
+        &Packet::ipv6(c, HOST_V6)
+            .other(proto::NO_NEXT, Vec::new())
+            .build()
+            .bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+}
+
+/// `MAX_IPV6_EXT` is 6: six extension headers are within the walk.
+#[test]
+fn program_ipv6_six_extension_headers_are_classified() {
+    if !kernel_tests_enabled("program_ipv6_six_extension_headers_are_classified") {
+        return;
+    }
+    let p = Prog::load("prog-ipv6-six-ext", ROOMY);
+    let mut six = udp6(client_v6(1, 1), PORT);
+    for _ in 0..6 {
+        six = six.ext(ExtHeader::DestOpts { len: 0 });
+    }
+    p.expect(
+        "six chained extension headers",
+        &six.build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+}
+
+#[test]
+fn program_ipv6_fragments() {
+    if !kernel_tests_enabled("program_ipv6_fragments") {
+        return;
+    }
+    let p = Prog::load("prog-ipv6-frag", ROOMY);
+    let c = client_v6(1, 1);
+    p.expect(
+        "first fragment (offset 0, M)",
+        &udp6(c, PORT)
+            .ext(ExtHeader::Fragment {
+                offset: 0,
+                more: true,
+            })
+            .payload(&[0; 64])
+            .build()
+            .bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    p.expect(
+        "atomic fragment after hop-by-hop",
+        &tcp6(c, PORT, tcp_flags::ACK)
+            .ext(ExtHeader::HopByHop { len: 0 })
+            .ext(ExtHeader::Fragment {
+                offset: 0,
+                more: false,
+            })
+            .build()
+            .bytes,
+        XDP_PASS,
+        PASS,
+    );
+    for (what, more) in [("middle fragment", true), ("last fragment", false)] {
+        // The bytes after the fragment header are payload, not a UDP header.
+        p.expect(
+            what,
+            &udp6(c, PORT)
+                .ext(ExtHeader::Fragment { offset: 9, more })
+                .build()
+                .bytes,
+            XDP_PASS,
+            FRAGMENT,
+        );
+    }
+    p.expect(
+        "non-first fragment to an unprotected port is still a fragment",
+        &udp6(c, 53)
+            .ext(ExtHeader::Fragment {
+                offset: 1,
+                more: false,
+            })
+            .build()
+            .bytes,
+        XDP_PASS,
+        FRAGMENT,
+    );
+}
+
+#[test]
+fn program_ipv4_fragments_and_options() {
+    if !kernel_tests_enabled("program_ipv4_fragments_and_options") {
+        return;
+    }
+    let p = Prog::load("prog-ipv4-frag", ROOMY);
+    let c = client_v4(5);
+    p.expect(
+        "first fragment (MF, offset 0)",
+        &udp4(c, PORT)
+            .ipv4_with(|h| {
+                h.dont_fragment = false;
+                h.more_fragments = true;
+            })
+            .payload(&[0; 64])
+            .build()
+            .bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    for (what, more) in [("middle fragment", true), ("last fragment", false)] {
+        p.expect(
+            what,
+            &udp4(c, PORT)
+                .ipv4_with(|h| {
+                    h.dont_fragment = false;
+                    h.more_fragments = more;
+                    h.fragment_offset = 185;
+                })
+                .build()
+                .bytes,
+            XDP_PASS,
+            FRAGMENT,
+        );
+    }
+    p.expect(
+        "non-first ICMP fragment",
+        &Packet::ipv4(c, HOST_V4)
+            .other(proto::ICMP, vec![0; 8])
+            .ipv4_with(|h| {
+                h.dont_fragment = false;
+                h.fragment_offset = 1;
+            })
+            .build()
+            .bytes,
+        XDP_PASS,
+        FRAGMENT,
+    );
+    // Options: the transport header is found after IHL words.
+    for words in [1usize, 4, 10] {
+        p.expect(
+            &format!("{} bytes of IPv4 options", words * 4),
+            &tcp4(c, PORT, tcp_flags::SYN)
+                .ipv4_with(|h| h.options = vec![1; words * 4])
+                .build()
+                .bytes,
+            XDP_PASS,
+            PASS,
+        );
+    }
+    p.expect(
+        "options, unprotected port",
+        &tcp4(c, 8081, tcp_flags::SYN)
+            .ipv4_with(|h| h.options = vec![1; 12])
+            .build()
+            .bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+}
+
+#[test]
+fn program_bad_ip_and_tcp_headers_are_malformed() {
+    if !kernel_tests_enabled("program_bad_ip_and_tcp_headers_are_malformed") {
+        return;
+    }
+    let p = Prog::load("prog-bad-headers", ROOMY);
+    let c = client_v4(6);
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for ihl in 0..5u8 {
+        cases.push((
+            format!("IHL {ihl}"),
+            udp4(c, PORT).ipv4_with(|h| h.ihl = Some(ihl)).build().bytes,
+        ));
+    }
+    for version in [0u8, 5, 6, 15] {
+        cases.push((
+            format!("version {version} in an IPv4 EtherType"),
+            udp4(c, PORT)
+                .ipv4_with(|h| h.version = version)
+                .build()
+                .bytes,
+        ));
+        cases.push((
+            format!("version {version} in an IPv6 EtherType"),
+            udp6(client_v6(1, 1), PORT)
+                .ipv6_with(|h| h.version = if version == 6 { 4 } else { version })
+                .build()
+                .bytes,
+        ));
+    }
+    cases.push((
+        "total length shorter than the header".into(),
+        udp4(c, PORT)
+            .ipv4_with(|h| h.total_len = Some(19))
+            .build()
+            .bytes,
+    ));
+    cases.push((
+        "IHL 15 but no options in the frame".into(),
+        udp4(c, PORT)
+            .ipv4_with(|h| {
+                h.ihl = Some(15);
+                h.total_len = Some(60 + 8);
+            })
+            .build()
+            .bytes,
+    ));
+    for off in [0u8, 4] {
+        let mut packet = tcp4(c, PORT, tcp_flags::SYN);
+        if let Transport::Tcp { data_offset, .. } = &mut packet.transport {
+            *data_offset = Some(off);
+        }
+        cases.push((format!("TCP data offset {off}"), packet.build().bytes));
+    }
+    for (what, frame) in &cases {
+        p.expect(what, frame, XDP_PASS, MALFORMED);
+    }
+    assert_eq!(p.maps.client(IpAddr::V4(c)).unwrap(), None);
+}
+
+/// xorshift64*: deterministic "random" bytes without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn program_garbage_always_passes_and_is_counted_once() {
+    if !kernel_tests_enabled("program_garbage_always_passes_and_is_counted_once") {
+        return;
+    }
+    let p = Prog::load("prog-garbage", ROOMY);
+    p.expect(
+        "ARP request",
+        &Packet::arp_request(client_v4(7), HOST_V4).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    p.expect("60 zero bytes", &[0; 60], XDP_PASS, NOT_PROTECTED);
+    // Random frames, most with an IP or VLAN EtherType so that the parser
+    // (not just the EtherType switch) sees garbage.
+    let mut rng = Rng(0x5eed_f00d_dead_beef);
+    let ethertypes = [
+        ethertype::IPV4,
+        ethertype::IPV6,
+        ethertype::VLAN_8021Q,
+        ethertype::VLAN_8021AD,
+    ];
+    let terminal = [
+        Counter::Passed,
+        Counter::Malformed,
+        Counter::NotProtected,
+        Counter::Fragments,
+    ];
+    for i in 0..2000 {
+        let len = 14 + (rng.next() % 200) as usize;
+        let mut frame = rng.bytes(len);
+        if i % 5 != 0 {
+            let et = ethertypes[(rng.next() % 4) as usize];
+            frame[12..14].copy_from_slice(&et.to_be_bytes());
+        }
+        let out = p.observe(&frame);
+        assert_eq!(out.verdict, "XDP_PASS", "random frame {i}: {frame:02x?}");
+        let total: u64 = out
+            .counted
+            .iter()
+            .filter(|(name, _)| {
+                terminal
+                    .iter()
+                    .any(|c| Counter::ALL[*c as usize].1 == *name)
+            })
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(total, 1, "random frame {i} counted once: {out:?}");
+    }
+}
+
+#[test]
+fn program_rate_limit_drops_after_the_burst() {
+    if !kernel_tests_enabled("program_rate_limit_drops_after_the_burst") {
+        return;
+    }
+    const BURST: usize = 4;
+    let p = Prog::load("prog-rate", "rate = 1\nburst = 4\n");
+    let (client, outcomes) = before_refill(|i| {
+        let c = client_v4(100 + i);
+        let frame = udp4(c, PORT).build();
+        let out: Vec<Outcome> = (0..BURST + 2).map(|_| p.observe(&frame.bytes)).collect();
+        (c, out)
+    });
+    let mut expected = vec![Outcome::new(XDP_PASS, FIRST_PASS)];
+    expected.extend((1..BURST).map(|_| Outcome::new(XDP_PASS, PASS)));
+    expected.extend((0..2).map(|_| Outcome::new(XDP_DROP, &[(Counter::DroppedRate, 1)])));
+    assert_eq!(outcomes, expected);
+    let state = p.maps.client(IpAddr::V4(client)).unwrap().expect("tracked");
+    assert_eq!((state.passed, state.dropped), (BURST as u64, 2));
+
+    // The limit is per client and per protected port only.
+    p.expect(
+        "limited client to an unprotected port",
+        &udp4(client, 53).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    p.expect(
+        "another client",
+        &udp4(client_v4(200), PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+}
+
+#[test]
+fn program_block_list_drops_until_expiry_or_unblock() {
+    if !kernel_tests_enabled("program_block_list_drops_until_expiry_or_unblock") {
+        return;
+    }
+    let mut p = Prog::load("prog-block", ROOMY);
+    let mut events =
+        RingBuf::try_from(p.ebpf.take_map(maps::EVENTS).expect("events map")).expect("ring");
+    let c = client_v4(8);
+    let c6 = client_v6(1, 1);
+    p.maps.block(IpAddr::V4(c), None).unwrap();
+    p.maps.block(IpAddr::V6(c6), Some(3600)).unwrap();
+    let blocked = &[(Counter::DroppedBlock, 1)];
+    p.expect(
+        "blocked client, UDP",
+        &udp4(c, PORT).build().bytes,
+        XDP_DROP,
+        blocked,
+    );
+    let event = drop_event_from_bytes(&events.next().expect("a drop event for the first drop"));
+    assert_eq!(
+        (
+            DropReason::from_u32(event.reason),
+            event.port,
+            event.protocol,
+            event.client
+        ),
+        (
+            Some(DropReason::Block),
+            PORT,
+            proto::UDP,
+            key::from_ipv4(c.octets())
+        )
+    );
+    p.expect(
+        "blocked client, TCP SYN",
+        &tcp4(c, PORT, tcp_flags::SYN).build().bytes,
+        XDP_DROP,
+        blocked,
+    );
+    p.expect(
+        "blocked IPv6 client (any address of its /64)",
+        &udp6(client_v6(1, 0xbeef), PORT).build().bytes,
+        XDP_DROP,
+        blocked,
+    );
+    p.expect(
+        "blocked client to an unprotected port",
+        &udp4(c, 53).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    assert_eq!(
+        p.maps.client(IpAddr::V4(c)).unwrap(),
+        None,
+        "blocked packets create no client state"
+    );
+
+    assert!(p.maps.unblock(IpAddr::V4(c)).unwrap());
+    p.expect(
+        "unblocked client",
+        &udp4(c, PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    // An entry whose expiry has passed no longer blocks (the daemon deletes
+    // it later).
+    let expired = client_v4(9);
+    p.maps.block(IpAddr::V4(expired), Some(0)).unwrap();
+    p.expect(
+        "expired block",
+        &udp4(expired, PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+}
+
+/// Copies a ring-buffer record into a `DropEvent` without `unsafe`.
+fn drop_event_from_bytes(bytes: &[u8]) -> DropEvent {
+    assert_eq!(bytes.len(), std::mem::size_of::<DropEvent>());
+    let u64_at = |o: usize| u64::from_ne_bytes(bytes[o..o + 8].try_into().unwrap());
+    let mut client = [0u8; 16];
+    client.copy_from_slice(&bytes[8..24]);
+    DropEvent {
+        ts_ns: u64_at(0),
+        client,
+        reason: u32::from_ne_bytes(bytes[24..28].try_into().unwrap()),
+        port: u16::from_ne_bytes(bytes[28..30].try_into().unwrap()),
+        protocol: bytes[30],
+        _pad: bytes[31],
+    }
+}
+
+#[test]
+fn program_overrides_deny_allow_and_limit() {
+    if !kernel_tests_enabled("program_overrides_deny_allow_and_limit") {
+        return;
+    }
+    let p = Prog::load(
+        "prog-overrides",
+        r#"rate = 1
+burst = 2
+[[kernel.overrides]]
+cidr = "198.51.100.0/24"
+action = "deny"
+[[kernel.overrides]]
+cidr = "198.51.100.7/32"
+action = "allow"
+[[kernel.overrides]]
+cidr = "203.0.113.0/24"
+action = "limit"
+rate = 1
+burst = 5
+[[kernel.overrides]]
+cidr = "2001:db8:dead::/48"
+action = "deny"
+"#,
+    );
+    let denied = Ipv4Addr::new(198, 51, 100, 9);
+    let deny = &[(Counter::DroppedDeny, 1)];
+    p.expect(
+        "denied /24",
+        &udp4(denied, PORT).build().bytes,
+        XDP_DROP,
+        deny,
+    );
+    p.expect(
+        "denied /24, TCP",
+        &tcp4(denied, PORT, tcp_flags::ACK).build().bytes,
+        XDP_DROP,
+        deny,
+    );
+    p.expect(
+        "denied IPv6 /48",
+        &udp6("2001:db8:dead:1::5".parse().unwrap(), PORT)
+            .build()
+            .bytes,
+        XDP_DROP,
+        deny,
+    );
+    p.expect(
+        "denied client to an unprotected port",
+        &udp4(denied, 53).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    assert_eq!(p.maps.client(IpAddr::V4(denied)).unwrap(), None);
+
+    // The /32 allow inside the denied /24 wins (longest prefix) and bypasses
+    // the default burst of 2.
+    let allowed = Ipv4Addr::new(198, 51, 100, 7);
+    for i in 0..10 {
+        p.expect(
+            &format!("allowed packet {i}"),
+            &udp4(allowed, PORT).build().bytes,
+            XDP_PASS,
+            &[(Counter::Bypassed, 1)],
+        );
+    }
+    assert_eq!(p.maps.client(IpAddr::V4(allowed)).unwrap(), None);
+
+    // A limit override replaces the default burst (2) with its own (5).
+    let outcomes = before_refill(|i| {
+        let frame = udp4(Ipv4Addr::new(203, 0, 113, 10 + i), PORT).build();
+        (0..6).map(|_| p.observe(&frame.bytes)).collect::<Vec<_>>()
+    });
+    let mut expected = vec![Outcome::new(XDP_PASS, FIRST_PASS)];
+    expected.extend((0..4).map(|_| Outcome::new(XDP_PASS, PASS)));
+    expected.push(Outcome::new(XDP_DROP, &[(Counter::DroppedRate, 1)]));
+    assert_eq!(outcomes, expected, "limit override");
+
+    // Outside every override: the default burst of 2.
+    let outcomes = before_refill(|i| {
+        let frame = udp4(client_v4(20 + i), PORT).build();
+        (0..3).map(|_| p.observe(&frame.bytes)).collect::<Vec<_>>()
+    });
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::new(XDP_PASS, FIRST_PASS),
+            Outcome::new(XDP_PASS, PASS),
+            Outcome::new(XDP_DROP, &[(Counter::DroppedRate, 1)]),
+        ],
+        "default limits"
+    );
+}
+
+#[test]
+fn program_conn_cap_drops_new_connections_only() {
+    if !kernel_tests_enabled("program_conn_cap_drops_new_connections_only") {
+        return;
+    }
+    let p = Prog::load(
+        "prog-conn-cap",
+        "rate = 1000\nburst = 1000\nmax_conns = 3\n",
+    );
+    let mut counts = p.hash_map::<u64>(maps::CONN_COUNTS);
+    let c = client_v4(30);
+    let k = key::from_ipv4(c.octets());
+    counts.insert(k, 3, 0).unwrap();
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 3);
+
+    let syn = tcp4(c, PORT, tcp_flags::SYN).build();
+    p.expect(
+        "SYN at the cap (first packet: state is created, then dropped)",
+        &syn.bytes,
+        XDP_DROP,
+        &[(Counter::DroppedConn, 1), (Counter::NewClients, 1)],
+    );
+    p.expect(
+        "second SYN at the cap",
+        &syn.bytes,
+        XDP_DROP,
+        &[(Counter::DroppedConn, 1)],
+    );
+    for (what, flags) in [
+        ("ACK", tcp_flags::ACK),
+        ("SYN-ACK", tcp_flags::SYN | tcp_flags::ACK),
+        ("FIN-ACK", tcp_flags::FIN | tcp_flags::ACK),
+        ("RST", tcp_flags::RST),
+    ] {
+        p.expect(
+            &format!("{what} at the cap"),
+            &tcp4(c, PORT, flags).build().bytes,
+            XDP_PASS,
+            PASS,
+        );
+    }
+    p.expect(
+        "UDP at the cap",
+        &udp4(c, PORT).build().bytes,
+        XDP_PASS,
+        PASS,
+    );
+    p.expect(
+        "SYN to an unprotected port",
+        &tcp4(c, 22, tcp_flags::SYN).build().bytes,
+        XDP_PASS,
+        NOT_PROTECTED,
+    );
+    counts.insert(k, 7, 0).unwrap();
+    p.expect(
+        "SYN above the cap",
+        &syn.bytes,
+        XDP_DROP,
+        &[(Counter::DroppedConn, 1)],
+    );
+    counts.insert(k, 2, 0).unwrap();
+    p.expect("SYN below the cap", &syn.bytes, XDP_PASS, PASS);
+    let state = p.maps.client(IpAddr::V4(c)).unwrap().expect("tracked");
+    assert_eq!((state.passed, state.dropped, state.conns), (6, 3, 2));
+
+    let other = client_v4(31);
+    p.expect(
+        "SYN from a client without connections",
+        &tcp4(other, PORT, tcp_flags::SYN).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+    // IPv6: the count is keyed like the packets (/64).
+    let c6 = client_v6(9, 1);
+    counts
+        .insert(key::from_ipv6(c6.octets(), true), 3, 0)
+        .unwrap();
+    p.expect(
+        "IPv6 SYN from another address of a capped /64",
+        &tcp6(client_v6(9, 2), PORT, tcp_flags::SYN).build().bytes,
+        XDP_DROP,
+        &[(Counter::DroppedConn, 1), (Counter::NewClients, 1)],
+    );
+}
+
+#[test]
+fn program_ipv6_clients_are_keyed_by_their_64() {
+    if !kernel_tests_enabled("program_ipv6_clients_are_keyed_by_their_64") {
+        return;
+    }
+    let p = Prog::load("prog-v6-64", "rate = 1\nburst = 3\nipv6_prefix = 64\n");
+    let outcomes = before_refill(|i| {
+        let net = 100 + u16::from(i);
+        let a = udp6(client_v6(net, 0xa), PORT).build();
+        let b = udp6(client_v6(net, 0xb), PORT).build();
+        [&a, &a, &b, &b]
+            .iter()
+            .map(|f| p.observe(&f.bytes))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::new(XDP_PASS, FIRST_PASS),
+            Outcome::new(XDP_PASS, PASS),
+            Outcome::new(XDP_PASS, PASS),
+            Outcome::new(XDP_DROP, &[(Counter::DroppedRate, 1)]),
+        ],
+        "two addresses of one /64 share one bucket of 3"
+    );
+    p.expect(
+        "another /64",
+        &udp6(client_v6(999, 0xa), PORT).build().bytes,
+        XDP_PASS,
+        FIRST_PASS,
+    );
+
+    let p = Prog::load("prog-v6-128", "rate = 1\nburst = 3\nipv6_prefix = 128\n");
+    let outcomes = before_refill(|i| {
+        let net = 100 + u16::from(i);
+        let a = udp6(client_v6(net, 0xa), PORT).build();
+        let b = udp6(client_v6(net, 0xb), PORT).build();
+        [&a, &a, &b, &b]
+            .iter()
+            .map(|f| p.observe(&f.bytes))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::new(XDP_PASS, FIRST_PASS),
+            Outcome::new(XDP_PASS, PASS),
+            Outcome::new(XDP_PASS, FIRST_PASS),
+            Outcome::new(XDP_PASS, PASS),
+        ],
+        "with ipv6_prefix = 128 each address has its own bucket"
+    );
+}

@@ -6,6 +6,14 @@
 
 use std::path::PathBuf;
 
+pub mod clients;
+pub mod daemon;
+pub mod frames;
+pub mod netns;
+pub mod servers;
+pub mod wait;
+pub mod xdp_attach;
+
 /// True when this process may use BPF. Outside CI, prints why a test skips;
 /// in CI (`CI=true`), panics instead.
 pub fn kernel_tests_enabled(test: &str) -> bool {

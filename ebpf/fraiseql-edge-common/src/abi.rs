@@ -102,7 +102,8 @@ pub struct GlobalConfig {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OverrideAction {
-    /// Bypass every limit (block list included).
+    /// Bypass every limit. A block still applies: it is a verdict (an
+    /// operator's or the L7 layer's), not a limit, and is checked first.
     Allow = 0,
     /// Drop every packet to a protected port.
     Deny = 1,

@@ -223,13 +223,17 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(ClientKey, u8, usize), Sk
 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize, mask64: bool) -> Result<(ClientKey, u8, usize), Skip> {
-    let first: u8 = load(ctx, off)?;
-    if first >> 4 != 6 {
+    // The whole fixed header must be there before any field is trusted.
+    let hdr: [u8; 40] = load(ctx, off)?;
+    if hdr[0] >> 4 != 6 {
         return Err(Skip::Malformed);
     }
-    let mut next: u8 = load(ctx, off + 6)?;
-    let src: [u8; 16] = load(ctx, off + 8)?;
+    let mut next = hdr[6];
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&hdr[8..24]);
     let mut l4 = off + 40;
+    // Walk at most MAX_IPV6_EXT extension headers; the header after the
+    // last one walked is still classified.
     for _ in 0..MAX_IPV6_EXT {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-octet units, minus one.
@@ -253,11 +257,19 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, mask64: bool) -> Result<(ClientKey, 
                 next = ext[0];
                 l4 += 8;
             }
-            _ => return Ok((key::from_ipv6(src, mask64), next, l4)),
+            _ => break,
         }
     }
-    // Still inside extension headers after the bounded walk.
-    Err(Skip::Malformed)
+    if is_ipv6_extension(next) {
+        // More extension headers than the bounded walk allows.
+        return Err(Skip::Malformed);
+    }
+    Ok((key::from_ipv6(src, mask64), next, l4))
+}
+
+#[inline(always)]
+fn is_ipv6_extension(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 51 | 60)
 }
 
 #[inline(always)]
