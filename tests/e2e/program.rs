@@ -802,6 +802,20 @@ fn program_bad_ip_and_tcp_headers_are_malformed() {
             .bytes,
     ));
     cases.push((
+        "IP length ends inside the UDP header (the rest is Ethernet padding)".into(),
+        udp4(c, PORT)
+            .ipv4_with(|h| h.total_len = Some(20 + 4))
+            .build()
+            .bytes,
+    ));
+    cases.push((
+        "IP length ends inside the TCP header".into(),
+        tcp4(c, PORT, tcp_flags::SYN)
+            .ipv4_with(|h| h.total_len = Some(20 + 12))
+            .build()
+            .bytes,
+    ));
+    cases.push((
         "IHL 15 but no options in the frame".into(),
         udp4(c, PORT)
             .ipv4_with(|h| {
@@ -1086,6 +1100,18 @@ action = "deny"
         );
     }
     assert_eq!(p.maps.client(IpAddr::V4(allowed)).unwrap(), None);
+
+    // A block is a verdict, checked before overrides: an allow-listed
+    // client that is blocked is dropped.
+    let mut p = p;
+    p.maps.block(IpAddr::V4(allowed), None).unwrap();
+    p.expect(
+        "blocked despite its allow override",
+        &udp4(allowed, PORT).build().bytes,
+        XDP_DROP,
+        &[(Counter::DroppedBlock, 1)],
+    );
+    p.maps.unblock(IpAddr::V4(allowed)).unwrap();
 
     // A limit override replaces the default burst (2) with its own (5).
     let outcomes = before_refill(|i| {

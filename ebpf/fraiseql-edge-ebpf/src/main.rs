@@ -164,7 +164,7 @@ fn parse(ctx: &XdpContext, cfg: &GlobalConfig) -> Result<Flow, Skip> {
             off += 4;
         }
     }
-    let (client, protocol, l4) = match ethertype {
+    let (client, protocol, l4, ip_end) = match ethertype {
         ETH_P_IPV4 => parse_ipv4(ctx, off)?,
         ETH_P_IPV6 => parse_ipv6(ctx, off, cfg.ipv6_mask64 != 0)?,
         _ => return Err(Skip::NotProtected),
@@ -172,6 +172,10 @@ fn parse(ctx: &XdpContext, cfg: &GlobalConfig) -> Result<Flow, Skip> {
     match protocol {
         IPPROTO_TCP => {
             // The fixed 20-byte TCP header must be there; flags at byte 13.
+            // The IP length must cover it too (Ethernet padding is not a header).
+            if l4 + 20 > ip_end {
+                return Err(Skip::Malformed);
+            }
             let hdr: [u8; 20] = load(ctx, l4)?;
             let data_off = (hdr[12] >> 4) as usize * 4;
             if data_off < 20 {
@@ -186,6 +190,9 @@ fn parse(ctx: &XdpContext, cfg: &GlobalConfig) -> Result<Flow, Skip> {
             })
         }
         IPPROTO_UDP => {
+            if l4 + 8 > ip_end {
+                return Err(Skip::Malformed);
+            }
             let hdr: [u8; 8] = load(ctx, l4)?;
             Ok(Flow {
                 client,
@@ -198,9 +205,10 @@ fn parse(ctx: &XdpContext, cfg: &GlobalConfig) -> Result<Flow, Skip> {
     }
 }
 
-/// Returns (client, transport protocol, transport header offset).
+/// Returns (client, transport protocol, transport header offset, end of the
+/// IP packet as its header states it).
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(ClientKey, u8, usize), Skip> {
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(ClientKey, u8, usize, usize), Skip> {
     let hdr: [u8; 20] = load(ctx, off)?;
     if hdr[0] >> 4 != 4 {
         return Err(Skip::Malformed);
@@ -218,11 +226,15 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(ClientKey, u8, usize), Sk
         return Err(Skip::Fragment);
     }
     let client = key::from_ipv4([hdr[12], hdr[13], hdr[14], hdr[15]]);
-    Ok((client, hdr[9], off + ihl))
+    Ok((client, hdr[9], off + ihl, off + total_len))
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize, mask64: bool) -> Result<(ClientKey, u8, usize), Skip> {
+fn parse_ipv6(
+    ctx: &XdpContext,
+    off: usize,
+    mask64: bool,
+) -> Result<(ClientKey, u8, usize, usize), Skip> {
     // The whole fixed header must be there before any field is trusted.
     let hdr: [u8; 40] = load(ctx, off)?;
     if hdr[0] >> 4 != 6 {
@@ -264,7 +276,14 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, mask64: bool) -> Result<(ClientKey, 
         // More extension headers than the bounded walk allows.
         return Err(Skip::Malformed);
     }
-    Ok((key::from_ipv6(src, mask64), next, l4))
+    // Payload length 0 is a jumbogram (RFC 2675): the frame is the bound.
+    let payload = u16::from_be_bytes([hdr[4], hdr[5]]) as usize;
+    let end = if payload == 0 {
+        usize::MAX
+    } else {
+        off + 40 + payload
+    };
+    Ok((key::from_ipv6(src, mask64), next, l4, end))
 }
 
 #[inline(always)]
