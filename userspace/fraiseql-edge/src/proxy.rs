@@ -15,6 +15,7 @@
 //! in between 1 and 2 as they are built (see DESIGN's phase list).
 
 pub mod endpoint;
+pub mod entities;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -199,6 +200,7 @@ impl Proxy {
                 ProxyError::NotFound(parts.uri.path().to_string()),
             )
         })?;
+        let entity_fetch = entities::representations(&body);
         // 3. forward
         let out = Outgoing {
             method: parts.method.clone(),
@@ -219,7 +221,54 @@ impl Proxy {
                 }
                 (Some(kind), e)
             })?;
+        // 4. respond + observe
+        let resp = match entity_fetch {
+            Some(typenames) => self.observe_entities(sg.name(), &typenames, resp).await,
+            None => resp,
+        };
         Ok((kind, resp))
+    }
+
+    /// Counts `_entities` outcomes; the body is buffered (when its length is
+    /// known and at most [`entities::MAX_INSPECTED_BYTES`]) and sent on unchanged.
+    async fn observe_entities(
+        &self,
+        subgraph: &str,
+        typenames: &[String],
+        resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let small = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n <= entities::MAX_INSPECTED_BYTES);
+        if !small {
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                tracing::warn!(subgraph, error = %e, "reading an _entities response");
+                return ProxyError::UpstreamUnavailable {
+                    subgraph: subgraph.to_string(),
+                    detail: e.to_string(),
+                }
+                .into_response();
+            }
+        };
+        for (typename, (ok, failed)) in entities::outcomes(typenames, &bytes) {
+            let m = &self.metrics.entities;
+            m.with_label_values(&[subgraph, &typename, "resolved"])
+                .inc_by(ok);
+            m.with_label_values(&[subgraph, &typename, "failed"])
+                .inc_by(failed);
+        }
+        let body = http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed();
+        Response::from_parts(parts, body)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ProxyMetrics {
     pub retry_budget_exhausted: IntCounterVec,
     /// Health transitions by subgraph, endpoint and direction.
     pub health_transitions: IntCounterVec,
+    /// `_entities` representations by subgraph, typename and outcome.
+    pub entities: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -134,8 +136,16 @@ impl ProxyMetrics {
                 ),
                 &["subgraph", "endpoint", "to"],
             )?,
+            entities: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}entities_total"),
+                    "Federation entity representations resolved or failed by subgraphs",
+                ),
+                &["subgraph", "typename", "outcome"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.entities.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.upstream_duration.clone()))?;
         registry.register(Box::new(m.pool_connections.clone()))?;
