@@ -5,3 +5,4 @@
 mod config_errors;
 mod kernel_e2e;
 mod program;
+mod proxy_e2e;

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 pub mod clients;
 pub mod daemon;
 pub mod frames;
+pub mod graphql;
 pub mod netns;
 pub mod servers;
+pub mod subgraphs;
 pub mod wait;
 pub mod xdp_attach;
 

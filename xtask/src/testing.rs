@@ -95,7 +95,8 @@ fn step<const N: usize>(args: [&str; N]) -> Result<()> {
 /// `cargo test ARGS`, its standard output passed through as it comes and
 /// read for the `test result:` lines.
 fn run_tests(args: &[String], counts: &mut Counts) -> Result<()> {
-    let mut cargo = paths::cargo(["test"])?;
+    // Every test binary runs, whatever failed before it.
+    let mut cargo = paths::cargo(["test", "--no-fail-fast"])?;
     cargo.args(args).stdout(Stdio::piped());
     println!("test: {}", cmd::describe(&cargo));
     let status = tee_and_count(&mut cargo, counts)?;

@@ -10,8 +10,8 @@
 //!   bucket needs to fill) keeps the product from overflowing after any idle.
 //! * a clock that goes backwards refills nothing and restarts the clock; it
 //!   never locks a client out.
-//! * with 40 fractional bits the rounding of `refill_per_ns` is below 0.05 %
-//!   at 1 packet/s and shrinks as the rate grows; there is no per-packet
+//! * with 40 fractional bits, rounding `refill_per_ns` up adds less than
+//!   0.1 % at 1 packet/s and less as the rate grows; there is no per-packet
 //!   truncation because each refill is computed from elapsed nanoseconds.
 
 use crate::abi::ClientState;
@@ -71,8 +71,12 @@ impl Limits {
         if burst > MAX_BURST {
             return Err(LimitError::BurstTooHigh);
         }
-        // Rounded to nearest; rate ≤ 1e9 < 2^30 so the shift cannot overflow.
-        let refill_per_ns = ((rate_per_sec << FP_SHIFT) + NS_PER_SEC / 2) / NS_PER_SEC;
+        // Rounded up, so a whole second (or any exact multiple of the
+        // interval) always yields its whole tokens; computed in 128 bits
+        // because rate << 40 exceeds 64 bits above 2^24 packets/s. The
+        // result is at most 2^40 (at MAX_RATE).
+        let refill_per_ns =
+            ((u128::from(rate_per_sec) << FP_SHIFT).div_ceil(u128::from(NS_PER_SEC))) as u64;
         let capacity = burst << FP_SHIFT;
         let fill_ns = capacity.div_ceil(refill_per_ns);
         Ok(Self {

@@ -111,25 +111,39 @@ async fn post_graphql(
     State(state): State<GraphqlState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let _in_flight = state.stats.request_started();
     let request = body
         .map_err(|e| RequestError::BadBody(e.body_text()))
         .and_then(|body| {
             serde_json::from_slice::<Request>(&body)
                 .map_err(|e| RequestError::BadBody(e.to_string()))
         });
-    respond(&state, request, true).await
+    run_to_completion(state, request, true).await
 }
 
 async fn get_graphql(
     State(state): State<GraphqlState>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
-    let _in_flight = state.stats.request_started();
     let request = params
         .map_err(|e| RequestError::BadQueryString(e.body_text()))
         .and_then(|Query(params)| get_request(params));
-    respond(&state, request, false).await
+    run_to_completion(state, request, false).await
+}
+
+/// Runs a request to the end even when its client goes away, as real
+/// servers do: a mutation whose caller timed out still executes (the case
+/// where a proxy retrying it would run it twice).
+async fn run_to_completion(
+    state: GraphqlState,
+    request: Result<Request, RequestError>,
+    mutations_allowed: bool,
+) -> Response {
+    let task = tokio::spawn(async move {
+        let _in_flight = state.stats.request_started();
+        respond(&state, request, mutations_allowed).await
+    });
+    task.await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn get_request(params: GetParams) -> Result<Request, RequestError> {

@@ -186,14 +186,22 @@ pub struct SubgraphConfig {
     pub retry: RetryConfig,
 }
 
+/// Parses each URL as its own sequence element, so that a bad one is
+/// reported with its index (`subgraphs[0].endpoints[1]`).
 fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Uri>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter()
-        .map(|s| {
+    struct Url(Uri);
+    impl<'de> Deserialize<'de> for Url {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let s = String::deserialize(d)?;
             s.parse::<Uri>()
+                .map(Url)
                 .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))
-        })
-        .collect()
+        }
+    }
+    Ok(Vec::<Url>::deserialize(d)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect())
 }
 
 impl SubgraphConfig {

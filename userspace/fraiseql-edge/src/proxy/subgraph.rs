@@ -127,6 +127,10 @@ impl Subgraph {
                 };
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // The first check comes one interval after start, once the
+                // pool holds its warm connections (it then reuses one of
+                // them instead of racing the fill with a connection of its own).
+                tick.tick().await;
                 loop {
                     tick.tick().await;
                     let Some(sg) = weak.upgrade() else { return };

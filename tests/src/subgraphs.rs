@@ -1,0 +1,427 @@
+//! Real GraphQL subgraphs behind a real edge: `demo-subgraph` processes
+//! ([`DemoSubgraph`]: start, counters, faults, crash, restart on the same
+//! port) and the `fraiseql-edge` daemon proxying to them ([`Edge`], started
+//! from a [`ProxySetup`] with the kernel layer off and every listener on
+//! port 0).
+//!
+//! The demo-subgraph binary is built like the daemon's (see
+//! [`crate::daemon`]): the first [`demo_subgraph_bin`] call of a test
+//! process runs `cargo build -p demo-subgraph` with the test executable's
+//! profile and target directory; `DEMO_SUBGRAPH_BIN=/path` skips the build.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock, mpsc},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{daemon::Daemon, graphql::Client};
+
+/// How long a demo subgraph may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The demo-subgraph binary, built on first use (see the module docs).
+pub fn demo_subgraph_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("DEMO_SUBGRAPH_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("path of the test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is inside the workspace");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "demo-subgraph",
+                "--bin",
+                "demo-subgraph",
+            ])
+            .args(["--profile", profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("running cargo to build demo-subgraph");
+        assert!(status.success(), "building demo-subgraph failed");
+        let bin = profile_dir.join("demo-subgraph");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+/// Start-up options of a demo subgraph.
+#[derive(Clone, Debug, Default)]
+pub struct DemoOptions {
+    /// GraphQL port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// Delay before every GraphQL answer, health checks included.
+    pub latency_ms: u64,
+}
+
+/// The counters of `GET /stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubgraphStats {
+    /// GraphQL requests received (health checks included).
+    pub requests: u64,
+    /// `{ __typename }` requests.
+    pub health_checks: u64,
+    /// Mutation root fields executed.
+    pub mutations: u64,
+    /// Connections accepted on the GraphQL port.
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Highest `connections_open` since start or reset.
+    pub max_connections_open: u64,
+    /// Requests in progress now.
+    pub in_flight: u64,
+    /// Highest `in_flight` since start or reset.
+    pub max_in_flight: u64,
+}
+
+impl SubgraphStats {
+    /// Requests other than health checks: the traffic the edge routed here.
+    pub fn graphql(&self) -> u64 {
+        self.requests - self.health_checks
+    }
+}
+
+/// A running `demo-subgraph`; dropping it kills it.
+pub struct DemoSubgraph {
+    child: Child,
+    name: String,
+    /// The GraphQL address.
+    pub addr: SocketAddr,
+    /// The admin address (`/stats`, `/faults`, `/crash`).
+    pub admin: SocketAddr,
+    log: Arc<Mutex<String>>,
+    client: Client,
+}
+
+impl DemoSubgraph {
+    /// Starts a healthy subgraph on a free port.
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, &DemoOptions::default())
+    }
+
+    /// Starts a subgraph with `opts`. A fixed port (a restart after a crash)
+    /// is retried for a few seconds while the old socket lingers.
+    pub fn start_with(name: &str, opts: &DemoOptions) -> Self {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(name, opts) {
+                Ok(sg) => return sg,
+                Err(log) if opts.port != 0 && attempt < 20 => {
+                    eprintln!("demo-subgraph {name} did not start (retrying): {log}");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(log) => panic!("demo-subgraph {name} did not start; stderr:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(name: &str, opts: &DemoOptions) -> Result<Self, String> {
+        let mut child = Command::new(demo_subgraph_bin())
+            .args(["--listen", &format!("127.0.0.1:{}", opts.port)])
+            .args(["--admin-listen", "127.0.0.1:0", "--name", name])
+            .args(["--latency-ms", &opts.latency_ms.to_string()])
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning demo-subgraph");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = BufReader::new(stderr).read_to_string(&mut text);
+                log.lock().expect("log lock").push_str(&text);
+            });
+        }
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let Ok(line) = rx.recv_timeout(READY_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(log.lock().expect("log lock").clone());
+        };
+        let (addr, admin) =
+            parse_ready(&line).unwrap_or_else(|| panic!("unexpected ready line: {line}"));
+        Ok(Self {
+            child,
+            name: name.to_string(),
+            addr,
+            admin,
+            log,
+            client: Client::new(Duration::from_secs(10)),
+        })
+    }
+
+    /// Starts a new process on this one's GraphQL port (after a crash).
+    pub fn restart(&self, opts: &DemoOptions) -> Self {
+        let opts = DemoOptions {
+            port: self.addr.port(),
+            ..opts.clone()
+        };
+        Self::start_with(&self.name, &opts)
+    }
+
+    /// `http://127.0.0.1:PORT/graphql`.
+    pub fn url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    /// What the process wrote to stderr (complete once it exited).
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// `GET /stats`.
+    pub fn stats(&self) -> SubgraphStats {
+        let v = self.client.get(&self.admin_url("/stats"), &[]).json();
+        let n = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("/stats has no `{k}`: {v}"))
+        };
+        SubgraphStats {
+            requests: n("requests"),
+            health_checks: n("health_checks"),
+            mutations: n("mutations"),
+            connections_accepted: n("connections_accepted"),
+            connections_open: n("connections_open"),
+            max_connections_open: n("max_connections_open"),
+            in_flight: n("in_flight"),
+            max_in_flight: n("max_in_flight"),
+        }
+    }
+
+    /// `POST /stats/reset`: counters to zero, high-water marks to the gauges.
+    pub fn reset_stats(&self) {
+        let reply = self.client.post_raw(&self.admin_url("/stats/reset"), b"{}");
+        assert_eq!(reply.status, 200, "stats reset: {}", reply.text());
+    }
+
+    /// `POST /faults` with a patch such as `{"error_rate": 1.0}`.
+    pub fn faults(&self, patch: &Value) {
+        let reply = self.client.post_json(&self.admin_url("/faults"), patch);
+        assert_eq!(reply.status, 200, "faults {patch}: {}", reply.text());
+    }
+
+    /// `POST /crash`, then waits for the process to be gone.
+    pub fn crash(&mut self) {
+        let _ = self.client.try_post(&self.admin_url("/crash"), None, b"");
+        let status = self.child.wait().expect("waiting for the crashed subgraph");
+        assert!(!status.success(), "crash exited with {status}");
+    }
+}
+
+impl Drop for DemoSubgraph {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `demo-subgraph NAME listening on ADDR (admin ADDR)`.
+fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.split_once(" listening on ")?.1;
+    let (graphql, admin) = rest.split_once(" (admin ")?;
+    Some((
+        graphql.trim().parse().ok()?,
+        admin.trim().trim_end_matches(')').parse().ok()?,
+    ))
+}
+
+/// One `[[subgraphs]]` entry.
+#[derive(Clone, Debug)]
+pub struct SubgraphSpec {
+    name: String,
+    endpoints: Vec<String>,
+    tables: Vec<(&'static str, String)>,
+}
+
+impl SubgraphSpec {
+    /// A subgraph served by `endpoints` (URLs), default route `/<name>/graphql`.
+    pub fn new<'a>(name: &str, endpoints: impl IntoIterator<Item = &'a DemoSubgraph>) -> Self {
+        Self {
+            name: name.to_string(),
+            endpoints: endpoints.into_iter().map(DemoSubgraph::url).collect(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Sets a sub-table as inline TOML: `.table("pool", "min_idle = 5, max = 20")`.
+    pub fn table(mut self, table: &'static str, keys: &str) -> Self {
+        self.tables.push((table, keys.to_string()));
+        self
+    }
+
+    fn to_toml(&self) -> String {
+        let mut s = format!(
+            "\n[[subgraphs]]\nname = {:?}\nendpoints = {:?}\n",
+            self.name, self.endpoints
+        );
+        for (table, keys) in &self.tables {
+            s += &format!("{table} = {{ {keys} }}\n");
+        }
+        s
+    }
+}
+
+/// The edge's configuration: kernel layer off, listeners on loopback port 0.
+#[derive(Clone, Debug, Default)]
+pub struct ProxySetup {
+    /// `proxy.max_body_bytes` (daemon default when `None`).
+    pub max_body_bytes: Option<usize>,
+    /// The subgraphs.
+    pub subgraphs: Vec<SubgraphSpec>,
+}
+
+impl ProxySetup {
+    /// One subgraph, daemon defaults otherwise.
+    pub fn one(subgraph: SubgraphSpec) -> Self {
+        Self {
+            max_body_bytes: None,
+            subgraphs: vec![subgraph],
+        }
+    }
+
+    /// The configuration file's text.
+    pub fn to_toml(&self) -> String {
+        let mut s =
+            String::from("[kernel]\nenabled = false\n\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+        if let Some(max) = self.max_body_bytes {
+            s += &format!("max_body_bytes = {max}\n");
+        }
+        s += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+        for sg in &self.subgraphs {
+            s += &sg.to_toml();
+        }
+        s
+    }
+}
+
+/// A running edge daemon and the addresses it bound.
+pub struct Edge {
+    /// The process.
+    pub daemon: Daemon,
+    /// The GraphQL listener.
+    pub graphql: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl Edge {
+    /// Starts the daemon with `setup` and waits for `ready`.
+    pub fn start(setup: &ProxySetup) -> Self {
+        let toml = setup.to_toml();
+        let mut daemon = Daemon::spawn(&toml, &[]);
+        daemon.wait_ready();
+        let log = strip_ansi(&daemon.log());
+        let addr_of = |what: &str| -> SocketAddr {
+            log.lines()
+                .filter(|l| l.contains(what))
+                .find_map(|l| {
+                    l.split_once("addr=")?
+                        .1
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| {
+                    panic!("no `{what}` address in the log:\n{log}\nconfig:\n{toml}")
+                })
+        };
+        Self {
+            graphql: addr_of("GraphQL listener"),
+            admin: addr_of("admin listener"),
+            daemon,
+        }
+    }
+
+    /// `http://<graphql listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.graphql)
+    }
+
+    /// The default route of `subgraph`: `http://…/<subgraph>/graphql`.
+    pub fn route(&self, subgraph: &str) -> String {
+        self.url(&format!("/{subgraph}/graphql"))
+    }
+
+    /// `http://<admin listener><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+/// Removes ANSI colour escapes (`ESC [ … letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_and_ansi() {
+        let (g, a) =
+            parse_ready("demo-subgraph a listening on 127.0.0.1:4001 (admin 127.0.0.1:5001)")
+                .unwrap();
+        assert_eq!((g.port(), a.port()), (4001, 5001));
+        assert_eq!(
+            strip_ansi("\u{1b}[32m INFO\u{1b}[0m x \u{1b}[3maddr\u{1b}[0m=1"),
+            " INFO x addr=1"
+        );
+    }
+}
