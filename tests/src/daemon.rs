@@ -33,44 +33,43 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The daemon binary, built on first use (see the module docs).
 pub fn daemon_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("FRAISEQL_EDGE_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("path of the test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("<target>/<profile>");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ is inside the workspace");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "fraiseql-edge",
-                "--bin",
-                "fraiseql-edge",
-            ])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("running cargo to build the daemon");
-        assert!(status.success(), "building the fraiseql-edge binary failed");
-        let bin = profile_dir.join("fraiseql-edge");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| workspace_bin("fraiseql-edge", "FRAISEQL_EDGE_BIN"))
+}
+
+/// A binary of the workspace package `name` (binary of the same name),
+/// built once per test process with the running test's profile and target
+/// directory so it is never stale; `override_var` names an environment
+/// variable that points at a prebuilt binary instead.
+pub fn workspace_bin(name: &str, override_var: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(override_var) {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build {name}: {e}"));
+    assert!(status.success(), "building the {name} binary failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
 }
 
 /// Runs the binary with `args` to completion (`check-config`, `kernel …`).

@@ -20,52 +20,19 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{daemon::Daemon, graphql::Client};
+use crate::{
+    daemon::{Daemon, workspace_bin},
+    graphql::Client,
+};
 
 /// How long a demo subgraph may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The demo-subgraph binary, built on first use (see the module docs).
+/// The demo-subgraph binary, built on first use (`DEMO_SUBGRAPH_BIN`
+/// points at a prebuilt one).
 pub fn demo_subgraph_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DEMO_SUBGRAPH_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("path of the test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("<target>/<profile>");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ is inside the workspace");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "demo-subgraph",
-                "--bin",
-                "demo-subgraph",
-            ])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("running cargo to build demo-subgraph");
-        assert!(status.success(), "building demo-subgraph failed");
-        let bin = profile_dir.join("demo-subgraph");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| workspace_bin("demo-subgraph", "DEMO_SUBGRAPH_BIN"))
 }
 
 /// Start-up options of a demo subgraph.
