@@ -1,5 +1,7 @@
 //! `cargo xtask bench kernel|proxy`.
 
+mod proxy;
+
 use anyhow::Result;
 
 use crate::setup::ensure_setup;
@@ -13,4 +15,10 @@ pub fn kernel(args: &[String]) -> Result<()> {
     cargo.args(["--bin", "bench-kernel", "--"]).args(args);
     println!("bench: {}", cmd::describe(&cargo));
     cmd::run(&mut cargo)
+}
+
+/// Runs the proxy load benchmark: the same subgraph direct, through
+/// fraiseql-edge and through HAProxy, under `wrk` (see [`proxy`]).
+pub fn proxy(args: &[String]) -> Result<()> {
+    proxy::run(args)
 }

@@ -69,7 +69,7 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The user-space proxy (not yet implemented).
+    /// The user-space proxy side by side with direct and HAProxy under wrk (options: `-- --help`).
     Proxy {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -92,11 +92,8 @@ fn main() -> ExitCode {
             which: Bench::Kernel { args },
         } => bench::kernel(&args),
         Task::Bench {
-            which: Bench::Proxy { .. },
-        } => {
-            eprintln!("bench proxy: not yet implemented");
-            return ExitCode::from(2);
-        }
+            which: Bench::Proxy { args },
+        } => bench::proxy(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,15 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 4] = ["nftables", "bpftool", "iproute2", "util-linux"];
+const PACKAGES: [&str; 6] = [
+    "nftables",
+    "bpftool",
+    "iproute2",
+    "util-linux",
+    // `cargo xtask bench proxy`: the load generator and the reference proxy.
+    "haproxy",
+    "wrk",
+];
 
 /// `(fs type, mount point)` pairs the daemon and the kernel tests need.
 const MOUNTS: [(&str, &str); 2] = [("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")];

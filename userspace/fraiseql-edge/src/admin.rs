@@ -1,6 +1,15 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (every subgraph has a healthy endpoint). It runs on
-//! its own port so that scrapes and probes never queue behind client traffic.
+//! answers), `/readyz` (every subgraph has a healthy endpoint), and the
+//! operator API of the data path:
+//!
+//! * `GET /v1/subgraphs` — subgraphs, breaker state, endpoints with health
+//!   and pool numbers (JSON);
+//! * `POST /v1/subgraphs/<name>/breaker/<open|close|auto|reset>` — force the
+//!   breaker open or closed, lift the override, or reset it.
+//!
+//! It runs on its own port (loopback by default) so that scrapes and probes
+//! never queue behind client traffic. The mutating calls have no
+//! authentication of their own yet: keep the listener on loopback.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -14,7 +23,7 @@ use hyper_util::{
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::{breaker::Force, proxy::Proxy};
 
 /// What the admin endpoints report on.
 pub struct Admin {
@@ -25,7 +34,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn respond(&self, path: &str) -> Response<Full<Bytes>> {
+    fn respond(&self, method: &http::Method, path: &str) -> Response<Full<Bytes>> {
+        if let Some(rest) = path.strip_prefix("/v1/subgraphs") {
+            return self.subgraphs_api(method, rest);
+        }
         let (status, ctype, body) = match path {
             "/metrics" => {
                 let mut buf = Vec::new();
@@ -63,13 +75,62 @@ impl Admin {
                 b"not found\n".to_vec(),
             ),
         };
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
-        if let Ok(v) = ctype.parse() {
-            resp.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        resp
+        text(status, &ctype, body)
     }
+
+    fn subgraphs_api(&self, method: &http::Method, rest: &str) -> Response<Full<Bytes>> {
+        let Some(proxy) = &self.proxy else {
+            return json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "no [proxy] configured"}),
+            );
+        };
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        match (method, parts.as_slice()) {
+            (&http::Method::GET, []) => json(StatusCode::OK, &proxy.describe()),
+            (&http::Method::POST, [name, "breaker", action]) => {
+                let Some(sg) = proxy.subgraph(name) else {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({"error": format!("no subgraph named `{name}`")}),
+                    );
+                };
+                match *action {
+                    "open" => sg.breaker.force(Force::Open),
+                    "close" => sg.breaker.force(Force::Closed),
+                    "auto" => sg.breaker.force(Force::None),
+                    "reset" => sg.breaker.reset(),
+                    other => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({
+                                "error": format!("unknown breaker action `{other}` (open, close, auto, reset)")
+                            }),
+                        );
+                    }
+                }
+                tracing::warn!(subgraph = %name, action = %action, "breaker changed by an operator");
+                json(StatusCode::OK, &proxy.describe_subgraph(sg))
+            }
+            _ => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "unknown admin call"}),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    text(status, "application/json", value.to_string().into_bytes())
 }
 
 /// Serves the admin endpoints on `listener`.
@@ -82,7 +143,7 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: http::Request<_>| {
-                let resp = admin.respond(req.uri().path());
+                let resp = admin.respond(req.method(), req.uri().path());
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())

@@ -98,6 +98,44 @@ impl Proxy {
             .find(|sg| sg.name() == name)
     }
 
+    /// Every subgraph, for the admin API.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut all: Vec<&Arc<Subgraph>> = self.routes.iter().map(|(_, sg)| sg).collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        serde_json::Value::Array(
+            all.into_iter()
+                .map(|sg| self.describe_subgraph(sg))
+                .collect(),
+        )
+    }
+
+    /// One subgraph: route, breaker, endpoints with health and pool numbers.
+    pub fn describe_subgraph(&self, sg: &Subgraph) -> serde_json::Value {
+        let breaker = match sg.breaker.state() {
+            crate::breaker::State::Closed => "closed",
+            crate::breaker::State::Open => "open",
+            crate::breaker::State::HalfOpen => "half_open",
+        };
+        let endpoints: Vec<serde_json::Value> = sg
+            .endpoints
+            .iter()
+            .map(|e| {
+                let p = e.pool.stats();
+                serde_json::json!({
+                    "url": e.uri.to_string(),
+                    "healthy": e.is_healthy(),
+                    "pool": { "idle": p.idle, "busy": p.busy, "max": p.max, "opened": p.opened },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": sg.name(),
+            "route": sg.cfg.route(),
+            "breaker": breaker,
+            "endpoints": endpoints,
+        })
+    }
+
     /// Subgraphs without a healthy endpoint (for `/readyz`).
     pub fn unready_subgraphs(&self) -> Vec<String> {
         self.routes

@@ -1,0 +1,309 @@
+//! The processes under test, all on loopback: one `demo-subgraph`, and in
+//! front of it fraiseql-edge and HAProxy configured alike (HTTP/1.1 keep-alive
+//! to the client and to the subgraph, connection reuse, two worker threads,
+//! no access log).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::http;
+use super::procs::{Proc, check_interrupted};
+
+/// The query every request sends.
+pub const QUERY: &str = r#"{ user(id: "1") { id name email } }"#;
+/// The path the proxies serve the subgraph under.
+pub const PROXY_PATH: &str = "/bench/graphql";
+/// The subgraph's own path.
+pub const SUBGRAPH_PATH: &str = "/graphql";
+/// The subgraph's name (and the edge's route `/bench/graphql`).
+const NAME: &str = "bench";
+/// Worker threads of both proxies: the edge's tokio runtime has two.
+pub const PROXY_THREADS: u32 = 2;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The JSON body of every request.
+pub fn request_body() -> String {
+    serde_json::json!({ "query": QUERY }).to_string()
+}
+
+/// What a benchmark run sends its load to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Direct,
+    Edge,
+    Haproxy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Direct, Kind::Edge, Kind::Haproxy];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct (subgraph)",
+            Kind::Edge => "fraiseql-edge",
+            Kind::Haproxy => "HAProxy",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Edge => "edge",
+            Kind::Haproxy => "haproxy",
+        }
+    }
+}
+
+/// A target: where to send and what answers there.
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub path: &'static str,
+    pub proc: Proc,
+}
+
+impl Target {
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.path)
+    }
+}
+
+/// The subgraph, with the address of its admin port (`/stats`).
+pub struct Subgraph {
+    pub target: Target,
+    pub admin: SocketAddr,
+}
+
+/// Starts `demo-subgraph` on free loopback ports and waits for its ready line.
+pub fn start_subgraph(binary: &Path) -> Result<Subgraph> {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--name",
+        NAME,
+    ];
+    let mut proc = Proc::spawn("demo-subgraph", binary, args)?;
+    println!("bench: starting `{}`", proc.describe());
+    let line = proc.wait_for_line(|l| l.contains(" listening on "), READY_TIMEOUT)?;
+    let (addr, admin) = parse_ready(&line)?;
+    println!("bench: {line}");
+    let target = Target {
+        kind: Kind::Direct,
+        addr,
+        path: SUBGRAPH_PATH,
+        proc,
+    };
+    probe(&target)?;
+    Ok(Subgraph { target, admin })
+}
+
+/// `demo-subgraph <name> listening on <addr> (admin <addr>)` → the two addresses.
+fn parse_ready(line: &str) -> Result<(SocketAddr, SocketAddr)> {
+    let rest = line
+        .split_once(" listening on ")
+        .map(|(_, r)| r)
+        .context("no address")?;
+    let (addr, admin) = rest.split_once(" (admin ").context("no admin address")?;
+    let admin = admin.trim_end().trim_end_matches(')');
+    let parse = |s: &str| {
+        s.parse::<SocketAddr>()
+            .with_context(|| format!("bad address {s:?} in the ready line {line:?}"))
+    };
+    Ok((parse(addr)?, parse(admin)?))
+}
+
+/// The daemon's config: no kernel layer, one subgraph at `/bench/graphql`.
+pub fn edge_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
+    format!(
+        "[kernel]\n\
+         enabled = false\n\
+         \n\
+         [proxy]\n\
+         listen = \"{listen}\"\n\
+         \n\
+         [[subgraphs]]\n\
+         name = \"{NAME}\"\n\
+         endpoints = [\"http://{subgraph}{SUBGRAPH_PATH}\"]\n"
+    )
+}
+
+/// Starts fraiseql-edge on a free port and waits for `ready` and a 200.
+pub fn start_edge(binary: &Path, dir: &Path, subgraph: SocketAddr) -> Result<Target> {
+    let addr = free_port()?;
+    let config = dir.join("edge.toml");
+    std::fs::write(&config, edge_config(addr, subgraph))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+    let mut proc = Proc::spawn("fraiseql-edge", binary, args)?;
+    println!("bench: starting `{}`", proc.describe());
+    proc.wait_for_line(|l| l.trim_end().ends_with(" ready"), READY_TIMEOUT)?;
+    let target = Target {
+        kind: Kind::Edge,
+        addr,
+        path: PROXY_PATH,
+        proc,
+    };
+    probe(&target)?;
+    println!("bench: fraiseql-edge ready on {}", target.url());
+    Ok(target)
+}
+
+/// HAProxy doing what the edge does for this route: `/bench/graphql` to the
+/// subgraph's `/graphql` over reused keep-alive connections, anything else 404.
+pub fn haproxy_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
+    format!(
+        "global\n\
+        \x20   nbthread {PROXY_THREADS}\n\
+        \x20   maxconn 4096\n\
+        \n\
+        defaults\n\
+        \x20   mode http\n\
+        \x20   option http-keep-alive\n\
+        \x20   http-reuse always\n\
+        \x20   timeout connect 1s\n\
+        \x20   timeout client 30s\n\
+        \x20   timeout server 30s\n\
+        \x20   timeout http-request 10s\n\
+        \x20   timeout http-keep-alive 30s\n\
+        \x20   maxconn 4096\n\
+        \n\
+        frontend bench\n\
+        \x20   bind {listen}\n\
+        \x20   acl bench_route path {PROXY_PATH}\n\
+        \x20   http-request deny deny_status 404 unless bench_route\n\
+        \x20   use_backend subgraph if bench_route\n\
+        \n\
+        backend subgraph\n\
+        \x20   http-request set-path {SUBGRAPH_PATH}\n\
+        \x20   server bench {subgraph} maxconn 100\n"
+    )
+}
+
+/// Starts HAProxy (foreground, no log) on a free port and waits for a 200.
+pub fn start_haproxy(dir: &Path, subgraph: SocketAddr) -> Result<Target> {
+    let binary = which::which("haproxy")
+        .context("haproxy is not installed (as root, `cargo xtask setup` installs it)")?;
+    let addr = free_port()?;
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(&config, haproxy_config(addr, subgraph))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let mut proc = Proc::spawn(
+        "haproxy",
+        binary,
+        [
+            std::ffi::OsStr::new("-db"),
+            "-f".as_ref(),
+            config.as_os_str(),
+        ],
+    )?;
+    println!("bench: starting `{}`", proc.describe());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        check_interrupted()?;
+        proc.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "haproxy did not listen on {addr} within {READY_TIMEOUT:?}\n{}",
+                proc.tail()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let target = Target {
+        kind: Kind::Haproxy,
+        addr,
+        path: PROXY_PATH,
+        proc,
+    };
+    probe(&target)?;
+    println!("bench: HAProxy ready on {}", target.url());
+    Ok(target)
+}
+
+/// Sends the benchmark's query once, insisting on a 200 with the user in it
+/// (retrying while the target warms up, e.g. a pool filling).
+pub fn probe(target: &Target) -> Result<()> {
+    let body = request_body();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        check_interrupted()?;
+        let last = match http::request(target.addr, "POST", target.path, Some(&body)) {
+            Ok(r) if r.status == 200 && r.body.contains("user-1@example.com") => return Ok(()),
+            Ok(r) => format!("HTTP {}: {}", r.status, r.body.trim()),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "{} at {} does not answer the query with 200: {last}\n{}",
+                target.kind.label(),
+                target.url(),
+                target.proc.tail()
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// GraphQL requests the subgraph has received, health checks not counted.
+pub fn served(admin: SocketAddr) -> Result<u64> {
+    let r = http::request(admin, "GET", "/stats", None)?;
+    if r.status != 200 {
+        bail!("GET http://{admin}/stats: HTTP {}", r.status);
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&r.body).context("the subgraph's /stats is not JSON")?;
+    let field = |name: &str| {
+        stats[name]
+            .as_u64()
+            .with_context(|| format!("no {name} in /stats: {}", r.body))
+    };
+    Ok(field("requests")? - field("health_checks")?)
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_subgraph_ready_line() {
+        let line = "demo-subgraph bench listening on 127.0.0.1:4001 (admin 127.0.0.1:5001)";
+        let (addr, admin) = parse_ready(line).unwrap();
+        assert_eq!(addr.port(), 4001);
+        assert_eq!(admin.port(), 5001);
+    }
+
+    #[test]
+    fn configs_route_bench_to_the_subgraph() {
+        let listen: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let sub: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let edge = edge_config(listen, sub);
+        assert!(edge.contains("enabled = false"));
+        assert!(edge.contains("endpoints = [\"http://127.0.0.1:2/graphql\"]"));
+        let ha = haproxy_config(listen, sub);
+        assert!(ha.contains("    http-reuse always\n"));
+        assert!(ha.contains("    nbthread 2\n"));
+        assert!(ha.contains("    http-request set-path /graphql\n"));
+        assert!(ha.contains("    server bench 127.0.0.1:2 maxconn 100\n"));
+    }
+
+    #[test]
+    fn the_body_escapes_the_query() {
+        assert_eq!(
+            request_body(),
+            r#"{"query":"{ user(id: \"1\") { id name email } }"}"#
+        );
+    }
+}
