@@ -960,3 +960,65 @@ fn metrics_and_probes_describe_the_traffic() {
         "/readyz not ready again after recovery"
     );
 }
+
+/// The operator API on the admin port forces the breaker open and closed,
+/// resets it, and lists subgraphs with their endpoints.
+#[test]
+fn operators_force_and_reset_the_breaker() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    let edge = Edge::start(&ProxySetup::one(
+        SubgraphSpec::new("users", [&sg])
+            .table("pool", "min_idle = 1")
+            .table("health", QUIET_HEALTH),
+    ));
+    wait_settled(&[&sg]);
+    let c = Client::default();
+    let url = edge.route("users");
+    let api = |path: &str| edge.admin_url(&format!("/v1/subgraphs{path}"));
+
+    let listing = c.get(&api(""), &[]).json();
+    assert_eq!(listing[0]["name"], "users");
+    assert_eq!(listing[0]["breaker"], "closed");
+    assert_eq!(listing[0]["endpoints"][0]["healthy"], true);
+
+    let r = c.post_raw(&api("/users/breaker/open"), b"");
+    assert_eq!(
+        (r.status, r.json()["breaker"].clone()),
+        (200, "open".into())
+    );
+    let before = sg.stats().graphql();
+    for _ in 0..5 {
+        assert_refused(&c.query(&url, QUERY), 503, "CIRCUIT_OPEN");
+    }
+    assert_eq!(
+        sg.stats().graphql(),
+        before,
+        "a forced-open breaker sends nothing"
+    );
+    assert_eq!(
+        metrics(&c, &edge).get(
+            "fraiseql_edge_circuit_breaker_rejections_total",
+            &[("subgraph", "users")]
+        ),
+        Some(5.0)
+    );
+
+    let r = c.post_raw(&api("/users/breaker/reset"), b"");
+    assert_eq!(
+        (r.status, r.json()["breaker"].clone()),
+        (200, "closed".into())
+    );
+    assert!(c.query(&url, QUERY).is_data());
+
+    // Forced closed: failures no longer open it.
+    c.post_raw(&api("/users/breaker/close"), b"");
+    sg.faults(&serde_json::json!({"error_rate": 1.0, "error_status": 503}));
+    for _ in 0..10 {
+        assert_eq!(c.query(&url, QUERY).status, 503);
+    }
+    assert_eq!(c.get(&api(""), &[]).json()[0]["breaker"], "closed");
+
+    assert_eq!(c.post_raw(&api("/nope/breaker/open"), b"").status, 404);
+    assert_eq!(c.post_raw(&api("/users/breaker/sideways"), b"").status, 400);
+}
