@@ -71,7 +71,36 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text)
+        let mut config = Self::from_toml(&text)?;
+        config.resolve_files(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(config)
+    }
+
+    /// Resolves relative file paths against the configuration file's
+    /// directory and checks the files: each subgraph's SDL must be readable
+    /// GraphQL.
+    pub fn resolve_files(&mut self, base: &Path) -> Result<(), ConfigError> {
+        for (i, sg) in self.subgraphs.iter_mut().enumerate() {
+            let Some(sdl) = &sg.sdl else { continue };
+            let resolved = base.join(sdl);
+            let key = format!("subgraphs[{i}].sdl");
+            let text = std::fs::read_to_string(&resolved).map_err(|e| {
+                ConfigError::invalid(&key, format!("cannot read {}: {e}", resolved.display()))
+            })?;
+            let cst = apollo_parser::Parser::new(&text).parse();
+            if let Some(err) = cst.errors().next() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{} is not valid GraphQL: {}",
+                        resolved.display(),
+                        err.message()
+                    ),
+                ));
+            }
+            sg.sdl = Some(resolved);
+        }
+        Ok(())
     }
 
     /// Parses and validates a configuration from TOML text.

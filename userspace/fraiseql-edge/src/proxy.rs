@@ -198,7 +198,7 @@ impl Proxy {
         // 1. accept/http
         let (parts, body) = req.into_parts();
         let query = parts.uri.query().map(str::to_string);
-        let (body, kind) = match parts.method {
+        let (body, op) = match parts.method {
             Method::POST => {
                 let json = parts
                     .headers
@@ -215,22 +215,24 @@ impl Proxy {
                 let body = read_body(body, self.max_body)
                     .await
                     .map_err(|e| (None, e))?;
-                let kind = operation::from_post_body(&body).map_err(|e| (None, e))?;
-                (body, kind)
+                let op = operation::from_post_body(&body).map_err(|e| (None, e))?;
+                (body, op)
             }
             Method::GET => {
-                let kind = operation::from_query_string(query.as_deref().unwrap_or(""))
+                let op = operation::from_query_string(query.as_deref().unwrap_or(""))
                     .map_err(|e| (None, e))?;
+                let kind = op.kind;
                 if kind != OperationKind::Query {
                     return Err((
                         Some(kind),
                         ProxyError::MethodNotAllowed(format!("GET for a {}", kind.as_str())),
                     ));
                 }
-                (Bytes::new(), kind)
+                (Bytes::new(), op)
             }
             other => return Err((None, ProxyError::MethodNotAllowed(other.to_string()))),
         };
+        let kind = op.kind;
         // 2. route
         let sg = sg.ok_or_else(|| {
             (
@@ -238,7 +240,11 @@ impl Proxy {
                 ProxyError::NotFound(parts.uri.path().to_string()),
             )
         })?;
-        let entity_fetch = entities::representations(&body);
+        // Only an entity fetch pays for a second look at the body.
+        let entity_fetch = op
+            .entity_fetch
+            .then(|| entities::representations(&body))
+            .flatten();
         // 3. forward
         let out = Outgoing {
             method: parts.method.clone(),

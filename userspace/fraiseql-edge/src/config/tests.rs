@@ -111,3 +111,37 @@ fn syntax_errors_carry_line_and_column() {
     assert_eq!(key, "<root>");
     assert!(reason.contains("line 3"), "{reason}");
 }
+
+#[test]
+fn subgraph_sdl_is_resolved_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("users.graphql", "type Query { me: String }\n");
+    write("broken.graphql", "type Query { me: \n");
+    let cfg = |sdl: &str| {
+        format!(
+            "[kernel]\nenabled = false\n[proxy]\n[[subgraphs]]\nname = \"users\"\n\
+             endpoints = [\"http://127.0.0.1:4001/graphql\"]\nsdl = \"{sdl}\"\n"
+        )
+    };
+    let path = dir.path().join("edge.toml");
+    std::fs::write(&path, cfg("users.graphql")).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(
+        c.subgraphs[0].sdl.as_deref(),
+        Some(dir.path().join("users.graphql").as_path())
+    );
+    for (sdl, want) in [
+        ("missing.graphql", "cannot read"),
+        ("broken.graphql", "not valid GraphQL"),
+    ] {
+        std::fs::write(&path, cfg(sdl)).unwrap();
+        match Config::load(&path) {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "subgraphs[0].sdl");
+                assert!(reason.contains(want), "{reason}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+}

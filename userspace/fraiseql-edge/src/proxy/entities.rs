@@ -12,14 +12,11 @@ use serde_json::Value;
 /// Max response size inspected; larger ones are passed on uncounted.
 pub const MAX_INSPECTED_BYTES: usize = 8 * 1024 * 1024;
 
-/// The `__typename` of every representation, in order, when `body` is an
-/// `_entities` fetch; `None` for any other request.
+/// The `__typename` of every representation, in order, of an `_entities`
+/// fetch (the caller has seen `_entities` in the document); `None` when the
+/// body carries no `representations` variable.
 pub fn representations(body: &[u8]) -> Option<Vec<String>> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    let query = v.get("query")?.as_str()?;
-    if !query.contains("_entities") {
-        return None;
-    }
     let reps = v.get("variables")?.get("representations")?.as_array()?;
     Some(
         reps.iter()
@@ -86,7 +83,7 @@ mod tests {
     }
 
     #[test]
-    fn other_requests_are_not_inspected() {
+    fn bodies_without_representations_are_not_inspected() {
         assert!(representations(br#"{"query":"{ users { id } }"}"#).is_none());
         assert!(representations(b"garbage").is_none());
     }

@@ -6,8 +6,11 @@
 //! scanned for its operation types here — validation against the schema is
 //! a later phase.
 
-use apollo_parser::{Parser, cst};
-use serde_json::Value;
+use std::borrow::Cow;
+
+use apollo_parser::{Lexer, TokenKind};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::error::ProxyError;
 
@@ -33,93 +36,181 @@ impl OperationKind {
     }
 }
 
-/// The operation of a POST body (JSON object or batch).
-/// A batch is as unsafe to retry as its least safe member.
-pub fn from_post_body(body: &[u8]) -> Result<OperationKind, ProxyError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    match value {
-        Value::Object(_) => from_request_object(&value),
-        Value::Array(items) if !items.is_empty() => {
-            let mut kind = OperationKind::Query;
-            for item in &items {
-                let k = from_request_object(item)?;
-                if k != OperationKind::Query {
-                    kind = k;
-                }
-            }
-            Ok(kind)
-        }
-        Value::Array(_) => Err(ProxyError::BadRequest("empty batch".into())),
-        _ => Err(ProxyError::BadRequest(
-            "request body must be a JSON object with a `query`".into(),
-        )),
-    }
+/// What the proxy needs to know about a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The (least safe) operation type.
+    pub kind: OperationKind,
+    /// The document mentions `_entities` (a federation entity fetch).
+    pub entity_fetch: bool,
 }
 
-fn from_request_object(value: &Value) -> Result<OperationKind, ProxyError> {
-    let Value::Object(map) = value else {
-        return Err(ProxyError::BadRequest(
-            "each batch entry must be a JSON object".into(),
-        ));
-    };
-    let name = match map.get("operationName") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(_) => {
+/// A GraphQL-over-HTTP request body; only the fields the proxy reads are
+/// materialized (variables are skipped, not parsed into values).
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow, default)]
+    query: Option<Cow<'a, str>>,
+    #[serde(rename = "operationName", borrow, default)]
+    operation_name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    extensions: Option<IgnoredAny>,
+}
+
+/// The operation of a POST body (JSON object or batch).
+/// A batch is as unsafe to retry as its least safe member.
+pub fn from_post_body(body: &[u8]) -> Result<Operation, ProxyError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let bodies: Vec<Body<'_>> = match first {
+        Some(b'{') => vec![parse_json(body)?],
+        Some(b'[') => parse_json(body)?,
+        _ => {
             return Err(ProxyError::BadRequest(
-                "`operationName` must be a string".into(),
+                match serde_json::from_slice::<IgnoredAny>(body) {
+                    Err(e) => format!("request body is not valid JSON: {e}"),
+                    Ok(_) => "request body must be a JSON object with a `query`".into(),
+                },
             ));
         }
     };
-    match map.get("query") {
-        Some(Value::String(q)) => Ok(from_document(q, name)),
-        // A persisted query sent by hash only: unknown here, treat as unsafe.
-        None if map.contains_key("extensions") => Ok(OperationKind::Mutation),
-        None => Err(ProxyError::BadRequest("missing `query`".into())),
-        Some(_) => Err(ProxyError::BadRequest("`query` must be a string".into())),
+    if bodies.is_empty() {
+        return Err(ProxyError::BadRequest("empty batch".into()));
     }
+    let mut op = Operation {
+        kind: OperationKind::Query,
+        entity_fetch: false,
+    };
+    for b in &bodies {
+        let this = match &b.query {
+            Some(q) => from_document(q, b.operation_name.as_deref()),
+            // A persisted query sent by hash only: unknown here, treat as unsafe.
+            None if b.extensions.is_some() => Operation {
+                kind: OperationKind::Mutation,
+                entity_fetch: false,
+            },
+            None => return Err(ProxyError::BadRequest("missing `query`".into())),
+        };
+        if this.kind != OperationKind::Query {
+            op.kind = this.kind;
+        }
+        op.entity_fetch |= this.entity_fetch;
+    }
+    Ok(op)
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProxyError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let reason = if e.is_data() {
+            format!("not a GraphQL request: {e}")
+        } else {
+            format!("request body is not valid JSON: {e}")
+        };
+        ProxyError::BadRequest(reason)
+    })
 }
 
 /// The operation of a GET request's query string.
-pub fn from_query_string(qs: &str) -> Result<OperationKind, ProxyError> {
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(qs)
+pub fn from_query_string(qs: &str) -> Result<Operation, ProxyError> {
+    let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = serde_urlencoded::from_str(qs)
         .map_err(|e| ProxyError::BadRequest(format!("bad query string: {e}")))?;
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
     let query = get("query").ok_or_else(|| ProxyError::BadRequest("missing `query`".into()))?;
     Ok(from_document(query, get("operationName")))
 }
 
-/// Finds the selected operation's type. A document that cannot be read is
-/// reported as a mutation: never retried, and the subgraph gives the error.
-pub fn from_document(document: &str, operation_name: Option<&str>) -> OperationKind {
-    let cst = Parser::new(document)
-        .recursion_limit(64)
-        .token_limit(100_000)
-        .parse();
-    let ops: Vec<cst::OperationDefinition> = cst
-        .document()
-        .definitions()
-        .filter_map(|d| match d {
-            cst::Definition::OperationDefinition(op) => Some(op),
-            _ => None,
-        })
-        .collect();
+/// Finds the selected operation's type by scanning the document's top-level
+/// tokens (no syntax tree is built: this runs on every request). A document
+/// whose operation cannot be told is reported as a mutation: never retried,
+/// and the subgraph gives the error.
+pub fn from_document(document: &str, operation_name: Option<&str>) -> Operation {
+    #[derive(PartialEq)]
+    enum At {
+        /// Between definitions.
+        Top,
+        /// Right after `query`/`mutation`/`subscription`: a name may follow.
+        Keyword,
+        /// Inside an operation's or fragment's header, before its `{`.
+        Header,
+    }
+    let mut depth = 0usize;
+    let mut at = At::Top;
+    // (kind, name) of each operation; fragments are not operations.
+    let mut ops: Vec<(OperationKind, Option<&str>)> = Vec::new();
+    let mut entity_fetch = false;
+    for token in Lexer::new(document).with_limit(100_000) {
+        let Ok(token) = token else {
+            // Unreadable: the subgraph will say why; never retry it.
+            return Operation {
+                kind: OperationKind::Mutation,
+                entity_fetch,
+            };
+        };
+        let kind = token.kind();
+        if matches!(
+            kind,
+            TokenKind::Whitespace | TokenKind::Comment | TokenKind::Comma
+        ) {
+            continue;
+        }
+        if depth > 0 {
+            match kind {
+                TokenKind::LCurly | TokenKind::LParen | TokenKind::LBracket => depth += 1,
+                TokenKind::RCurly | TokenKind::RParen | TokenKind::RBracket => depth -= 1,
+                TokenKind::Name if token.data() == "_entities" => entity_fetch = true,
+                _ => {}
+            }
+            continue;
+        }
+        match (kind, &at) {
+            (TokenKind::LCurly, At::Top) => {
+                ops.push((OperationKind::Query, None)); // `{ … }` shorthand
+                depth = 1;
+            }
+            (TokenKind::LCurly, _) => {
+                at = At::Top;
+                depth = 1;
+            }
+            (TokenKind::LParen | TokenKind::LBracket, _) => {
+                at = At::Header;
+                depth = 1;
+            }
+            (TokenKind::Name, At::Top) => {
+                let op = match token.data() {
+                    "query" => Some(OperationKind::Query),
+                    "mutation" => Some(OperationKind::Mutation),
+                    "subscription" => Some(OperationKind::Subscription),
+                    _ => None, // `fragment`, or type-system definitions
+                };
+                at = match op {
+                    Some(k) => {
+                        ops.push((k, None));
+                        At::Keyword
+                    }
+                    None => At::Header,
+                };
+            }
+            (TokenKind::Name, At::Keyword) => {
+                if let Some(last) = ops.last_mut() {
+                    last.1 = Some(token.data());
+                }
+                at = At::Header;
+            }
+            (TokenKind::Eof, _) => break,
+            _ => {
+                if at == At::Keyword {
+                    at = At::Header;
+                }
+            }
+        }
+    }
     let selected = match operation_name {
-        Some(name) => ops
-            .iter()
-            .find(|op| op.name().is_some_and(|n| n.text() == name)),
+        Some(name) => ops.iter().find(|(_, n)| *n == Some(name)),
         None if ops.len() == 1 => ops.first(),
         None => None,
     };
-    let Some(op) = selected else {
-        return OperationKind::Mutation;
-    };
-    match op.operation_type() {
-        None => OperationKind::Query,
-        Some(t) if t.mutation_token().is_some() => OperationKind::Mutation,
-        Some(t) if t.subscription_token().is_some() => OperationKind::Subscription,
-        Some(_) => OperationKind::Query,
+    Operation {
+        kind: selected.map_or(OperationKind::Mutation, |(k, _)| *k),
+        entity_fetch,
     }
 }
 
@@ -127,42 +218,90 @@ pub fn from_document(document: &str, operation_name: Option<&str>) -> OperationK
 mod tests {
     use super::*;
 
+    fn kind(doc: &str, name: Option<&str>) -> OperationKind {
+        from_document(doc, name).kind
+    }
+
     #[test]
     fn kinds() {
-        assert_eq!(from_document("{ a }", None), OperationKind::Query);
-        assert_eq!(from_document("query Q { a }", None), OperationKind::Query);
-        assert_eq!(
-            from_document("mutation M { a }", None),
-            OperationKind::Mutation
-        );
+        assert_eq!(kind("{ a }", None), OperationKind::Query);
+        assert_eq!(kind("query Q { a }", None), OperationKind::Query);
+        assert_eq!(kind("mutation M { a }", None), OperationKind::Mutation);
+        assert_eq!(kind("mutation { a }", None), OperationKind::Mutation);
         let two = "query A { a } mutation B { b }";
-        assert_eq!(from_document(two, Some("A")), OperationKind::Query);
-        assert_eq!(from_document(two, Some("B")), OperationKind::Mutation);
-        assert_eq!(from_document(two, None), OperationKind::Mutation);
+        assert_eq!(kind(two, Some("A")), OperationKind::Query);
+        assert_eq!(kind(two, Some("B")), OperationKind::Mutation);
+        assert_eq!(kind(two, None), OperationKind::Mutation);
+        assert_eq!(kind(two, Some("C")), OperationKind::Mutation);
         assert_eq!(
-            from_document("subscription S { a }", None),
+            kind("subscription S { a }", None),
             OperationKind::Subscription
         );
     }
 
     #[test]
-    fn bodies() {
+    fn variables_directives_fragments_and_comments_do_not_confuse_it() {
+        let doc = "# mutation in a comment\nfragment F on User { mutation }\n\
+                   query Q($id: ID! = \"mutation\") @cached(ttl: [1, 2]) { user(id: $id) { ...F } }";
+        assert_eq!(kind(doc, None), OperationKind::Query);
+        assert_eq!(kind(doc, Some("Q")), OperationKind::Query);
         assert_eq!(
-            from_post_body(br#"{"query":"{ a }","variables":{"x":1}}"#).unwrap(),
+            kind("mutation($x: Int) { a(x: $x) }", None),
+            OperationKind::Mutation
+        );
+    }
+
+    #[test]
+    fn unreadable_documents_are_unsafe() {
+        assert_eq!(
+            kind("query { a \"unterminated", None),
+            OperationKind::Mutation
+        );
+        assert_eq!(kind("", None), OperationKind::Mutation);
+    }
+
+    #[test]
+    fn entity_fetches_are_recognised() {
+        let fetch = "query($r: [_Any!]!) { _entities(representations: $r) { __typename } }";
+        assert!(from_document(fetch, None).entity_fetch);
+        assert!(!from_document("{ users { id } }", None).entity_fetch);
+    }
+
+    #[test]
+    fn bodies() {
+        let post = |b: &[u8]| from_post_body(b).map(|o| o.kind);
+        assert_eq!(
+            post(br#"{"query":"{ a }","variables":{"x":1}}"#).unwrap(),
             OperationKind::Query
         );
         assert_eq!(
-            from_post_body(br#"[{"query":"{ a }"},{"query":"mutation { b }"}]"#).unwrap(),
+            post(br#"[{"query":"{ a }"},{"query":"mutation { b }"}]"#).unwrap(),
             OperationKind::Mutation
         );
-        for bad in [&b"{not json"[..], b"42", b"[]", b"{}", br#"{"query":5}"#] {
+        assert_eq!(
+            post(br#"{"query":"{ a }","extra":[1,{"x":null}]}"#).unwrap(),
+            OperationKind::Query
+        );
+        assert_eq!(
+            post(br#"{"extensions":{"persistedQuery":{"sha256Hash":"ab"}}}"#).unwrap(),
+            OperationKind::Mutation
+        );
+        for bad in [
+            &b"{not json"[..],
+            b"42",
+            b"[]",
+            b"{}",
+            br#"{"query":5}"#,
+            br#"[{"query":"{ a }"}, 7]"#,
+            b"",
+        ] {
             assert!(
                 matches!(from_post_body(bad), Err(ProxyError::BadRequest(_))),
                 "{bad:?}"
             );
         }
         assert_eq!(
-            from_query_string("query=%7B%20a%20%7D").unwrap(),
+            from_query_string("query=%7B%20a%20%7D").unwrap().kind,
             OperationKind::Query
         );
         assert!(from_query_string("x=1").is_err());
