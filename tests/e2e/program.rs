@@ -23,7 +23,7 @@ use aya::{
 };
 use fraiseql_edge::{
     config::Config,
-    kernel::{self, KernelMaps, MapsError, maps::open_pin},
+    kernel::{self, KernelMaps, MapsError, collector::KernelCollector, maps::open_pin},
 };
 use fraiseql_edge_common::{ClientKey, Counter, DropEvent, DropReason, key, maps, programs};
 use fraiseql_edge_tests::{
@@ -1276,4 +1276,43 @@ fn program_ipv6_clients_are_keyed_by_their_64() {
         ],
         "with ipv6_prefix = 128 each address has its own bucket"
     );
+}
+
+/// The kernel counters, as the daemon exports them at scrape time, pass
+/// `promtool check metrics` and carry the values in the maps.
+#[test]
+fn program_kernel_metrics_pass_promtool() {
+    if !kernel_tests_enabled("program_kernel_metrics_pass_promtool") {
+        return;
+    }
+    let p = Prog::load("prog-promtool", "rate = 1\nburst = 1\n");
+    let frame = udp4(client_v4(77), PORT).build();
+    p.observe(&frame.bytes);
+    p.observe(&frame.bytes);
+    let maps = KernelMaps::open_pinned(&p.pin.0).expect("open pins");
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(KernelCollector::new(maps).expect("collector")))
+        .expect("register");
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .expect("encode");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(
+        text.contains("fraiseql_edge_kernel_packets_total{verdict=\"passed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fraiseql_edge_kernel_packets_total{verdict=\"dropped_rate\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fraiseql_edge_kernel_clients_total 1"),
+        "{text}"
+    );
+    fraiseql_edge_tests::promtool::check_metrics("program_kernel_metrics_pass_promtool", &text);
 }

@@ -858,6 +858,10 @@ fn metrics_and_probes_describe_the_traffic() {
         assert!(c.query(&products, "{ products { upc } }").is_data());
     }
 
+    // The real exposition text passes Prometheus's own linter.
+    let text = c.get(&edge.admin_url("/metrics"), &[]).text();
+    fraiseql_edge_tests::promtool::check_metrics("metrics_and_probes_describe_the_traffic", &text);
+
     let m = metrics(&c, &edge);
     let requests = |sg, status, op| {
         m.get(

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod frames;
 pub mod graphql;
 pub mod netns;
+pub mod promtool;
 pub mod servers;
 pub mod subgraphs;
 pub mod wait;

@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 6] = [
+const PACKAGES: [&str; 7] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -17,6 +17,8 @@ const PACKAGES: [&str; 6] = [
     // `cargo xtask bench proxy`: the load generator and the reference proxy.
     "haproxy",
     "wrk",
+    // `promtool check metrics` in the tests.
+    "prometheus",
 ];
 
 /// `(fs type, mount point)` pairs the daemon and the kernel tests need.
