@@ -66,7 +66,7 @@ fn rate_limit_passes_burst_plus_rate_times_duration() {
     let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
     cfg.rate = RATE;
     cfg.burst = BURST;
-    let _daemon = Daemon::start(&cfg);
+    let daemon = Daemon::start(&cfg);
     let maps = open_maps(&pin);
 
     let client = ns.client(0);
@@ -94,6 +94,10 @@ fn rate_limit_passes_burst_plus_rate_times_duration() {
     assert!(
         within(received as f64, expected, 0.10),
         "received {received}, expected {expected:.0} ± 10 %"
+    );
+    assert!(
+        !daemon.log().contains("new client, port"),
+        "the programs' debug log is off by default"
     );
     assert!(
         info.passed.abs_diff(received) <= 5.max(received / 100),
@@ -509,4 +513,28 @@ fn require_ebpf_refuses_and_default_degrades_without_bpffs() {
     );
     let status = degraded.terminate();
     assert!(status.success(), "SIGTERM exit: {status:?}");
+}
+
+/// `ebpf_debug_log = true`: the programs' aya-log records reach the
+/// daemon's log (off by default: see the rate test).
+#[test]
+fn ebpf_debug_log_reaches_the_daemon_log() {
+    if !kernel_tests_enabled("ebpf_debug_log_reaches_the_daemon_log") {
+        return;
+    }
+    const PORT: u16 = 18106;
+    let pin = pin_dir("dbglog");
+    let ns = NetNs::new("dbglog", 6, 1);
+    let dst = SocketAddr::new(ns.host_v4().into(), PORT);
+    let _server = UdpCounter::bind(&[dst]);
+    let cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    // No overrides: the key still lands in the [kernel] table.
+    let mut daemon = Daemon::spawn(&format!("{}ebpf_debug_log = true\n", cfg.to_toml()), &[]);
+    daemon.wait_ready();
+    flood_for(&ns, ns.client(0), dst, 100, Duration::from_millis(500));
+    assert!(
+        daemon.wait_for_log(&format!("new client, port {PORT}"), Duration::from_secs(5)),
+        "no debug record from the XDP program; log:\n{}",
+        daemon.log()
+    );
 }

@@ -100,6 +100,14 @@ async fn serve(
     if let Enforcement::Kernel(k) = &mut enforcement {
         let maps = KernelMaps::open_pinned(&config.kernel.pin_path)?;
         registry.register(Box::new(KernelCollector::new(maps)?))?;
+        if let Some(logger) = k.take_logger() {
+            tracing::warn!("eBPF debug log on (kernel.ebpf_debug_log): costly, not for production");
+            tokio::spawn(async move {
+                if let Err(e) = kernel::events::forward_debug_log(logger).await {
+                    tracing::warn!(error = %e, "eBPF debug log reader stopped");
+                }
+            });
+        }
         if let Some(ring) = k.take_events() {
             tokio::spawn(async move {
                 if let Err(e) = kernel::events::log_drops(ring).await {

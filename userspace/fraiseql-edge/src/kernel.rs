@@ -34,6 +34,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
+use aya_log::EbpfLogger;
 use fraiseql_edge_common::{maps as map_names, programs};
 pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapsError};
 
@@ -126,6 +127,8 @@ pub struct Kernel {
     pub attachments: Vec<(String, AttachMode)>,
     /// Whether an earlier daemon's tracker was found and replaced.
     pub tracker_replaced: bool,
+    /// The programs' debug log (only with `ebpf_debug_log`).
+    logger: Option<EbpfLogger<events::ProgramLog>>,
 }
 
 impl Kernel {
@@ -138,6 +141,15 @@ impl Kernel {
         })?;
 
         let mut ebpf = load_object(pin_dir, cfg.ebpf_debug_log)?;
+        let logger = if cfg.ebpf_debug_log {
+            Some(
+                EbpfLogger::init_with_logger(&mut ebpf, events::ProgramLog).map_err(|e| {
+                    KernelError::Filesystem(format!("starting the eBPF debug log: {e}"))
+                })?,
+            )
+        } else {
+            None
+        };
 
         let xdp: &mut Xdp = ebpf
             .program_mut(programs::XDP)
@@ -175,7 +187,13 @@ impl Kernel {
             events,
             attachments,
             tracker_replaced,
+            logger,
         })
+    }
+
+    /// The programs' debug log, when `ebpf_debug_log` is on (once).
+    pub fn take_logger(&mut self) -> Option<EbpfLogger<events::ProgramLog>> {
+        self.logger.take()
     }
 
     /// The drop-event ring buffer (once).

@@ -60,3 +60,40 @@ pub async fn log_drops(ring: RingBuf<MapData>) -> std::io::Result<()> {
         guard.clear_ready();
     }
 }
+
+/// Where the programs' aya-log records go: the daemon's log, at info level
+/// whatever level the program used (recorded as a field), because
+/// `kernel.ebpf_debug_log` is the switch — a `RUST_LOG` filter must not
+/// hide what the operator turned on.
+pub struct ProgramLog;
+
+impl log::Log for ProgramLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        tracing::info!(
+            target: "fraiseql_edge::ebpf",
+            program = record.target(),
+            level = %record.level(),
+            "{}",
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+/// Forwards the programs' debug log into the daemon's log until the ring
+/// buffer fails.
+pub async fn forward_debug_log(logger: aya_log::EbpfLogger<ProgramLog>) -> std::io::Result<()> {
+    // The logger owns its ring buffer's fd for as long as the AsyncFd lives.
+    #[expect(deprecated, reason = "the replacement, AsyncFd::register, is unsafe")]
+    let mut fd = AsyncFd::new(logger)?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
