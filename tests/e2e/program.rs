@@ -496,16 +496,23 @@ fn program_truncation_at_every_length_passes() {
     let icmp = Packet::ipv4(client_v4(15), HOST_V4)
         .other(proto::ICMP, vec![8, 0, 0, 0])
         .build();
-    for len in 14..=icmp.bytes.len() {
-        let expected = if len < icmp.l3 + 20 {
+    check_transportless_cuts(&p, "IPv4 ICMP", &icmp, 20);
+}
+
+/// Cuts a frame without a transport header to check at every length from
+/// the end of Ethernet: malformed until the fixed IP header (`ip_len`
+/// bytes) is complete, not protected from then on; always passed.
+fn check_transportless_cuts(p: &Prog, what: &str, frame: &Frame, ip_len: usize) {
+    for len in 14..=frame.bytes.len() {
+        let expected = if len < frame.l3 + ip_len {
             MALFORMED
         } else {
             NOT_PROTECTED
         };
         assert_eq!(
-            p.observe(icmp.cut(len)),
+            p.observe(frame.cut(len)),
             Outcome::new(XDP_PASS, expected),
-            "IPv4 ICMP cut at {len}"
+            "{what} cut at {len}"
         );
     }
 }
@@ -522,18 +529,7 @@ fn program_truncated_ipv6_header_is_malformed_whatever_the_next_header() {
     let icmp6 = Packet::ipv6(client_v6(1, 1), HOST_V6)
         .other(proto::ICMPV6, vec![128, 0, 0, 0])
         .build();
-    for len in 14..=icmp6.bytes.len() {
-        let expected = if len < icmp6.l3 + 40 {
-            MALFORMED
-        } else {
-            NOT_PROTECTED
-        };
-        assert_eq!(
-            p.observe(icmp6.cut(len)),
-            Outcome::new(XDP_PASS, expected),
-            "IPv6 ICMPv6 cut at {len}"
-        );
-    }
+    check_transportless_cuts(&p, "IPv6 ICMPv6", &icmp6, 40);
 }
 
 #[test]
