@@ -1220,13 +1220,9 @@ fn program_conn_cap_drops_new_connections_only() {
     );
 }
 
-#[test]
-fn program_ipv6_clients_are_keyed_by_their_64() {
-    if !kernel_tests_enabled("program_ipv6_clients_are_keyed_by_their_64") {
-        return;
-    }
-    let p = Prog::load("prog-v6-64", "rate = 1\nburst = 3\nipv6_prefix = 64\n");
-    let outcomes = before_refill(|i| {
+/// Two packets from each of two addresses in one /64.
+fn two_addresses_of_one_64(p: &Prog) -> Vec<Outcome> {
+    before_refill(|i| {
         let net = 100 + u16::from(i);
         let a = udp6(client_v6(net, 0xa), PORT).build();
         let b = udp6(client_v6(net, 0xb), PORT).build();
@@ -1234,7 +1230,16 @@ fn program_ipv6_clients_are_keyed_by_their_64() {
             .iter()
             .map(|f| p.observe(&f.bytes))
             .collect::<Vec<_>>()
-    });
+    })
+}
+
+#[test]
+fn program_ipv6_clients_are_keyed_by_their_64() {
+    if !kernel_tests_enabled("program_ipv6_clients_are_keyed_by_their_64") {
+        return;
+    }
+    let p = Prog::load("prog-v6-64", "rate = 1\nburst = 3\nipv6_prefix = 64\n");
+    let outcomes = two_addresses_of_one_64(&p);
     assert_eq!(
         outcomes,
         vec![
@@ -1253,15 +1258,7 @@ fn program_ipv6_clients_are_keyed_by_their_64() {
     );
 
     let p = Prog::load("prog-v6-128", "rate = 1\nburst = 3\nipv6_prefix = 128\n");
-    let outcomes = before_refill(|i| {
-        let net = 100 + u16::from(i);
-        let a = udp6(client_v6(net, 0xa), PORT).build();
-        let b = udp6(client_v6(net, 0xb), PORT).build();
-        [&a, &a, &b, &b]
-            .iter()
-            .map(|f| p.observe(&f.bytes))
-            .collect::<Vec<_>>()
-    });
+    let outcomes = two_addresses_of_one_64(&p);
     assert_eq!(
         outcomes,
         vec![

@@ -37,19 +37,6 @@ pub fn prefix(net: &IpNet) -> (u32, ClientKey) {
     }
 }
 
-/// The network an LPM prefix stands for.
-pub fn to_net(prefix_len: u32, key: &ClientKey) -> IpNet {
-    match to_ip(key) {
-        IpAddr::V4(v4) if prefix_len >= 96 => IpNet::new(IpAddr::V4(v4), (prefix_len - 96) as u8)
-            .unwrap_or_else(|_| IpNet::from(IpAddr::V4(v4))),
-        _ => {
-            let v6 = Ipv6Addr::from(*key);
-            IpNet::new(IpAddr::V6(v6), prefix_len.min(128) as u8)
-                .unwrap_or_else(|_| IpNet::from(IpAddr::V6(v6)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,10 +51,10 @@ mod tests {
         let net: IpNet = "10.0.0.0/8".parse().unwrap();
         let (len, key) = prefix(&net);
         assert_eq!(len, 104);
-        assert_eq!(to_net(len, &key), net);
+        assert_eq!(&key[12..], &[10, 0, 0, 0]);
         let net6: IpNet = "2001:db8::/32".parse().unwrap();
         let (len, key) = prefix(&net6);
-        assert_eq!(to_net(len, &key), net6);
+        assert_eq!((len, &key[..4]), (32, &[0x20, 0x01, 0x0d, 0xb8][..]));
     }
 
     #[test]

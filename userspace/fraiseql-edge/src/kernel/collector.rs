@@ -75,14 +75,10 @@ impl Collector for KernelCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let Ok(stats) = maps.stats() else {
-            return Vec::new();
-        };
         for (counter, name) in Counter::ALL {
-            let value = stats
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(0, |(_, v)| *v);
+            let Ok(value) = maps.counter(counter) else {
+                return Vec::new();
+            };
             let set = |c: &prometheus::IntCounter| c.inc_by(value.saturating_sub(c.get()));
             match counter {
                 Counter::NewClients => set(&self.clients.with_label_values::<&str>(&[])),

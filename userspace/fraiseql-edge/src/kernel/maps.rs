@@ -6,10 +6,8 @@ use std::{collections::HashMap as StdHashMap, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use fraiseql_edge_common::{
-    ClientKey, ClientState, Counter, GlobalConfig, Limits, Override, OverrideAction, PORT_WORDS,
-    maps,
+    ClientKey, ClientState, Counter, GlobalConfig, Override, OverrideAction, PORT_WORDS, maps,
 };
-use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
@@ -180,22 +178,11 @@ impl KernelMaps {
         self.config.get(&0, 0).map_err(access(maps::CONFIG))
     }
 
-    /// Default limits currently in force.
-    pub fn default_limits(&self) -> Result<Limits, MapsError> {
-        Ok(self.global_config()?.default_limits)
-    }
-
     /// Counters summed over every CPU, by name, in index order.
     pub fn stats(&self) -> Result<Vec<(&'static str, u64)>, MapsError> {
         Counter::ALL
             .iter()
-            .map(|(counter, name)| {
-                let per_cpu = self
-                    .stats
-                    .get(&(*counter as u32), 0)
-                    .map_err(access(maps::STATS))?;
-                Ok((*name, per_cpu.iter().sum()))
-            })
+            .map(|(counter, name)| Ok((*name, self.counter(*counter)?)))
             .collect()
     }
 
@@ -281,17 +268,6 @@ impl KernelMaps {
         }
     }
 
-    /// Every client with live connections and its count.
-    pub fn all_conns(&self) -> Result<Vec<(IpAddr, u64)>, MapsError> {
-        self.conn_counts
-            .iter()
-            .map(|e| {
-                let (k, n) = e.map_err(access(maps::CONN_COUNTS))?;
-                Ok((client_key::to_ip(&k), n))
-            })
-            .collect()
-    }
-
     /// One client's state, if the kernel tracks it.
     pub fn client(&self, addr: IpAddr) -> Result<Option<ClientInfo>, MapsError> {
         let key = self.key(addr)?;
@@ -340,17 +316,6 @@ impl KernelMaps {
         });
         out.truncate(limit);
         Ok(out)
-    }
-
-    /// Overrides currently in the kernel.
-    pub fn overrides(&self) -> Result<Vec<(IpNet, Override)>, MapsError> {
-        self.overrides
-            .iter()
-            .map(|e| {
-                let (k, v) = e.map_err(access(maps::OVERRIDES))?;
-                Ok((client_key::to_net(k.prefix_len(), &k.data()), v))
-            })
-            .collect()
     }
 }
 
