@@ -25,7 +25,10 @@ use fraiseql_edge::{
     config::Config,
     kernel::{self, KernelMaps, MapsError, collector::KernelCollector, maps::open_pin},
 };
-use fraiseql_edge_common::{ClientKey, Counter, DropEvent, DropReason, key, maps, programs};
+use fraiseql_edge_common::{
+    ClientKey, ConnCount, Counter, DropEvent, DropReason, FlowKey, PENDING_TIMEOUT_NS, PendingConn,
+    key, maps, programs,
+};
 use fraiseql_edge_tests::{
     PinDir,
     frames::{ETH_HLEN, ExtHeader, Frame, Packet, Transport, ethertype, proto, tcp_flags},
@@ -462,13 +465,15 @@ fn program_truncation_at_every_length_passes() {
         ),
         ("IPv6 UDP", udp6(client_v6(1, 1), PORT).build(), PASS),
         (
-            "802.1Q IPv6 hop-by-hop + fragment + TCP",
+            // An atomic fragment: a cut first fragment (M set) is dropped,
+            // see program_fragments_and_header_chains_cannot_bypass_enforcement.
+            "802.1Q IPv6 hop-by-hop + atomic fragment + TCP",
             tcp6(client_v6(2, 1), PORT, tcp_flags::SYN)
                 .vlan(q, 7)
                 .ext(ExtHeader::HopByHop { len: 1 })
                 .ext(ExtHeader::Fragment {
                     offset: 0,
-                    more: true,
+                    more: false,
                 })
                 .build(),
             PASS,
@@ -581,15 +586,16 @@ fn program_ipv6_extension_headers() {
         XDP_PASS,
         PASS,
     );
-    let mut seven = udp6(c, PORT);
-    for _ in 0..7 {
-        seven = seven.ext(ExtHeader::DestOpts { len: 0 });
+    let mut nine = tcp6(c, PORT, tcp_flags::SYN);
+    for _ in 0..9 {
+        nine = nine.ext(ExtHeader::DestOpts { len: 0 });
     }
+    // Linux delivers it (kernel_e2e shows it); the walk cannot classify it.
     p.expect(
-        "seven chained extension headers",
-        &seven.build().bytes,
-        XDP_PASS,
-        MALFORMED,
+        "nine chained extension headers",
+        &nine.build().bytes,
+        XDP_DROP,
+        &[(Counter::DroppedExtHeaders, 1)],
     );
     p.expect(
         "extension header longer than the frame",
@@ -611,23 +617,179 @@ fn program_ipv6_extension_headers() {
     );
 }
 
-/// `MAX_IPV6_EXT` is 6: six extension headers are within the walk.
+/// `MAX_IPV6_EXT` is 8: eight extension headers are within the walk.
 #[test]
-fn program_ipv6_six_extension_headers_are_classified() {
-    if !kernel_tests_enabled("program_ipv6_six_extension_headers_are_classified") {
+fn program_ipv6_eight_extension_headers_are_classified() {
+    if !kernel_tests_enabled("program_ipv6_eight_extension_headers_are_classified") {
         return;
     }
-    let p = Prog::load("prog-ipv6-six-ext", ROOMY);
-    let mut six = udp6(client_v6(1, 1), PORT);
-    for _ in 0..6 {
-        six = six.ext(ExtHeader::DestOpts { len: 0 });
+    let p = Prog::load("prog-ipv6-eight-ext", ROOMY);
+    let mut eight = udp6(client_v6(1, 1), PORT);
+    for _ in 0..8 {
+        eight = eight.ext(ExtHeader::DestOpts { len: 0 });
     }
     p.expect(
-        "six chained extension headers",
-        &six.build().bytes,
+        "eight chained extension headers",
+        &eight.build().bytes,
         XDP_PASS,
         FIRST_PASS,
     );
+}
+
+/// No packet shape gets a blocked or denied source past the verdict, and
+/// fragments that would hide the transport header are dropped (RFC 1858).
+#[test]
+fn program_fragments_and_header_chains_cannot_bypass_enforcement() {
+    if !kernel_tests_enabled("program_fragments_and_header_chains_cannot_bypass_enforcement") {
+        return;
+    }
+    let mut p = Prog::load(
+        "prog-no-bypass",
+        &format!("{ROOMY}[[kernel.overrides]]\ncidr = \"198.18.0.66/32\"\naction = \"deny\"\n"),
+    );
+    let (ok, blocked, denied) = (client_v4(60), client_v4(61), client_v4(66));
+    p.maps.block(IpAddr::V4(blocked), None).unwrap();
+    let tiny_first = |src| {
+        // MF set, offset 0, 8 bytes of IP payload: the TCP header is in
+        // the next fragment, where no port or flag can be read.
+        tcp4(src, PORT, tcp_flags::SYN)
+            .ipv4_with(|h| {
+                h.dont_fragment = false;
+                h.more_fragments = true;
+                h.total_len = Some(20 + 8);
+            })
+            .build()
+            .bytes
+    };
+    let later = |src, protocol_tcp: bool, offset| {
+        let packet = if protocol_tcp {
+            tcp4(src, PORT, tcp_flags::SYN)
+        } else {
+            udp4(src, PORT)
+        };
+        packet
+            .ipv4_with(|h| {
+                h.dont_fragment = false;
+                h.fragment_offset = offset;
+            })
+            .build()
+            .bytes
+    };
+    let frag_drop: Changes = &[(Counter::DroppedFragment, 1)];
+    let block_drop: Changes = &[(Counter::DroppedBlock, 1)];
+    let deny_drop: Changes = &[(Counter::DroppedDeny, 1)];
+    p.expect(
+        "tiny TCP first fragment",
+        &tiny_first(ok),
+        XDP_DROP,
+        frag_drop,
+    );
+    p.expect(
+        "tiny TCP first fragment, blocked client",
+        &tiny_first(blocked),
+        XDP_DROP,
+        block_drop,
+    );
+    p.expect(
+        "tiny TCP first fragment, denied client",
+        &tiny_first(denied),
+        XDP_DROP,
+        deny_drop,
+    );
+    p.expect(
+        "TCP fragment at offset 8 bytes (overlaps the flags)",
+        &later(ok, true, 1),
+        XDP_DROP,
+        frag_drop,
+    );
+    p.expect(
+        "later UDP fragment",
+        &later(ok, false, 185),
+        XDP_PASS,
+        FRAGMENT,
+    );
+    p.expect(
+        "later fragment, blocked client",
+        &later(blocked, false, 185),
+        XDP_DROP,
+        block_drop,
+    );
+    p.expect(
+        "later fragment, denied client",
+        &later(denied, false, 185),
+        XDP_DROP,
+        deny_drop,
+    );
+    let icmp = |src| {
+        Packet::ipv4(src, HOST_V4)
+            .other(proto::ICMP, vec![8, 0, 0, 0, 0, 0, 0, 0])
+            .build()
+            .bytes
+    };
+    p.expect("ICMP", &icmp(ok), XDP_PASS, NOT_PROTECTED);
+    p.expect("ICMP, blocked client", &icmp(blocked), XDP_DROP, block_drop);
+    p.expect(
+        "blocked client to an unprotected port",
+        &udp4(blocked, 53).build().bytes,
+        XDP_DROP,
+        block_drop,
+    );
+    p.expect(
+        "truncated TCP header, blocked client",
+        &tcp4(blocked, PORT, tcp_flags::SYN)
+            .ipv4_with(|h| h.total_len = Some(20 + 12))
+            .build()
+            .bytes,
+        XDP_DROP,
+        block_drop,
+    );
+
+    // IPv6: a first fragment cut inside the TCP header, or inside its
+    // extension-header chain.
+    let c6 = client_v6(6, 1);
+    let first6 = tcp6(c6, PORT, tcp_flags::SYN)
+        .ext(ExtHeader::Fragment {
+            offset: 0,
+            more: true,
+        })
+        .build();
+    // Every cut after the fragment header and before the end of the TCP
+    // header drops it.
+    for len in ETH_HLEN + 40 + 8..first6.l4_end {
+        p.expect(
+            &format!("IPv6 first fragment cut at {len} bytes"),
+            first6.cut(len),
+            XDP_DROP,
+            frag_drop,
+        );
+    }
+    let chain_cut = tcp6(c6, PORT, tcp_flags::SYN)
+        .ext(ExtHeader::Fragment {
+            offset: 0,
+            more: true,
+        })
+        .ext(ExtHeader::DestOpts { len: 4 })
+        .build();
+    p.expect(
+        "IPv6 first fragment cut inside its header chain",
+        chain_cut.cut(ETH_HLEN + 40 + 8 + 16),
+        XDP_DROP,
+        frag_drop,
+    );
+    let b6 = client_v6(6, 2);
+    p.maps.block(IpAddr::V6(b6), None).unwrap();
+    let mut long_chain = udp6(b6, 53);
+    for _ in 0..12 {
+        long_chain = long_chain.ext(ExtHeader::DestOpts { len: 0 });
+    }
+    p.expect(
+        "over-long chain from a blocked client",
+        &long_chain.build().bytes,
+        XDP_DROP,
+        block_drop,
+    );
+    // None of this created client state for the unblocked client.
+    assert_eq!(p.maps.client(IpAddr::V4(ok)).unwrap(), None);
 }
 
 #[test]
@@ -963,9 +1125,11 @@ fn program_block_list_drops_until_expiry_or_unblock() {
             event.protocol,
             event.client
         ),
+        // A block is a verdict on the source, taken before any port is
+        // read: the event carries port 0.
         (
             Some(DropReason::Block),
-            PORT,
+            0,
             proto::UDP,
             key::from_ipv4(c.octets())
         )
@@ -983,10 +1147,10 @@ fn program_block_list_drops_until_expiry_or_unblock() {
         blocked,
     );
     p.expect(
-        "blocked client to an unprotected port",
+        "blocked client to an unprotected port: the block covers the source",
         &udp4(c, 53).build().bytes,
-        XDP_PASS,
-        NOT_PROTECTED,
+        XDP_DROP,
+        blocked,
     );
     assert_eq!(
         p.maps.client(IpAddr::V4(c)).unwrap(),
@@ -1077,10 +1241,10 @@ action = "deny"
         deny,
     );
     p.expect(
-        "denied client to an unprotected port",
+        "denied client to an unprotected port: deny covers the source",
         &udp4(denied, 53).build().bytes,
-        XDP_PASS,
-        NOT_PROTECTED,
+        XDP_DROP,
+        deny,
     );
     assert_eq!(p.maps.client(IpAddr::V4(denied)).unwrap(), None);
 
@@ -1144,10 +1308,11 @@ fn program_conn_cap_drops_new_connections_only() {
         "prog-conn-cap",
         "rate = 1000\nburst = 1000\nmax_conns = 3\n",
     );
-    let mut counts = p.hash_map::<u64>(maps::CONN_COUNTS);
+    let mut counts = p.hash_map::<ConnCount>(maps::CONN_COUNTS);
     let c = client_v4(30);
     let k = key::from_ipv4(c.octets());
-    counts.insert(k, 3, 0).unwrap();
+    let slots = |n: u64, owner: ClientKey| ConnCount { slots: n, owner };
+    counts.insert(k, slots(3, k), 0).unwrap();
     assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 3);
 
     let syn = tcp4(c, PORT, tcp_flags::SYN).build();
@@ -1188,17 +1353,34 @@ fn program_conn_cap_drops_new_connections_only() {
         XDP_PASS,
         NOT_PROTECTED,
     );
-    counts.insert(k, 7, 0).unwrap();
+    counts.insert(k, slots(7, k), 0).unwrap();
     p.expect(
         "SYN above the cap",
         &syn.bytes,
         XDP_DROP,
         &[(Counter::DroppedConn, 1)],
     );
-    counts.insert(k, 2, 0).unwrap();
+    counts.insert(k, slots(2, k), 0).unwrap();
     p.expect("SYN below the cap", &syn.bytes, XDP_PASS, PASS);
     let state = p.maps.client(IpAddr::V4(c)).unwrap().expect("tracked");
-    assert_eq!((state.passed, state.dropped, state.conns), (6, 3, 2));
+    // The admitted SYN holds the third slot until its handshake completes.
+    assert_eq!((state.passed, state.dropped, state.conns), (6, 3, 3));
+    p.expect(
+        "the same SYN retransmitted keeps its one slot",
+        &syn.bytes,
+        XDP_PASS,
+        PASS,
+    );
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 3);
+    p.expect(
+        "another connection's SYN: the reserved slot counts",
+        &Packet::ipv4(c, HOST_V4)
+            .tcp(40001, PORT, tcp_flags::SYN)
+            .build()
+            .bytes,
+        XDP_DROP,
+        &[(Counter::DroppedConn, 1)],
+    );
 
     let other = client_v4(31);
     p.expect(
@@ -1209,15 +1391,128 @@ fn program_conn_cap_drops_new_connections_only() {
     );
     // IPv6: the count is keyed like the packets (/64).
     let c6 = client_v6(9, 1);
-    counts
-        .insert(key::from_ipv6(c6.octets(), true), 3, 0)
-        .unwrap();
+    let k6 = key::from_ipv6(c6.octets(), true);
+    counts.insert(k6, slots(3, k6), 0).unwrap();
     p.expect(
         "IPv6 SYN from another address of a capped /64",
         &tcp6(client_v6(9, 2), PORT, tcp_flags::SYN).build().bytes,
         XDP_DROP,
         &[(Counter::DroppedConn, 1), (Counter::NewClients, 1)],
     );
+}
+
+/// SYNs that arrive before any handshake completes each take a slot: with
+/// `max_conns = 3`, three of eight distinct connection attempts pass.
+#[test]
+fn program_conn_cap_counts_handshakes_in_flight() {
+    if !kernel_tests_enabled("program_conn_cap_counts_handshakes_in_flight") {
+        return;
+    }
+    let p = Prog::load(
+        "prog-conn-inflight",
+        "rate = 1000\nburst = 1000\nmax_conns = 3\n",
+    );
+    let c = client_v4(40);
+    let verdicts: Vec<&str> = (0..8u16)
+        .map(|i| {
+            let syn = Packet::ipv4(c, HOST_V4)
+                .tcp(41000 + i, PORT, tcp_flags::SYN)
+                .build();
+            p.observe(&syn.bytes).verdict
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "XDP_PASS", "XDP_PASS", "XDP_PASS", "XDP_DROP", "XDP_DROP", "XDP_DROP", "XDP_DROP",
+            "XDP_DROP"
+        ]
+    );
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 3);
+    assert_eq!(p.maps.pending_count(), 3);
+}
+
+/// The sweep program releases a reservation only once it is older than
+/// `PENDING_TIMEOUT_NS`, and a release never takes a count below zero.
+#[test]
+fn program_sweep_releases_expired_reservations_only() {
+    if !kernel_tests_enabled("program_sweep_releases_expired_reservations_only") {
+        return;
+    }
+    let mut p = Prog::load("prog-sweep", "rate = 1000\nburst = 1000\nmax_conns = 2\n");
+    let sweep: &mut Xdp = p
+        .ebpf
+        .program_mut(programs::SWEEP)
+        .expect("sweep program")
+        .try_into()
+        .expect("XDP type");
+    sweep.load().expect("verifier accepts the sweep program");
+    let c = client_v4(41);
+    for port in [42000u16, 42001] {
+        let syn = Packet::ipv4(c, HOST_V4)
+            .tcp(port, PORT, tcp_flags::SYN)
+            .build();
+        assert_eq!(p.observe(&syn.bytes).verdict, "XDP_PASS");
+    }
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 2);
+    let mut pending: BpfHashMap<MapData, FlowKey, PendingConn> =
+        BpfHashMap::try_from(open_pin(&p.pin.0, maps::CONN_PENDING).expect("pin"))
+            .expect("pending map");
+    let keys: Vec<FlowKey> = pending.keys().map(Result::unwrap).collect();
+    assert_eq!(keys.len(), 2);
+    // Fresh reservations are kept …
+    assert_eq!(kernel::release_pending(&p.ebpf, &keys).unwrap(), 0);
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 2);
+    // … and released once their SYN is older than the timeout.
+    let mut old = pending.get(&keys[0], 0).unwrap();
+    old.since_ns = old.since_ns.saturating_sub(PENDING_TIMEOUT_NS + 1);
+    pending.insert(keys[0], old, 0).unwrap();
+    let before = p.stats();
+    assert_eq!(kernel::release_pending(&p.ebpf, &keys).unwrap(), 1);
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 1);
+    assert_eq!(
+        p.stats()[Counter::ConnPendingExpired as usize],
+        before[Counter::ConnPendingExpired as usize] + 1
+    );
+    // Released twice? The reservation is gone: nothing happens.
+    assert_eq!(kernel::release_pending(&p.ebpf, &keys[..1]).unwrap(), 0);
+    assert_eq!(p.maps.conns(IpAddr::V4(c)).unwrap(), 1);
+
+    // A reservation whose client holds no slot (a count that drifted):
+    // the release is refused and counted, the count never wraps.
+    let ghost = client_v4(42);
+    let gk = key::from_ipv4(ghost.octets());
+    let mut counts = p.hash_map::<ConnCount>(maps::CONN_COUNTS);
+    counts
+        .insert(
+            gk,
+            ConnCount {
+                slots: 0,
+                owner: gk,
+            },
+            0,
+        )
+        .unwrap();
+    let fk = FlowKey {
+        client_addr: gk,
+        local_addr: key::from_ipv4(HOST_V4.octets()),
+        client_port: 1,
+        local_port: PORT,
+    };
+    pending
+        .insert(
+            fk,
+            PendingConn {
+                client: gk,
+                since_ns: 0,
+            },
+            0,
+        )
+        .unwrap();
+    let before = p.stats()[Counter::ConnCountErrors as usize];
+    assert_eq!(kernel::release_pending(&p.ebpf, &[fk]).unwrap(), 1);
+    assert_eq!(p.stats()[Counter::ConnCountErrors as usize], before + 1);
+    assert_eq!(counts.get(&gk, 0).unwrap().slots, 0, "no wrap below zero");
 }
 
 /// Two packets from each of two addresses in one /64.

@@ -74,13 +74,16 @@ fn bin_targets(package: &str) -> Result<Vec<String>> {
 }
 
 /// Flags for the eBPF build, `\x1f`-separated as `CARGO_ENCODED_RUSTFLAGS`
-/// wants: the architecture the program reads kernel structs for, and BTF.
+/// wants: the architecture the program reads kernel structs for, BTF, and
+/// BPF v3 (atomic fetch-and-add and compare-and-exchange). The daemon's
+/// build script uses the same flags.
 fn ebpf_rustflags() -> String {
     let arch = std::env::consts::ARCH;
     [
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Cdebuginfo=2".to_owned(),
         "-Clink-arg=--btf".to_owned(),
+        "-Ctarget-cpu=v3".to_owned(),
     ]
     .join("\x1f")
 }

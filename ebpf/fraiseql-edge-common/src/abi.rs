@@ -7,20 +7,22 @@ pub type ClientKey = [u8; 16];
 
 /// Names of the maps in the object file (and of their pins under bpffs).
 pub mod maps {
-    /// `Array<GlobalConfig>`, one entry.
+    /// `Array<GlobalConfig>`, one entry: limits, flags and the protected ports.
     pub const CONFIG: &str = "EDGE_CONFIG";
-    /// `Array<u32>` bitmap of protected ports (`port >> 5`, bit `port & 31`).
-    pub const PORTS: &str = "EDGE_PORTS";
     /// `HashMap<ClientKey, u64>`: block expiry (CLOCK_MONOTONIC ns; `u64::MAX` = no expiry).
     pub const BLOCKS: &str = "EDGE_BLOCKS";
     /// `LpmTrie<ClientKey, Override>` over IPv4-mapped and IPv6 keys.
     pub const OVERRIDES: &str = "EDGE_OVERRIDES";
     /// `LruHashMap<ClientKey, ClientState>`: per-client bucket and counters.
     pub const CLIENTS: &str = "EDGE_CLIENTS";
-    /// `HashMap<ClientKey, u64>`: live TCP connections per client (never LRU).
+    /// `HashMap<ClientKey, ConnCount>`: connection slots held per client —
+    /// live connections plus admitted handshakes in flight (never LRU).
     pub const CONN_COUNTS: &str = "EDGE_CONN_COUNTS";
     /// `HashMap<u64, ClientKey>`: socket address → client, for idempotent counting.
     pub const CONN_SOCKS: &str = "EDGE_CONN_SOCKS";
+    /// `HashMap<FlowKey, PendingConn>`: SYNs admitted by the connection cap
+    /// whose handshake has not completed; each holds one slot.
+    pub const CONN_PENDING: &str = "EDGE_CONN_PENDING";
     /// `PerCpuArray<u64>` indexed by [`super::Counter`].
     pub const STATS: &str = "EDGE_STATS";
     /// `RingBuf` of [`super::DropEvent`].
@@ -28,12 +30,12 @@ pub mod maps {
     /// Every map the daemon pins, in one list.
     pub const ALL: [&str; 9] = [
         CONFIG,
-        PORTS,
         BLOCKS,
         OVERRIDES,
         CLIENTS,
         CONN_COUNTS,
         CONN_SOCKS,
+        CONN_PENDING,
         STATS,
         EVENTS,
     ];
@@ -47,6 +49,10 @@ pub mod programs {
     pub const CONN_TRACKER: &str = "fraiseql_edge_conn";
     /// `return XDP_PASS`: the baseline of the kernel benchmark; never attached.
     pub const BASELINE_PASS: &str = "fraiseql_edge_baseline_pass";
+    /// Releases one expired [`super::PendingConn`]: run by the daemon through
+    /// `BPF_PROG_TEST_RUN` with a [`super::FlowKey`] as the packet, so the
+    /// slot is returned with the same atomics the programs use. Never attached.
+    pub const SWEEP: &str = "fraiseql_edge_sweep";
 }
 
 /// Capacity of the per-client LRU map.
@@ -55,6 +61,13 @@ pub const MAX_CLIENTS: u32 = 1 << 20;
 pub const MAX_CONN_CLIENTS: u32 = 1 << 18;
 /// Capacity of the live-socket map (connections tracked at once).
 pub const MAX_CONN_SOCKS: u32 = 1 << 20;
+/// Capacity of the in-flight handshake map.
+pub const MAX_CONN_PENDING: u32 = 1 << 18;
+/// An admitted SYN holds its client's connection slot this long at most
+/// when its handshake does not complete (the daemon then releases it).
+/// Covers round trips of seconds and the client's SYN retransmissions at
+/// 1 s and 3 s, which reuse the same reservation.
+pub const PENDING_TIMEOUT_NS: u64 = 5_000_000_000;
 /// Capacity of the block list.
 pub const MAX_BLOCKS: u32 = 1 << 16;
 /// Capacity of the override trie.
@@ -64,38 +77,79 @@ pub const PORT_WORDS: u32 = 65536 / 32;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 18;
 
-/// Token-bucket limits in the form the hot path uses (no division there).
+/// Rate limits in the form the hot path uses (no division there): a GCRA
+/// (virtual scheduling) over fixed-point nanoseconds, equivalent to a token
+/// bucket of `burst` tokens refilled at `rate` per second.
 /// Build one with [`crate::bucket::Limits::new`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Tokens added per nanosecond, fixed point with [`crate::bucket::FP_SHIFT`] bits.
-    pub refill_per_ns: u64,
-    /// Bucket capacity (the burst), fixed point.
-    pub capacity: u64,
-    /// Nanoseconds after which an idle bucket is full again (caps elapsed time,
-    /// so `elapsed * refill_per_ns` never overflows).
-    pub fill_ns: u64,
+    /// Nanoseconds between two packets at the sustained rate, fixed point
+    /// with [`crate::bucket::FP_SHIFT`] fractional bits.
+    pub interval: u64,
+    /// How far ahead of the clock the theoretical arrival time may run
+    /// (burst × interval), same fixed point.
+    pub window: u64,
     /// Live-connection cap per client; 0 means no cap.
     pub max_conns: u32,
     /// 1 when the rate limit applies, 0 when only the connection cap does.
     pub rate_enabled: u32,
 }
 
-/// Global configuration, entry 0 of [`maps::CONFIG`]. One write reaches every CPU.
+/// [`GlobalConfig::flags`]: the block list may hold entries.
+pub const FLAG_BLOCKS: u32 = 1;
+/// [`GlobalConfig::flags`]: the override trie holds entries.
+pub const FLAG_OVERRIDES: u32 = 1 << 1;
+/// [`GlobalConfig::flags`]: at least one override is a `deny`.
+pub const FLAG_DENY: u32 = 1 << 2;
+
+/// Global configuration, entry 0 of [`maps::CONFIG`]. One write reaches every
+/// CPU, and the packet path needs this one lookup for every setting.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalConfig {
     /// Limits for clients without an override.
     pub default_limits: Limits,
     /// 1: IPv6 clients are keyed by their /64; 0: by the full address.
     pub ipv6_mask64: u32,
-    /// Emit a drop event for a client's 1st drop and then every 2^n-th; 32 disables events.
+    /// Emit a drop event for the 1st drop and then every 2^n-th, per reason
+    /// and CPU; 32 disables events.
     pub event_sample_shift: u32,
     /// 1 once user space wrote the configuration; until then the program only passes.
     pub enabled: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `FLAG_*` bits: which maps hold entries, so empty ones cost no lookup.
+    pub flags: u32,
+    /// Bitmap of protected ports: word `port >> 5`, bit `port & 31`.
+    pub ports: [u32; PORT_WORDS as usize],
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        Self {
+            default_limits: Limits::default(),
+            ipv6_mask64: 0,
+            event_sample_shift: 0,
+            enabled: 0,
+            flags: 0,
+            ports: [0; PORT_WORDS as usize],
+        }
+    }
+}
+
+impl GlobalConfig {
+    /// True when `port` is protected.
+    #[inline(always)]
+    pub fn port_protected(&self, port: u16) -> bool {
+        match self.ports.get(usize::from(port >> 5)) {
+            Some(word) => word & (1u32 << (port & 31)) != 0,
+            None => false,
+        }
+    }
+
+    /// Marks `port` protected.
+    pub fn protect_port(&mut self, port: u16) {
+        self.ports[usize::from(port >> 5)] |= 1 << (port & 31);
+    }
 }
 
 /// What an override does with matching clients.
@@ -123,18 +177,60 @@ pub struct Override {
     pub limits: Limits,
 }
 
-/// Per-client state in the LRU map: the token bucket and the client's counters.
+/// Per-client state in the LRU map: the rate limiter and the client's counters.
+/// Every field is updated with atomic instructions: one client's packets may
+/// be processed on several CPUs at once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientState {
-    /// Tokens left, fixed point.
-    pub tokens: u64,
-    /// Time of the last refill (CLOCK_MONOTONIC ns).
-    pub last_ns: u64,
+    /// Theoretical arrival time of the next packet (fixed-point
+    /// CLOCK_MONOTONIC ns, wrapping; see [`crate::bucket`]).
+    pub tat: u64,
     /// Packets to protected ports passed.
     pub passed: u64,
-    /// Packets to protected ports dropped (any reason).
+    /// Packets dropped (any reason; block and deny drops count only for
+    /// clients already tracked).
     pub dropped: u64,
+}
+
+/// Value of [`maps::CONN_COUNTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCount {
+    /// Slots held: live connections plus admitted handshakes in flight.
+    /// Changed only with atomic fetch-and-add; the entry is deleted by the
+    /// one CPU whose decrement fetched 1.
+    pub slots: u64,
+    /// The key this entry was created for. A program that looked the entry
+    /// up just before it was deleted and its memory reused for another
+    /// client detects the reuse here and takes its increment back.
+    pub owner: ClientKey,
+}
+
+/// One TCP connection attempt, as the XDP program sees its SYN and the
+/// tracker sees the socket. Addresses are IPv4-mapped for IPv4; ports are in
+/// host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The client's full address.
+    pub client_addr: [u8; 16],
+    /// The local (destination) address.
+    pub local_addr: [u8; 16],
+    /// The client's port.
+    pub client_port: u16,
+    /// The local (protected) port.
+    pub local_port: u16,
+}
+
+/// Value of [`maps::CONN_PENDING`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConn {
+    /// The client key whose slot this reservation holds.
+    pub client: ClientKey,
+    /// When the SYN was admitted (CLOCK_MONOTONIC ns).
+    pub since_ns: u64,
 }
 
 /// Indices of the per-CPU counters in [`maps::STATS`].
@@ -167,11 +263,30 @@ pub enum Counter {
     ConnOpened = 11,
     /// Connections uncounted by the tracker (transitions into CLOSE).
     ConnClosed = 12,
+    /// Dropped fragments that would defeat classification (RFC 1858: a TCP
+    /// first fragment too short for the TCP header, a TCP fragment at offset
+    /// 8; any first fragment without the whole transport header).
+    DroppedFragment = 13,
+    /// Dropped IPv6 packets with a longer extension-header chain than the
+    /// program walks (their transport cannot be classified).
+    DroppedExtHeaders = 14,
+    /// A client's first connection could not be counted: the count map is full.
+    ConnCountsFull = 15,
+    /// A connection could not be tracked: the socket map is full.
+    ConnSocksFull = 16,
+    /// A SYN admitted without a reservation: the in-flight map is full (its
+    /// connection is counted when it is established).
+    ConnPendingFull = 17,
+    /// A count update that could not be applied (lost a race three times, or
+    /// a decrement below zero, which is refused).
+    ConnCountErrors = 18,
+    /// Reservations of handshakes that never completed, released by the daemon.
+    ConnPendingExpired = 19,
 }
 
 impl Counter {
     /// Number of counters (size of the stats array).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 20;
     /// Every counter with its metric-friendly name, in index order.
     pub const ALL: [(Counter, &'static str); Self::COUNT as usize] = [
         (Counter::Passed, "passed"),
@@ -187,6 +302,13 @@ impl Counter {
         (Counter::EventsLost, "events_lost"),
         (Counter::ConnOpened, "conn_opened"),
         (Counter::ConnClosed, "conn_closed"),
+        (Counter::DroppedFragment, "dropped_fragment"),
+        (Counter::DroppedExtHeaders, "dropped_ext_headers"),
+        (Counter::ConnCountsFull, "conn_counts_full"),
+        (Counter::ConnSocksFull, "conn_socks_full"),
+        (Counter::ConnPendingFull, "conn_pending_full"),
+        (Counter::ConnCountErrors, "conn_count_errors"),
+        (Counter::ConnPendingExpired, "conn_pending_expired"),
     ];
 }
 
@@ -202,6 +324,10 @@ pub enum DropReason {
     Block = 3,
     /// Deny override.
     Deny = 4,
+    /// A fragment that would defeat classification (RFC 1858).
+    Fragment = 5,
+    /// An IPv6 extension-header chain longer than the program walks.
+    ExtHeaders = 6,
 }
 
 impl DropReason {
@@ -212,6 +338,8 @@ impl DropReason {
             2 => Some(Self::Conn),
             3 => Some(Self::Block),
             4 => Some(Self::Deny),
+            5 => Some(Self::Fragment),
+            6 => Some(Self::ExtHeaders),
             _ => None,
         }
     }
@@ -223,6 +351,8 @@ impl DropReason {
             Self::Conn => "conn",
             Self::Block => "block",
             Self::Deny => "deny",
+            Self::Fragment => "fragment",
+            Self::ExtHeaders => "ext_headers",
         }
     }
 }
@@ -237,7 +367,7 @@ pub struct DropEvent {
     pub client: ClientKey,
     /// A [`DropReason`] as `u32`.
     pub reason: u32,
-    /// Destination port (host order).
+    /// Destination port (host order; 0 when the packet has no readable port).
     pub port: u16,
     /// IP protocol (6 TCP, 17 UDP).
     pub protocol: u8,
@@ -255,4 +385,7 @@ mod pod {
     unsafe impl aya::Pod for super::Override {}
     unsafe impl aya::Pod for super::ClientState {}
     unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::ConnCount {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::PendingConn {}
 }

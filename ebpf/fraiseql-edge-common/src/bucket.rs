@@ -1,30 +1,34 @@
-//! Token-bucket arithmetic, shared by the XDP program, the daemon's
-//! user-space fallback and the unit tests.
+//! Rate-limit arithmetic, shared by the XDP program, the daemon's user-space
+//! fallback and the unit tests.
 //!
-//! Tokens are fixed point with [`FP_SHIFT`] fractional bits. User space turns
-//! `(rate per second, burst)` into [`Limits`] once — the only divisions — and
-//! the hot path ([`take`]) only adds, multiplies and compares:
+//! The limiter is a GCRA (the virtual-scheduling form of a token bucket): a
+//! client's whole state is one number, its *theoretical arrival time* (TAT),
+//! so the XDP program can update it with a single compare-and-swap when one
+//! client's packets are processed on several CPUs at once. A token bucket of
+//! `burst` tokens refilled at `rate` per second admits exactly the same
+//! packets: `burst` back to back, then one per `1/rate` seconds.
 //!
-//! * refill: `tokens += min(now - last, fill_ns) * refill_per_ns`, capped at
-//!   the capacity. Capping the elapsed time at `fill_ns` (the time an empty
-//!   bucket needs to fill) keeps the product from overflowing after any idle.
-//! * a clock that goes backwards refills nothing and restarts the clock; it
-//!   never locks a client out.
-//! * with 40 fractional bits, rounding `refill_per_ns` up adds less than
-//!   0.1 % at 1 packet/s and less as the rate grows; there is no per-packet
-//!   truncation because each refill is computed from elapsed nanoseconds.
+//! * times are fixed point nanoseconds with [`FP_SHIFT`] fractional bits, so
+//!   the interval of a rate that does not divide 10⁹ (3 Mpps: 333.33 ns) is
+//!   kept to 1/256 ns — off by less than 4 per million;
+//! * they are wrapping `u64`s compared by their difference, so the clock may
+//!   pass 2⁵⁶ ns (2.3 years of uptime) without harm; a client idle for more
+//!   than 2⁵⁵ ns (1.1 years) would be misread, and the LRU map forgets idle
+//!   clients long before that;
+//! * user space turns `(rate per second, burst)` into [`Limits`] once — the
+//!   only divisions — and the hot path ([`admit`]) only adds and compares;
+//! * a clock that goes backwards refills nothing and never locks a client
+//!   out: the client continues from an empty bucket at the new reading.
 
 use crate::abi::ClientState;
 pub use crate::abi::Limits;
 
-/// Fractional bits of the token fixed point.
-pub const FP_SHIFT: u32 = 40;
-/// One token in fixed point.
-pub const ONE: u64 = 1 << FP_SHIFT;
+/// Fractional bits of the fixed-point nanoseconds.
+pub const FP_SHIFT: u32 = 8;
 /// Largest accepted rate (packets per second).
 pub const MAX_RATE: u64 = 1_000_000_000;
-/// Largest accepted burst: `capacity` must leave headroom below `2^63`.
-pub const MAX_BURST: u64 = (1 << (63 - FP_SHIFT)) - 1;
+/// Largest accepted burst: `window` (burst × interval) stays below 2⁶².
+pub const MAX_BURST: u64 = (1 << 23) - 1;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -71,18 +75,12 @@ impl Limits {
         if burst > MAX_BURST {
             return Err(LimitError::BurstTooHigh);
         }
-        // Rounded up, so a whole second (or any exact multiple of the
-        // interval) always yields its whole tokens; computed in 128 bits
-        // because rate << 40 exceeds 64 bits above 2^24 packets/s. The
-        // result is at most 2^40 (at MAX_RATE).
-        let refill_per_ns =
-            ((u128::from(rate_per_sec) << FP_SHIFT).div_ceil(u128::from(NS_PER_SEC))) as u64;
-        let capacity = burst << FP_SHIFT;
-        let fill_ns = capacity.div_ceil(refill_per_ns);
+        // Rounded down: the sustained rate is never below the configured one.
+        // At most 2^38 (1 packet/s) and at least 2^8 (MAX_RATE).
+        let interval = (NS_PER_SEC << FP_SHIFT) / rate_per_sec;
         Ok(Self {
-            refill_per_ns,
-            capacity,
-            fill_ns,
+            interval,
+            window: burst * interval,
             max_conns,
             rate_enabled: 1,
         })
@@ -90,57 +88,74 @@ impl Limits {
 
     /// The rate in packets per second these limits were built from (rounded).
     pub fn rate_per_sec(&self) -> u64 {
-        if self.rate_enabled == 0 {
+        if self.rate_enabled == 0 || self.interval == 0 {
             return 0;
         }
-        ((self.refill_per_ns as u128 * NS_PER_SEC as u128 + (ONE as u128 / 2)) >> FP_SHIFT) as u64
+        ((NS_PER_SEC << FP_SHIFT) + self.interval / 2) / self.interval
     }
 
     /// The burst these limits were built from.
     pub fn burst(&self) -> u64 {
-        self.capacity >> FP_SHIFT
+        if self.interval == 0 {
+            return 0;
+        }
+        self.window / self.interval
     }
 }
 
-/// State of a client seen for the first time at `now`: a full bucket.
+/// A CLOCK_MONOTONIC reading in the limiter's fixed point (wrapping).
 #[inline(always)]
-pub fn new_state(limits: &Limits, now: u64) -> ClientState {
+pub fn fixed(now_ns: u64) -> u64 {
+    now_ns << FP_SHIFT
+}
+
+/// State of a client seen for the first time at `now_ns`: a full burst available.
+#[inline(always)]
+pub fn new_state(now_ns: u64) -> ClientState {
     ClientState {
-        tokens: limits.capacity,
-        last_ns: now,
+        tat: fixed(now_ns),
         passed: 0,
         dropped: 0,
     }
 }
 
-/// Refills the bucket for the time since the last packet and takes one token.
+/// The GCRA decision for one packet at `now` (fixed point, see [`fixed`]):
+/// the TAT to store and whether the packet may pass. The XDP program stores
+/// the TAT with a compare-and-swap against `tat`, retrying on a lost race;
+/// a drop usually leaves it unchanged (nothing to store).
+///
+/// A TAT further ahead than the window (the clock went backwards, or a
+/// reload shrank the limits) is pulled back to `now + window`: the client
+/// continues from an empty bucket, neither refilled nor locked out.
+#[inline(always)]
+pub fn admit(tat: u64, limits: &Limits, now: u64) -> (u64, bool) {
+    let ahead = tat.wrapping_sub(now) as i64;
+    let base = if ahead <= 0 {
+        // A TAT in the past: the bucket is full.
+        now
+    } else if ahead as u64 > limits.window {
+        now.wrapping_add(limits.window)
+    } else {
+        tat
+    };
+    let next = base.wrapping_add(limits.interval);
+    if next.wrapping_sub(now) > limits.window {
+        (base, false)
+    } else {
+        (next, true)
+    }
+}
+
+/// Applies [`admit`] to a state owned by one thread (user space, tests).
 /// Returns `true` when the packet may pass.
 #[inline(always)]
-pub fn take(state: &mut ClientState, limits: &Limits, now: u64) -> bool {
+pub fn take(state: &mut ClientState, limits: &Limits, now_ns: u64) -> bool {
     if limits.rate_enabled == 0 {
         return true;
     }
-    let mut elapsed = now.saturating_sub(state.last_ns);
-    if elapsed > limits.fill_ns {
-        elapsed = limits.fill_ns;
-    }
-    // elapsed ≤ fill_ns = ⌈capacity / refill⌉, so the product is below
-    // capacity + refill < 2^63 for limits built by `Limits::new`; a plain
-    // multiply keeps the hot path free of 128-bit helpers the BPF target lacks.
-    let mut tokens = state
-        .tokens
-        .saturating_add(elapsed.wrapping_mul(limits.refill_per_ns));
-    if tokens > limits.capacity {
-        tokens = limits.capacity;
-    }
-    state.last_ns = now;
-    if tokens >= ONE {
-        state.tokens = tokens - ONE;
-        true
-    } else {
-        state.tokens = tokens;
-        false
-    }
+    let (tat, pass) = admit(state.tat, limits, fixed(now_ns));
+    state.tat = tat;
+    pass
 }
 
 #[cfg(test)]

@@ -280,8 +280,7 @@ fn populate(
         return Ok(from);
     }
     let now = fraiseql_edge::clock::monotonic_ns();
-    let limits = fraiseql_edge_common::Limits::new(10, 20, 0).expect("valid limits");
-    let state = bucket::new_state(&limits, now);
+    let state = bucket::new_state(now);
     let started = Instant::now();
     for i in from..to {
         if i % 65536 == 0 {

@@ -145,7 +145,7 @@ async fn serve(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&mut enforcement, &config_path),
-            _ = tick.tick() => expire_blocks(&mut enforcement),
+            _ = tick.tick() => maintain(&mut enforcement),
         }
     }
     if let Enforcement::Kernel(k) = &enforcement {
@@ -159,8 +159,11 @@ async fn serve(
     Ok(())
 }
 
-fn expire_blocks(enforcement: &mut Enforcement) {
+/// Once a second: expired blocks and handshake reservations go, and a full
+/// or failing map is logged.
+fn maintain(enforcement: &mut Enforcement) {
     if let Enforcement::Kernel(k) = enforcement {
+        k.maintain();
         match k.maps.expire_blocks() {
             Ok(done) => {
                 for addr in done {

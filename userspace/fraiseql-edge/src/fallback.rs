@@ -137,7 +137,7 @@ impl UserLimiter {
         let state = st
             .clients
             .entry(key)
-            .or_insert_with(|| bucket::new_state(&limits, now));
+            .or_insert_with(|| bucket::new_state(now));
         if bucket::take(state, &limits, now) {
             state.passed += 1;
             Ok(())

@@ -29,13 +29,13 @@ use aya::{
     maps::{MapData, RingBuf},
     pin::PinError,
     programs::{
-        ProgramError, TracePoint, Xdp, XdpMode,
+        ProgramError, TestRun, TestRunOptions, TracePoint, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         xdp::XdpLink,
     },
 };
 use aya_log::EbpfLogger;
-use fraiseql_edge_common::{maps as map_names, programs};
+use fraiseql_edge_common::{Counter, FlowKey, maps as map_names, programs};
 pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapsError};
 
 use crate::config::{KernelConfig, XdpModeConfig};
@@ -118,7 +118,7 @@ impl fmt::Display for AttachMode {
 /// The running kernel layer.
 pub struct Kernel {
     /// Keeps the programs (and their loaded state) alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// Map handles.
     pub maps: KernelMaps,
     /// Drop events, taken by [`Kernel::take_events`].
@@ -129,7 +129,30 @@ pub struct Kernel {
     pub tracker_replaced: bool,
     /// The programs' debug log (only with `ebpf_debug_log`).
     logger: Option<EbpfLogger<events::ProgramLog>>,
+    /// Last values of the counters that report trouble, to log each rise once.
+    trouble: [u64; TROUBLE.len()],
 }
+
+/// Counters that mean the kernel layer could not count or reserve something:
+/// each rise is logged (and they are exported as metrics).
+const TROUBLE: [(Counter, &str); 4] = [
+    (
+        Counter::ConnCountsFull,
+        "connection-count map full: new clients' connections are not counted",
+    ),
+    (
+        Counter::ConnSocksFull,
+        "socket map full: new connections are not counted",
+    ),
+    (
+        Counter::ConnPendingFull,
+        "handshake map full: SYNs are admitted by the live count only",
+    ),
+    (
+        Counter::ConnCountErrors,
+        "connection-count updates refused (lost races or a decrement below zero)",
+    ),
+];
 
 impl Kernel {
     /// Loads, attaches or adopts, and applies `cfg`. See the module docs.
@@ -157,6 +180,19 @@ impl Kernel {
             .try_into()
             .map_err(program_err("XDP program"))?;
         xdp.load().map_err(program_err("loading the XDP program"))?;
+        let sweep: &mut Xdp = ebpf
+            .program_mut(programs::SWEEP)
+            .ok_or_else(|| KernelError::Filesystem("sweep program missing from the object".into()))?
+            .try_into()
+            .map_err(program_err("sweep program"))?;
+        sweep
+            .load()
+            .map_err(program_err("loading the sweep program"))?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::XDP)
+            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
+            .try_into()
+            .map_err(program_err("XDP program"))?;
         let mut attachments = Vec::new();
         for iface in &cfg.interfaces {
             let mode = attach_xdp(xdp, iface, cfg.xdp_mode, pin_dir)?;
@@ -181,14 +217,44 @@ impl Kernel {
         let events = ebpf
             .take_map(map_names::EVENTS)
             .and_then(|m| RingBuf::try_from(m).ok());
-        Ok(Self {
-            _ebpf: ebpf,
+        let mut kernel = Self {
+            ebpf,
             maps,
             events,
             attachments,
             tracker_replaced,
             logger,
-        })
+            trouble: [0; TROUBLE.len()],
+        };
+        for (i, (counter, _)) in TROUBLE.iter().enumerate() {
+            kernel.trouble[i] = kernel.maps.counter(*counter)?;
+        }
+        Ok(kernel)
+    }
+
+    /// Once a second: releases the connection slots of handshakes that
+    /// never completed, and logs any rise of the trouble counters.
+    pub fn maintain(&mut self) {
+        let expired = self.maps.expired_pending();
+        if !expired.is_empty() {
+            match release_pending(&self.ebpf, &expired) {
+                Ok(n) => tracing::debug!(released = n, "expired handshake reservations"),
+                Err(e) => tracing::warn!(error = %e, "releasing expired handshake reservations"),
+            }
+        }
+        for (i, (counter, what)) in TROUBLE.iter().enumerate() {
+            let Ok(now) = self.maps.counter(*counter) else {
+                continue;
+            };
+            if now > self.trouble[i] {
+                tracing::warn!(
+                    count = now - self.trouble[i],
+                    counter = counter_name(*counter),
+                    "{what}"
+                );
+                self.trouble[i] = now;
+            }
+        }
     }
 
     /// The programs' debug log, when `ebpf_debug_log` is on (once).
@@ -200,6 +266,51 @@ impl Kernel {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+fn counter_name(counter: Counter) -> &'static str {
+    Counter::ALL
+        .iter()
+        .find(|(c, _)| *c == counter)
+        .map_or("unknown", |(_, name)| name)
+}
+
+/// Releases the slots of expired handshake reservations through the sweep
+/// program (`BPF_PROG_TEST_RUN`), so the count changes with the same atomic
+/// instructions as in the packet path. Returns how many were released; a
+/// reservation converted by its handshake meanwhile is left alone.
+pub fn release_pending(ebpf: &Ebpf, expired: &[FlowKey]) -> Result<usize, KernelError> {
+    let sweep: &Xdp = ebpf
+        .program(programs::SWEEP)
+        .ok_or_else(|| KernelError::Filesystem("sweep program missing from the object".into()))?
+        .try_into()
+        .map_err(program_err("sweep program"))?;
+    let mut released = 0;
+    for key in expired {
+        // The program reads the key from the packet; test runs want at
+        // least an Ethernet header's worth of bytes, which a FlowKey is.
+        let bytes = flow_key_bytes(key);
+        let run = sweep
+            .test_run(TestRunOptions {
+                data_in: Some(&bytes),
+                repeat: 1,
+                ..TestRunOptions::new()
+            })
+            .map_err(program_err("running the sweep program"))?;
+        if run.return_value == 2 {
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
+fn flow_key_bytes(key: &FlowKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(36);
+    out.extend_from_slice(&key.client_addr);
+    out.extend_from_slice(&key.local_addr);
+    out.extend_from_slice(&key.client_port.to_ne_bytes());
+    out.extend_from_slice(&key.local_port.to_ne_bytes());
+    out
 }
 
 /// Loads the object with its maps pinned (or adopted) under `pin_dir`; no

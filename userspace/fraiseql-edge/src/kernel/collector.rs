@@ -18,6 +18,8 @@ pub struct KernelCollector {
     packets: IntCounterVec,
     clients: IntCounterVec,
     connections: IntCounterVec,
+    map_full: IntCounterVec,
+    count_errors: IntCounterVec,
     events_lost: IntCounterVec,
     blocked: IntGauge,
 }
@@ -49,6 +51,21 @@ impl KernelCollector {
                 ),
                 &["event"],
             )?,
+            map_full: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}map_full_total"),
+                    "Inserts refused because a kernel map was full, by map (never silent: \
+                     the connection is then admitted uncounted or unreserved)",
+                ),
+                &["map"],
+            )?,
+            count_errors: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}connection_count_errors_total"),
+                    "Connection-count updates refused (a decrement below zero, or three lost races)",
+                ),
+                &[],
+            )?,
             events_lost: IntCounterVec::new(
                 Opts::new(
                     format!("{p}drop_events_lost_total"),
@@ -67,6 +84,8 @@ impl Collector for KernelCollector {
             self.packets.desc(),
             self.clients.desc(),
             self.connections.desc(),
+            self.map_full.desc(),
+            self.count_errors.desc(),
             self.events_lost.desc(),
             self.blocked.desc(),
         ]
@@ -85,6 +104,15 @@ impl Collector for KernelCollector {
                 Counter::EventsLost => set(&self.events_lost.with_label_values::<&str>(&[])),
                 Counter::ConnOpened => set(&self.connections.with_label_values(&["opened"])),
                 Counter::ConnClosed => set(&self.connections.with_label_values(&["closed"])),
+                Counter::ConnPendingExpired => {
+                    set(&self.connections.with_label_values(&["handshake_expired"]))
+                }
+                Counter::ConnCountsFull => set(&self.map_full.with_label_values(&["conn_counts"])),
+                Counter::ConnSocksFull => set(&self.map_full.with_label_values(&["conn_socks"])),
+                Counter::ConnPendingFull => {
+                    set(&self.map_full.with_label_values(&["conn_pending"]))
+                }
+                Counter::ConnCountErrors => set(&self.count_errors.with_label_values::<&str>(&[])),
                 _ => set(&self.packets.with_label_values(&[name])),
             }
         }
@@ -94,6 +122,8 @@ impl Collector for KernelCollector {
             self.packets.collect(),
             self.clients.collect(),
             self.connections.collect(),
+            self.map_full.collect(),
+            self.count_errors.collect(),
             self.events_lost.collect(),
             self.blocked.collect(),
         ]

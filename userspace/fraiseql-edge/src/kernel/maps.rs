@@ -6,7 +6,8 @@ use std::{collections::HashMap as StdHashMap, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use fraiseql_edge_common::{
-    ClientKey, ClientState, Counter, GlobalConfig, Override, OverrideAction, PORT_WORDS, maps,
+    ClientKey, ClientState, ConnCount, Counter, FLAG_BLOCKS, FLAG_DENY, FLAG_OVERRIDES, FlowKey,
+    GlobalConfig, Override, OverrideAction, PENDING_TIMEOUT_NS, PendingConn, maps,
 };
 use serde::Serialize;
 
@@ -54,7 +55,8 @@ pub struct ClientInfo {
     /// Packets to protected ports dropped (any reason; block and deny drops
     /// only once the client is tracked).
     pub dropped: u64,
-    /// Live TCP connections on protected ports.
+    /// TCP connections on protected ports: live ones plus handshakes in
+    /// flight that the connection cap admitted (each holds a slot).
     pub conns: u64,
 }
 
@@ -70,11 +72,11 @@ pub struct BlockInfo {
 /// Handles on every map the daemon reads or writes.
 pub struct KernelMaps {
     config: Array<MapData, GlobalConfig>,
-    ports: Array<MapData, u32>,
     blocks: HashMap<MapData, ClientKey, u64>,
     overrides: LpmTrie<MapData, ClientKey, Override>,
     clients: HashMap<MapData, ClientKey, ClientState>,
-    conn_counts: HashMap<MapData, ClientKey, u64>,
+    conn_counts: HashMap<MapData, ClientKey, ConnCount>,
+    pending: HashMap<MapData, FlowKey, PendingConn>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -93,11 +95,11 @@ impl KernelMaps {
     ) -> Result<Self, MapsError> {
         Ok(Self {
             config: typed(maps::CONFIG, take(maps::CONFIG)?)?,
-            ports: typed(maps::PORTS, take(maps::PORTS)?)?,
             blocks: typed(maps::BLOCKS, take(maps::BLOCKS)?)?,
             overrides: typed(maps::OVERRIDES, take(maps::OVERRIDES)?)?,
             clients: typed(maps::CLIENTS, take(maps::CLIENTS)?)?,
             conn_counts: typed(maps::CONN_COUNTS, take(maps::CONN_COUNTS)?)?,
+            pending: typed(maps::CONN_PENDING, take(maps::CONN_PENDING)?)?,
             stats: typed(maps::STATS, take(maps::STATS)?)?,
         })
     }
@@ -111,23 +113,6 @@ impl KernelMaps {
     /// Overrides no longer configured are removed. The program enforces
     /// nothing until this has run once (`enabled` = 1).
     pub fn apply(&mut self, cfg: &KernelConfig) -> Result<(), MapsError> {
-        let mut words = vec![0u32; PORT_WORDS as usize];
-        for port in &cfg.protected_ports {
-            words[usize::from(*port >> 5)] |= 1 << (port & 31);
-        }
-        for (i, word) in words.iter().enumerate() {
-            // Only touch words that differ, so a reload does not rewrite 2048 entries.
-            let current = self
-                .ports
-                .get(&(i as u32), 0)
-                .map_err(access(maps::PORTS))?;
-            if current != *word {
-                self.ports
-                    .set(i as u32, *word, 0)
-                    .map_err(access(maps::PORTS))?;
-            }
-        }
-
         let wanted: StdHashMap<(u32, ClientKey), Override> = cfg
             .overrides
             .iter()
@@ -150,6 +135,38 @@ impl KernelMaps {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(access(maps::OVERRIDES))?;
+        // New overrides go in before the flags announce them; stale ones
+        // leave after (below), so the program never skips a live entry.
+        for ((len, addr), value) in &wanted {
+            self.overrides
+                .insert(&Key::new(*len, *addr), *value, 0)
+                .map_err(access(maps::OVERRIDES))?;
+        }
+
+        let mut global = GlobalConfig {
+            default_limits: cfg.default_limits(),
+            ipv6_mask64: u32::from(cfg.ipv6_prefix == 64),
+            event_sample_shift: cfg.event_sample_shift(),
+            enabled: 1,
+            flags: self.block_flag()?,
+            ..GlobalConfig::default()
+        };
+        if !wanted.is_empty() {
+            global.flags |= FLAG_OVERRIDES;
+        }
+        if wanted
+            .values()
+            .any(|o| o.action == OverrideAction::Deny as u32)
+        {
+            global.flags |= FLAG_DENY;
+        }
+        for port in &cfg.protected_ports {
+            global.protect_port(*port);
+        }
+        self.config
+            .set(0, global, 0)
+            .map_err(access(maps::CONFIG))?;
+
         for key in existing {
             if !wanted.contains_key(&(key.prefix_len(), key.data())) {
                 self.overrides
@@ -157,20 +174,35 @@ impl KernelMaps {
                     .map_err(access(maps::OVERRIDES))?;
             }
         }
-        for ((len, addr), value) in &wanted {
-            self.overrides
-                .insert(&Key::new(*len, *addr), *value, 0)
-                .map_err(access(maps::OVERRIDES))?;
-        }
+        Ok(())
+    }
 
-        let global = GlobalConfig {
-            default_limits: cfg.default_limits(),
-            ipv6_mask64: u32::from(cfg.ipv6_prefix == 64),
-            event_sample_shift: cfg.event_sample_shift(),
-            enabled: 1,
-            _pad: 0,
-        };
-        self.config.set(0, global, 0).map_err(access(maps::CONFIG))
+    /// `FLAG_BLOCKS` when the block list holds an entry.
+    fn block_flag(&self) -> Result<u32, MapsError> {
+        match self.blocks.keys().next() {
+            Some(Ok(_)) => Ok(FLAG_BLOCKS),
+            Some(Err(e)) => Err(access(maps::BLOCKS)(e)),
+            None => Ok(0),
+        }
+    }
+
+    /// Sets `FLAG_BLOCKS` to whether the block list holds an entry, so an
+    /// empty list costs the packet path no lookup. Called after every
+    /// change and by the daemon's once-a-second sweep, which also repairs a
+    /// flag lost to two writers racing.
+    pub fn refresh_block_flag(&mut self) -> Result<(), MapsError> {
+        let mut global = self.global_config()?;
+        if global.enabled == 0 {
+            return Ok(());
+        }
+        let flag = self.block_flag()?;
+        if global.flags & FLAG_BLOCKS != flag {
+            global.flags = (global.flags & !FLAG_BLOCKS) | flag;
+            self.config
+                .set(0, global, 0)
+                .map_err(access(maps::CONFIG))?;
+        }
+        Ok(())
     }
 
     /// The configuration currently in the kernel.
@@ -209,17 +241,20 @@ impl KernelMaps {
         let key = self.key(addr)?;
         self.blocks
             .insert(key, expiry, 0)
-            .map_err(access(maps::BLOCKS))
+            .map_err(access(maps::BLOCKS))?;
+        self.refresh_block_flag()
     }
 
     /// Removes a block; returns whether there was one.
     pub fn unblock(&mut self, addr: IpAddr) -> Result<bool, MapsError> {
         let key = self.key(addr)?;
-        match self.blocks.remove(&key) {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(access(maps::BLOCKS)(e)),
-        }
+        let found = match self.blocks.remove(&key) {
+            Ok(()) => true,
+            Err(MapError::KeyNotFound) => false,
+            Err(e) => return Err(access(maps::BLOCKS)(e)),
+        };
+        self.refresh_block_flag()?;
+        Ok(found)
     }
 
     /// Current blocks (expired ones included until [`Self::expire_blocks`] runs).
@@ -255,14 +290,38 @@ impl KernelMaps {
                 Err(e) => return Err(access(maps::BLOCKS)(e)),
             }
         }
+        self.refresh_block_flag()?;
         Ok(done)
     }
 
-    /// Live connections of one client.
+    /// Reservations of handshakes older than [`PENDING_TIMEOUT_NS`]: the
+    /// daemon releases them through the kernel's sweep program.
+    pub fn expired_pending(&self) -> Vec<FlowKey> {
+        let now = monotonic_ns();
+        self.pending
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, p)| now.saturating_sub(p.since_ns) >= PENDING_TIMEOUT_NS)
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// Handshakes in flight holding a slot.
+    pub fn pending_count(&self) -> usize {
+        self.pending.keys().filter(Result::is_ok).count()
+    }
+
+    /// Entries of the connection-count map (clients holding a slot).
+    pub fn conn_clients(&self) -> usize {
+        self.conn_counts.keys().filter(Result::is_ok).count()
+    }
+
+    /// Connection slots of one client: live connections plus admitted
+    /// handshakes in flight.
     pub fn conns(&self, addr: IpAddr) -> Result<u64, MapsError> {
         let key = self.key(addr)?;
         match self.conn_counts.get(&key, 0) {
-            Ok(n) => Ok(n),
+            Ok(n) => Ok(n.slots),
             Err(MapError::KeyNotFound) => Ok(0),
             Err(e) => Err(access(maps::CONN_COUNTS)(e)),
         }
@@ -290,6 +349,7 @@ impl KernelMaps {
         let mut conns: StdHashMap<ClientKey, u64> = self
             .conn_counts
             .iter()
+            .map(|entry| entry.map(|(key, count)| (key, count.slots)))
             .collect::<Result<_, _>>()
             .map_err(access(maps::CONN_COUNTS))?;
         let mut out = Vec::new();
