@@ -1,0 +1,363 @@
+//! No fail-open path, end to end: packet shapes that Linux reassembles or
+//! delivers to a protected socket are sent for real from a client namespace
+//! (raw IP sockets), and what reaches the host — a SYN-ACK, a datagram, an
+//! established socket — is observed there, first without the XDP program
+//! (Linux delivers it: the shape is a real way in) and then with it.
+
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use fraiseql_edge::kernel::KernelMaps;
+use fraiseql_edge_common::Counter;
+use fraiseql_edge_tests::{
+    PinDir,
+    clients::tcp_connect,
+    daemon::{Daemon, EdgeConfig},
+    frames::{ExtHeader, Packet, internet_checksum, tcp_flags},
+    kernel_tests_enabled,
+    netns::NetNs,
+    wait::eventually,
+};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+const IPPROTO_RAW: i32 = 255;
+
+fn pin_dir(name: &str) -> PinDir {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    PinDir::new(name)
+}
+
+fn counter(maps: &KernelMaps, c: Counter) -> u64 {
+    maps.counter(c).expect("reading a counter")
+}
+
+/// A raw socket in the namespace that sends whole IP packets as given
+/// (IPPROTO_RAW: header included; Linux fills in only the IPv4 length and
+/// checksum, never the fragment fields).
+fn raw_sender(ns: &NetNs, domain: Domain) -> Socket {
+    ns.run(|| Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_RAW))))
+        .expect("raw IP socket")
+}
+
+/// A raw TCP socket in the namespace: a copy of every TCP segment it receives.
+fn tcp_sniffer(ns: &NetNs) -> Socket {
+    let s = ns
+        .run(|| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)))
+        .expect("raw TCP socket");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    s
+}
+
+fn send_ip(sock: &Socket, packet: &[u8], dst: IpAddr) {
+    sock.send_to(packet, &SockAddr::from(SocketAddr::new(dst, 0)))
+        .unwrap_or_else(|e| panic!("sending a {}-byte packet: {e}", packet.len()));
+}
+
+/// An IPv4 TCP segment (no options, no payload) with valid checksums.
+fn tcp_segment(src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let sum = internet_checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = ipv4_header(*src.ip(), *dst.ip(), 20, 0);
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// An IPv4 header for `payload` bytes of TCP, with fragment word `frag`.
+fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload: usize, frag: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
+    h[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = 64;
+    h[9] = 6;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    let sum = internet_checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+/// A SYN cut into fragments of 8 bytes of TCP header each: the first one
+/// carries only the ports and the sequence number, not the flags.
+fn fragmented_syn(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<Vec<u8>> {
+    let whole = tcp_segment(src, dst, 7000, 0, tcp_flags::SYN);
+    let tcp = &whole[20..];
+    tcp.chunks(8)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let more = (i + 1) * 8 < tcp.len();
+            let frag = (u16::from(more) << 13) | i as u16;
+            let mut packet = ipv4_header(*src.ip(), *dst.ip(), chunk.len(), frag);
+            packet.extend_from_slice(chunk);
+            packet
+        })
+        .collect()
+}
+
+/// SYN-ACKs from `server` seen by `sniffer` within `wait`: client port →
+/// the server's initial sequence number.
+fn syn_acks(sniffer: &Socket, server: SocketAddrV4, wait: Duration) -> HashMap<u16, u32> {
+    let mut seen = HashMap::new();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let Ok(n) = (&*sniffer).read(&mut buf) else {
+            continue;
+        };
+        let bytes = &buf[..n];
+        let ihl = usize::from(bytes[0] & 0x0f) * 4;
+        if bytes.len() < ihl + 20 || bytes[12..16] != server.ip().octets() {
+            continue;
+        }
+        let tcp = &bytes[ihl..];
+        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let flags = tcp[13];
+        if sport == server.port() && flags & 0x12 == 0x12 {
+            let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            seen.insert(dport, u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
+        }
+    }
+    seen
+}
+
+/// ESTABLISHED sockets on `port` from `client`, read from /proc/net/tcp of
+/// the root namespace (the server side).
+fn established_from(client: Ipv4Addr, port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("{:08X}", u32::from_le_bytes(client.octets()));
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && f[1].ends_with(&format!(":{port:04X}"))
+                && f[2].starts_with(&remote)
+        })
+        .count()
+}
+
+#[test]
+fn fragmented_syn_of_a_blocked_client_does_not_connect() {
+    if !kernel_tests_enabled("fragmented_syn_of_a_blocked_client_does_not_connect") {
+        return;
+    }
+    const PORT: u16 = 18601;
+    let pin = pin_dir("fragsyn");
+    let ns = NetNs::new("frag", 20, 2);
+    let server = SocketAddrV4::new(ns.host_v4(), PORT);
+    let _listener = TcpListener::bind(server).expect("listener");
+    let sender = raw_sender(&ns, Domain::IPV4);
+    let sniffer = tcp_sniffer(&ns);
+    let (a, b) = (ns.client_v4(0), ns.client_v4(1));
+    let send_fragmented = |src: Ipv4Addr, sport: u16| {
+        for fragment in fragmented_syn(SocketAddrV4::new(src, sport), server) {
+            send_ip(&sender, &fragment, IpAddr::V4(*server.ip()));
+        }
+    };
+
+    // Without the program, Linux reassembles the fragments and answers.
+    send_fragmented(a, 33001);
+    let answered = syn_acks(&sniffer, server, Duration::from_secs(2));
+    assert!(
+        answered.contains_key(&33001),
+        "no SYN-ACK to the fragmented SYN without XDP: the test cannot show anything"
+    );
+
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = 0;
+    let _daemon = Daemon::start(&cfg);
+    let mut maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    maps.block(IpAddr::V4(a), Some(600)).expect("block");
+
+    let blocked_before = counter(&maps, Counter::DroppedBlock);
+    send_fragmented(a, 33002);
+    let answered = syn_acks(&sniffer, server, Duration::from_millis(1500));
+    assert!(
+        !answered.contains_key(&33002),
+        "the blocked client's fragmented SYN was answered"
+    );
+    let blocked_drops = counter(&maps, Counter::DroppedBlock) - blocked_before;
+    assert_eq!(
+        blocked_drops, 3,
+        "every fragment of the blocked client dropped"
+    );
+
+    // Not blocked: the first fragment cannot be classified (RFC 1858).
+    let frag_before = counter(&maps, Counter::DroppedFragment);
+    send_fragmented(b, 33003);
+    let answered = syn_acks(&sniffer, server, Duration::from_millis(1500));
+    assert!(!answered.contains_key(&33003));
+    assert!(counter(&maps, Counter::DroppedFragment) > frag_before);
+    // … while its ordinary connections work.
+    tcp_connect(
+        &ns,
+        IpAddr::V4(b),
+        SocketAddr::V4(server),
+        Duration::from_secs(3),
+    )
+    .expect("an unfragmented connection from the unblocked client");
+}
+
+/// A UDP datagram behind nine Destination Options headers: Linux delivers
+/// it; the program's walk cannot classify it, so it is dropped.
+#[test]
+fn long_ipv6_extension_chain_is_delivered_by_linux_and_dropped_by_xdp() {
+    if !kernel_tests_enabled("long_ipv6_extension_chain_is_delivered_by_linux_and_dropped_by_xdp") {
+        return;
+    }
+    const PORT: u16 = 18602;
+    let pin = pin_dir("extchain");
+    let ns = NetNs::new("ext", 21, 1);
+    let server = UdpSocket::bind(SocketAddr::new(IpAddr::V6(ns.host_v6()), PORT)).expect("udp");
+    server
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let sender = raw_sender(&ns, Domain::IPV6);
+    let client: Ipv6Addr = ns.client_v6(0);
+    let datagram = |tag: u8| {
+        let mut packet = Packet::ipv6(client, ns.host_v6())
+            .udp(40000, PORT)
+            .payload(&[tag; 16]);
+        for _ in 0..9 {
+            packet = packet.ext(ExtHeader::DestOpts { len: 0 });
+        }
+        // Without the Ethernet header: the raw socket sends the IP packet.
+        packet.build().bytes[14..].to_vec()
+    };
+    let mut buf = [0u8; 64];
+
+    send_ip(&sender, &datagram(1), IpAddr::V6(ns.host_v6()));
+    let (n, _) = server
+        .recv_from(&mut buf)
+        .expect("Linux delivers a datagram behind nine extension headers");
+    assert_eq!(&buf[..n], &[1u8; 16]);
+
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = 0;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let before = counter(&maps, Counter::DroppedExtHeaders);
+    send_ip(&sender, &datagram(2), IpAddr::V6(ns.host_v6()));
+    assert!(
+        server.recv_from(&mut buf).is_err(),
+        "the datagram behind nine extension headers got through XDP"
+    );
+    assert_eq!(counter(&maps, Counter::DroppedExtHeaders) - before, 1);
+}
+
+/// SYNs sent before any handshake completes (a client behind a long round
+/// trip): each admitted SYN holds a slot, so with `max_conns = K` the server
+/// ends up with K established connections from the client, not one per SYN;
+/// and every count returns to 0 when they close.
+#[test]
+fn connection_cap_holds_when_syns_arrive_before_handshakes_complete() {
+    if !kernel_tests_enabled("connection_cap_holds_when_syns_arrive_before_handshakes_complete") {
+        return;
+    }
+    const PORT: u16 = 18603;
+    const K: usize = 4;
+    const SYNS: u16 = 50;
+    let pin = pin_dir("synburst");
+    let ns = NetNs::new("synb", 22, 1);
+    let server = SocketAddrV4::new(ns.host_v4(), PORT);
+    // Never accepts: established connections wait in the accept queue.
+    let _listener = TcpListener::bind(server).expect("listener");
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = K as u32;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+
+    // The client's kernel has no socket for these connections: keep it
+    // from resetting them when the SYN-ACKs arrive.
+    let nft = |args: &str| {
+        let status = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "nft"])
+            .args(args.split(' '))
+            .status()
+            .expect("nft");
+        assert!(status.success(), "nft {args}");
+    };
+    nft("add table ip fe_rst");
+    nft("add chain ip fe_rst out { type filter hook output priority 0 ; }");
+    nft("add rule ip fe_rst out tcp flags rst drop");
+
+    let sender = raw_sender(&ns, Domain::IPV4);
+    let sniffer = tcp_sniffer(&ns);
+    let client = ns.client_v4(0);
+    let isn = 5000u32;
+    let dropped_before = counter(&maps, Counter::DroppedConn);
+    for i in 0..SYNS {
+        let src = SocketAddrV4::new(client, 34000 + i);
+        send_ip(
+            &sender,
+            &tcp_segment(src, server, isn, 0, tcp_flags::SYN),
+            IpAddr::V4(*server.ip()),
+        );
+    }
+    let answered = syn_acks(&sniffer, server, Duration::from_secs(2));
+    assert_eq!(answered.len(), K, "SYN-ACKs: {answered:?}");
+    assert_eq!(
+        counter(&maps, Counter::DroppedConn) - dropped_before,
+        u64::from(SYNS) - K as u64
+    );
+    // Now complete every handshake that was answered.
+    for (sport, server_isn) in &answered {
+        let src = SocketAddrV4::new(client, *sport);
+        let ack = tcp_segment(src, server, isn + 1, server_isn + 1, tcp_flags::ACK);
+        send_ip(&sender, &ack, IpAddr::V4(*server.ip()));
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || established_from(client, PORT)
+            == K),
+        "established from the client: {}, expected {K}",
+        established_from(client, PORT)
+    );
+    let key = IpAddr::V4(client);
+    assert_eq!(maps.conns(key).unwrap(), K as u64);
+    assert_eq!(
+        maps.pending_count(),
+        0,
+        "every reservation became a connection"
+    );
+
+    // Close them all (RSTs from the client) and every count goes back to 0.
+    nft("delete table ip fe_rst");
+    for sport in answered.keys() {
+        let src = SocketAddrV4::new(client, *sport);
+        let rst = tcp_segment(src, server, isn + 1, 0, tcp_flags::RST);
+        send_ip(&sender, &rst, IpAddr::V4(*server.ip()));
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || maps.conns(key).unwrap() == 0),
+        "conns after close: {}",
+        maps.conns(key).unwrap()
+    );
+    assert_eq!(established_from(client, PORT), 0);
+    assert_eq!(maps.conn_clients(), 0, "the count map is empty");
+}
