@@ -361,3 +361,110 @@ fn connection_cap_holds_when_syns_arrive_before_handshakes_complete() {
     assert_eq!(established_from(client, PORT), 0);
     assert_eq!(maps.conn_clients(), 0, "the count map is empty");
 }
+
+/// Thousands of connections from several clients, opened and closed on
+/// both CPUs at once, some closed by the server first and some by the
+/// client: afterwards every count is 0, the count map is empty, nothing was
+/// refused or lost, and no client is locked out.
+#[test]
+fn connection_counts_return_to_zero_after_concurrent_churn() {
+    if !kernel_tests_enabled("connection_counts_return_to_zero_after_concurrent_churn") {
+        return;
+    }
+    const PORT: u16 = 18604;
+    const CLIENTS: u8 = 4;
+    const THREADS_PER_CLIENT: usize = 2;
+    const ROUNDS: usize = 400;
+    const K: u32 = 16;
+    let pin = pin_dir("churn");
+    let ns = NetNs::new("churn", 23, CLIENTS);
+    let dst = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
+    let listener = TcpListener::bind(dst).expect("listener");
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = K;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let opened_before = counter(&maps, Counter::ConnOpened);
+    let closed_before = counter(&maps, Counter::ConnClosed);
+
+    // The server closes every second connection first; the others are
+    // closed by the client first (the server closes them a few
+    // connections later, at most 8 at a time: below the cap).
+    let server = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { break };
+            if i % 2 == 0 {
+                drop(stream);
+            } else {
+                kept.push(stream);
+                if kept.len() >= 8 {
+                    kept.clear();
+                }
+            }
+            if i + 1 == usize::from(CLIENTS) * THREADS_PER_CLIENT * ROUNDS {
+                break;
+            }
+        }
+    });
+    let workers: Vec<_> = (0..CLIENTS)
+        .flat_map(|c| (0..THREADS_PER_CLIENT).map(move |t| (c, t)))
+        .map(|(c, t)| {
+            let src = ns.client(c);
+            ns.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(t % 2).expect("cpu");
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                let mut failures = 0;
+                for _ in 0..ROUNDS {
+                    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+                        .expect("socket");
+                    socket.bind(&SocketAddr::new(src, 0).into()).expect("bind");
+                    if socket
+                        .connect_timeout(&dst.into(), Duration::from_secs(3))
+                        .is_err()
+                    {
+                        failures += 1;
+                        // The server waits for this many connections.
+                        break;
+                    }
+                    // Dropped here: the client closes (or answers the
+                    // server's FIN).
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    assert_eq!(failures, 0, "connections refused during the churn");
+    server.join().expect("server");
+
+    let total = u64::from(CLIENTS) * (THREADS_PER_CLIENT * ROUNDS) as u64;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            counter(&maps, Counter::ConnClosed) - closed_before == total
+        }),
+        "closed {} of {total}",
+        counter(&maps, Counter::ConnClosed) - closed_before
+    );
+    assert_eq!(counter(&maps, Counter::ConnOpened) - opened_before, total);
+    assert_eq!(counter(&maps, Counter::ConnCountErrors), 0);
+    for c in 0..CLIENTS {
+        assert_eq!(maps.conns(ns.client(c)).unwrap(), 0, "client {c}");
+    }
+    assert_eq!(maps.conn_clients(), 0, "the count map is empty");
+    assert_eq!(maps.pending_count(), 0, "no reservation left behind");
+
+    // Nobody is locked out: each client can hold its K connections again.
+    let _listener = TcpListener::bind(dst).expect("listener again");
+    for c in 0..CLIENTS {
+        let held: Vec<_> = (0..K)
+            .map(|_| {
+                tcp_connect(&ns, ns.client(c), dst, Duration::from_secs(3))
+                    .unwrap_or_else(|e| panic!("client {c} locked out: {e}"))
+            })
+            .collect();
+        assert_eq!(held.len(), K as usize);
+    }
+}
