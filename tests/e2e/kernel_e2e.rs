@@ -517,6 +517,12 @@ fn require_ebpf_refuses_and_default_degrades_without_bpffs() {
 
 /// `ebpf_debug_log = true`: the programs' aya-log records reach the
 /// daemon's log (off by default: see the rate test).
+///
+/// The daemon logs JSON lines, and a record only counts when it is one the
+/// forwarder wrote for the XDP program: logged under `fraiseql_edge::ebpf`,
+/// with the eBPF program's own module path and level, and the program's
+/// exact message for this test's port. A daemon-side line (the sampled drop
+/// events also carry the port) can never match.
 #[test]
 fn ebpf_debug_log_reaches_the_daemon_log() {
     if !kernel_tests_enabled("ebpf_debug_log_reaches_the_daemon_log") {
@@ -529,12 +535,39 @@ fn ebpf_debug_log_reaches_the_daemon_log() {
     let _server = UdpCounter::bind(&[dst]);
     let cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
     // No overrides: the key still lands in the [kernel] table.
-    let mut daemon = Daemon::spawn(&format!("{}ebpf_debug_log = true\n", cfg.to_toml()), &[]);
+    let toml = format!("{}ebpf_debug_log = true\n", cfg.to_toml());
+    let mut daemon = Daemon::spawn(&toml, &["--log-json"]);
     daemon.wait_ready();
-    flood_for(&ns, ns.client(0), dst, 100, Duration::from_millis(500));
+    let client = ns.client(0);
+
+    flood_for(&ns, client, dst, 100, Duration::from_millis(500));
+    let new_client = format!("new client, port {PORT}");
     assert!(
-        daemon.wait_for_log(&format!("new client, port {PORT}"), Duration::from_secs(5)),
-        "no debug record from the XDP program; log:\n{}",
+        daemon.wait_for_record(|r| from_xdp_program(r, &new_client), Duration::from_secs(5)),
+        "no `{new_client}` record from the XDP program; log:\n{}",
+        daemon.log()
+    );
+
+    // The first drop of a blocked client is sampled, and logged.
+    open_maps(&pin).block(client, None).expect("blocking");
+    flood_for(&ns, client, dst, 100, Duration::from_millis(500));
+    let blocked = format!("blocked client dropped, port {PORT}");
+    assert!(
+        daemon.wait_for_record(|r| from_xdp_program(r, &blocked), Duration::from_secs(5)),
+        "no `{blocked}` record from the XDP program; log:\n{}",
         daemon.log()
     );
 }
+
+/// A forwarded aya-log record of the XDP program with exactly `message`.
+fn from_xdp_program(record: &serde_json::Value, message: &str) -> bool {
+    let fields = &record["fields"];
+    record["target"] == "fraiseql_edge::ebpf"
+        && fields["program"] == EBPF_MODULE
+        && fields["level"] == "DEBUG"
+        && fields["message"] == message
+}
+
+/// The module path aya-log records carry: the XDP program's binary crate
+/// (`fraiseql-edge-xdp` in `ebpf/fraiseql-edge-ebpf`).
+const EBPF_MODULE: &str = "fraiseql_edge_xdp";
