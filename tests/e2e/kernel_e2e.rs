@@ -116,21 +116,24 @@ fn block_with_ttl_stops_one_client_then_expires() {
     }
     const PORT: u16 = 18201;
     const TTL: u64 = 3;
+    const RATE: u64 = 300;
+    const BURST: u64 = 150;
     let pin = pin_dir("block");
     let ns = NetNs::new("block", 2, 2);
     let server = UdpCounter::bind(&[SocketAddr::new(ns.host_v4().into(), PORT)]);
     let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 1000;
-    cfg.burst = 1000;
+    cfg.rate = RATE;
+    cfg.burst = BURST;
     let _daemon = Daemon::start(&cfg);
     let mut maps = open_maps(&pin);
 
     let (blocked, other) = (ns.client(0), ns.client(1));
     let dst = SocketAddr::new(ns.host_v4().into(), PORT);
-    let floods = [
-        Flood::start(&ns, blocked, dst, 200),
-        Flood::start(&ns, other, dst, 200),
-    ];
+    // The client to block stays within the limit, so only the block can
+    // stop its packets. The other floods at ten times the limit, so what
+    // it gets through while the block is in force is exactly its limit.
+    let blocked_flood = Flood::start(&ns, blocked, dst, RATE / 2);
+    let other_flood = Flood::start(&ns, other, dst, 10 * RATE);
     assert!(
         eventually(Duration::from_secs(5), || server.received(blocked) > 20
             && server.received(other) > 20),
@@ -150,18 +153,34 @@ fn block_with_ttl_stops_one_client_then_expires() {
 
     // Within 1 s the blocked client's packets stop; check the following second.
     std::thread::sleep(Duration::from_secs(1).saturating_sub(t0.elapsed()));
-    let (b1, o1) = (server.received(blocked), server.received(other));
+    let b1 = server.received(blocked);
     std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
-    let (b2, o2) = (server.received(blocked), server.received(other));
+    let b2 = server.received(blocked);
     let dropped_block = counter(&maps, Counter::DroppedBlock) - dropped_before;
+    let other_report = other_flood.stop();
+    let other_received = settled(Duration::from_secs(3), || server.received(other));
+    let other_secs = other_report.duration.as_secs_f64();
+    let other_expected = BURST as f64 + RATE as f64 * other_secs;
     println!(
-        "block: t0+1s..t0+2s blocked client +{}, other +{}; dropped_block +{dropped_block}",
+        "block: t0+1s..t0+2s blocked client +{}; dropped_block +{dropped_block}; other client \
+         sent {} in {other_secs:.3} s (the block in force for the last 2 s), received \
+         {other_received}, expected {other_expected:.0} (burst {BURST} + {RATE} pps × \
+         {other_secs:.3} s)",
         b2 - b1,
-        o2 - o1
+        other_report.sent
     );
     assert_eq!(b2, b1, "a blocked client's packets still arrive");
-    assert!(o2 - o1 > 50, "the other client's packets stopped too");
     assert!(dropped_block > 100, "dropped_block grew by {dropped_block}");
+    assert!(
+        other_report.sent as f64 > 3.0 * other_expected,
+        "the other client's flood ({} packets) was not well above its limit",
+        other_report.sent
+    );
+    assert!(
+        within(other_received as f64, other_expected, 0.10),
+        "the other client received {other_received}, expected its limit {other_expected:.0} \
+         ± 10 %: a block changed another client's enforcement"
+    );
 
     // After the TTL the client's packets arrive again, and the daemon
     // deletes the expired entry (it sweeps once a second).
@@ -184,9 +203,7 @@ fn block_with_ttl_stops_one_client_then_expires() {
         "the expired block is still listed: {:?}",
         maps.blocks()
     );
-    for f in floods {
-        f.stop();
-    }
+    blocked_flood.stop();
 }
 
 #[test]
