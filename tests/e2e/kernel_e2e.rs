@@ -387,6 +387,24 @@ fn measure(
     (r1 - r0, t0.elapsed().as_secs_f64(), d1 - d0)
 }
 
+/// A tracked client's (passed, dropped).
+fn figures(maps: &KernelMaps, client: IpAddr) -> (u64, u64) {
+    let info = maps
+        .client(client)
+        .expect("reading the client map")
+        .unwrap_or_else(|| panic!("{client} is not tracked"));
+    (info.passed, info.dropped)
+}
+
+/// SIGKILL, then a new daemon with the same configuration. While no daemon
+/// runs the pinned programs keep enforcing and the pinned tracker keeps
+/// counting; the new daemon adopts the link and the maps as they are — read
+/// back through handles opened afresh from the pins.
+///
+/// Four clients: `flooder` floods UDP throughout; `holder` keeps two TCP
+/// connections open; `quiet` sends one burst, then nothing, so its figures
+/// must come through the restart unchanged; `closer` (its own cap: one
+/// connection) closes its connection while no daemon runs.
 #[test]
 fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     if !kernel_tests_enabled("enforcement_survives_sigkill_and_restart_adopts_pins") {
@@ -395,23 +413,27 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     const UDP_PORT: u16 = 18501;
     const TCP_PORT: u16 = 18502;
     const RATE: u64 = 200;
+    const BURST: u64 = 100;
     let pin = pin_dir("restart");
-    let ns = NetNs::new("rst", 5, 2);
+    let ns = NetNs::new("rst", 5, 4);
+    let (flooder, holder_client, quiet, closer) =
+        (ns.client(0), ns.client(1), ns.client(2), ns.client(3));
     let udp_dst = SocketAddr::new(ns.host_v4().into(), UDP_PORT);
     let tcp_dst = SocketAddr::new(ns.host_v4().into(), TCP_PORT);
     let server = UdpCounter::bind(&[udp_dst]);
     let holder = TcpHolder::bind(tcp_dst);
     let mut cfg = EdgeConfig::new(ns.host_if(), &[UDP_PORT, TCP_PORT], &pin.0);
     cfg.rate = RATE;
-    cfg.burst = 100;
+    cfg.burst = BURST;
     cfg.max_conns = 10;
+    // Were the close of `closer`'s one connection missed, it would be locked out.
+    cfg.overrides = vec![Override::limit(format!("{closer}/32"), RATE, BURST).with_max_conns(1)];
     let mut first = Daemon::start(&cfg);
     let maps = open_maps(&pin);
     let link_pin = pin.0.join(xdp_link_name(ns.host_if()));
     let (link_id, prog_before) = pinned_link(&link_pin);
     assert_eq!(xdp_prog_ids(ns.host_if()), vec![prog_before]);
 
-    let (flooder, holder_client) = (ns.client(0), ns.client(1));
     let _tcp: Vec<_> = (0..2)
         .map(|_| tcp_connect(&ns, holder_client, tcp_dst, Duration::from_secs(3)).expect("connect"))
         .collect();
@@ -423,6 +445,30 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         .open(holder_client)
         == 2));
 
+    let closer_conn =
+        tcp_connect(&ns, closer, tcp_dst, Duration::from_secs(3)).expect("`closer` connects");
+    assert!(
+        eventually(Duration::from_secs(3), || conns(&maps, closer) == 1),
+        "conns({closer}) = {}, expected 1",
+        conns(&maps, closer)
+    );
+    let refused = tcp_connect(&ns, closer, tcp_dst, Duration::from_millis(1500))
+        .expect_err("`closer` got a second connection: its cap of 1 is not in force");
+    assert_eq!(refused.kind(), std::io::ErrorKind::TimedOut, "{refused}");
+
+    // `quiet`: one burst above its limit, then silence.
+    let quiet_report = flood_for(&ns, quiet, udp_dst, 10 * RATE, Duration::from_millis(500));
+    settled(Duration::from_secs(3), || server.received(quiet));
+    let quiet_before = figures(&maps, quiet);
+    println!(
+        "restart: quiet client sent {}, kernel passed/dropped {quiet_before:?}",
+        quiet_report.sent
+    );
+    assert!(
+        quiet_before.0 > 0 && quiet_before.1 > 0,
+        "the quiet client should have passed and dropped packets: {quiet_before:?}"
+    );
+
     let flood = Flood::start(&ns, flooder, udp_dst, 3000);
     assert!(eventually(Duration::from_secs(5), || server
         .received(flooder)
@@ -430,6 +476,7 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     std::thread::sleep(Duration::from_secs(1)); // the burst is spent
 
     // SIGKILL: nothing in the daemon runs; the pinned links keep enforcing.
+    let flooder_before = figures(&maps, flooder);
     first.kill();
     let sent_before = flood.sent();
     let (received, secs, dropped) = measure(&server, &maps, flooder, Duration::from_secs(2));
@@ -450,6 +497,26 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         "connection count after SIGKILL"
     );
     assert_eq!(xdp_prog_ids(ns.host_if()), vec![prog_before]);
+
+    // With no daemon running, `closer` closes its connection: the pinned
+    // tracker still sees the socket reach CLOSE and uncounts it.
+    let closed_before = counter(&maps, Counter::ConnClosed);
+    drop(closer_conn);
+    assert!(
+        eventually(Duration::from_secs(5), || conns(&maps, closer) == 0),
+        "conns({closer}) = {} after a close with no daemon running",
+        conns(&maps, closer)
+    );
+    assert!(eventually(Duration::from_secs(3), || holder.open(closer) == 0));
+    assert!(eventually(Duration::from_secs(3), || counter(
+        &maps,
+        Counter::ConnClosed
+    ) > closed_before));
+    assert_eq!(
+        counter(&maps, Counter::ConnClosed) - closed_before,
+        1,
+        "conn_closed while no daemon ran"
+    );
 
     // Restart with the same configuration: the pinned link is adopted.
     let mut second = Daemon::start(&cfg);
@@ -484,11 +551,39 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         vec![link_id],
         "one XDP link runs the program"
     );
+
+    // What the new daemon left pinned, through handles opened afresh.
+    drop(maps);
+    let maps = open_maps(&pin);
+    let (quiet_after, flooder_after) = (figures(&maps, quiet), figures(&maps, flooder));
+    println!(
+        "restart: after adoption quiet {quiet_before:?} → {quiet_after:?}, flooder \
+         {flooder_before:?} → {flooder_after:?} (passed, dropped); conns holder {}, closer {}",
+        conns(&maps, holder_client),
+        conns(&maps, closer)
+    );
+    assert_eq!(
+        quiet_after, quiet_before,
+        "the quiet client's passed/dropped changed across the restart"
+    );
+    assert!(
+        flooder_after.0 >= flooder_before.0 && flooder_after.1 > flooder_before.1,
+        "the flooder's passed/dropped went from {flooder_before:?} to {flooder_after:?}"
+    );
     assert_eq!(
         conns(&maps, holder_client),
         2,
         "connection count after restart"
     );
+    assert_eq!(
+        conns(&maps, closer),
+        0,
+        "a connection closed while no daemon ran is counted again"
+    );
+    // Not locked out: `closer` gets its one connection.
+    let _again = tcp_connect(&ns, closer, tcp_dst, Duration::from_secs(3))
+        .expect("`closer` is locked out after the restart");
+    assert!(eventually(Duration::from_secs(3), || conns(&maps, closer) == 1));
 
     let (received, secs, dropped) = measure(&server, &maps, flooder, Duration::from_secs(2));
     println!("restart: after restart, in {secs:.2} s received {received}, dropped_rate +{dropped}");

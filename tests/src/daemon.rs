@@ -90,6 +90,8 @@ pub struct Override {
     pub action: &'static str,
     /// `limit` only: packets per second and burst.
     pub rate_burst: Option<(u64, u64)>,
+    /// `limit` only: live connections.
+    pub max_conns: Option<u32>,
 }
 
 impl Override {
@@ -99,6 +101,7 @@ impl Override {
             cidr: cidr.into(),
             action: "allow",
             rate_burst: None,
+            max_conns: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl Override {
             cidr: cidr.into(),
             action: "deny",
             rate_burst: None,
+            max_conns: None,
         }
     }
 
@@ -117,7 +121,15 @@ impl Override {
             cidr: cidr.into(),
             action: "limit",
             rate_burst: Some((rate, burst)),
+            max_conns: None,
         }
+    }
+
+    /// A `limit` override's own connection cap.
+    pub fn with_max_conns(mut self, max_conns: u32) -> Self {
+        assert_eq!(self.action, "limit", "max_conns only applies to `limit`");
+        self.max_conns = Some(max_conns);
+        self
     }
 }
 
@@ -174,6 +186,9 @@ impl EdgeConfig {
             );
             if let Some((rate, burst)) = o.rate_burst {
                 s += &format!("rate = {rate}\nburst = {burst}\n");
+            }
+            if let Some(max_conns) = o.max_conns {
+                s += &format!("max_conns = {max_conns}\n");
             }
         }
         s
