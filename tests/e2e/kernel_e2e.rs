@@ -29,21 +29,21 @@ use fraiseql_edge_tests::{
 
 /// `PinDir::new` may mount bpffs; two tests mounting it at once would stack
 /// two bpffs instances. One at a time.
-fn pin_dir(name: &str) -> PinDir {
+pub(crate) fn pin_dir(name: &str) -> PinDir {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     PinDir::new(name)
 }
 
-fn open_maps(pin: &PinDir) -> KernelMaps {
+pub(crate) fn open_maps(pin: &PinDir) -> KernelMaps {
     KernelMaps::open_pinned(&pin.0).expect("opening the daemon's pinned maps")
 }
 
-fn counter(maps: &KernelMaps, c: Counter) -> u64 {
+pub(crate) fn counter(maps: &KernelMaps, c: Counter) -> u64 {
     maps.counter(c).expect("reading a counter")
 }
 
-fn conns(maps: &KernelMaps, ip: IpAddr) -> u64 {
+pub(crate) fn conns(maps: &KernelMaps, ip: IpAddr) -> u64 {
     maps.conns(ip).expect("reading a connection count")
 }
 
