@@ -29,21 +29,21 @@ use fraiseql_edge_tests::{
 
 /// `PinDir::new` may mount bpffs; two tests mounting it at once would stack
 /// two bpffs instances. One at a time.
-fn pin_dir(name: &str) -> PinDir {
+pub(crate) fn pin_dir(name: &str) -> PinDir {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     PinDir::new(name)
 }
 
-fn open_maps(pin: &PinDir) -> KernelMaps {
+pub(crate) fn open_maps(pin: &PinDir) -> KernelMaps {
     KernelMaps::open_pinned(&pin.0).expect("opening the daemon's pinned maps")
 }
 
-fn counter(maps: &KernelMaps, c: Counter) -> u64 {
+pub(crate) fn counter(maps: &KernelMaps, c: Counter) -> u64 {
     maps.counter(c).expect("reading a counter")
 }
 
-fn conns(maps: &KernelMaps, ip: IpAddr) -> u64 {
+pub(crate) fn conns(maps: &KernelMaps, ip: IpAddr) -> u64 {
     maps.conns(ip).expect("reading a connection count")
 }
 
@@ -116,21 +116,24 @@ fn block_with_ttl_stops_one_client_then_expires() {
     }
     const PORT: u16 = 18201;
     const TTL: u64 = 3;
+    const RATE: u64 = 300;
+    const BURST: u64 = 150;
     let pin = pin_dir("block");
     let ns = NetNs::new("block", 2, 2);
     let server = UdpCounter::bind(&[SocketAddr::new(ns.host_v4().into(), PORT)]);
     let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 1000;
-    cfg.burst = 1000;
+    cfg.rate = RATE;
+    cfg.burst = BURST;
     let _daemon = Daemon::start(&cfg);
     let mut maps = open_maps(&pin);
 
     let (blocked, other) = (ns.client(0), ns.client(1));
     let dst = SocketAddr::new(ns.host_v4().into(), PORT);
-    let floods = [
-        Flood::start(&ns, blocked, dst, 200),
-        Flood::start(&ns, other, dst, 200),
-    ];
+    // The client to block stays within the limit, so only the block can
+    // stop its packets. The other floods at ten times the limit, so what
+    // it gets through while the block is in force is exactly its limit.
+    let blocked_flood = Flood::start(&ns, blocked, dst, RATE / 2);
+    let other_flood = Flood::start(&ns, other, dst, 10 * RATE);
     assert!(
         eventually(Duration::from_secs(5), || server.received(blocked) > 20
             && server.received(other) > 20),
@@ -150,18 +153,34 @@ fn block_with_ttl_stops_one_client_then_expires() {
 
     // Within 1 s the blocked client's packets stop; check the following second.
     std::thread::sleep(Duration::from_secs(1).saturating_sub(t0.elapsed()));
-    let (b1, o1) = (server.received(blocked), server.received(other));
+    let b1 = server.received(blocked);
     std::thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
-    let (b2, o2) = (server.received(blocked), server.received(other));
+    let b2 = server.received(blocked);
     let dropped_block = counter(&maps, Counter::DroppedBlock) - dropped_before;
+    let other_report = other_flood.stop();
+    let other_received = settled(Duration::from_secs(3), || server.received(other));
+    let other_secs = other_report.duration.as_secs_f64();
+    let other_expected = BURST as f64 + RATE as f64 * other_secs;
     println!(
-        "block: t0+1s..t0+2s blocked client +{}, other +{}; dropped_block +{dropped_block}",
+        "block: t0+1s..t0+2s blocked client +{}; dropped_block +{dropped_block}; other client \
+         sent {} in {other_secs:.3} s (the block in force for the last 2 s), received \
+         {other_received}, expected {other_expected:.0} (burst {BURST} + {RATE} pps × \
+         {other_secs:.3} s)",
         b2 - b1,
-        o2 - o1
+        other_report.sent
     );
     assert_eq!(b2, b1, "a blocked client's packets still arrive");
-    assert!(o2 - o1 > 50, "the other client's packets stopped too");
     assert!(dropped_block > 100, "dropped_block grew by {dropped_block}");
+    assert!(
+        other_report.sent as f64 > 3.0 * other_expected,
+        "the other client's flood ({} packets) was not well above its limit",
+        other_report.sent
+    );
+    assert!(
+        within(other_received as f64, other_expected, 0.10),
+        "the other client received {other_received}, expected its limit {other_expected:.0} \
+         ± 10 %: a block changed another client's enforcement"
+    );
 
     // After the TTL the client's packets arrive again, and the daemon
     // deletes the expired entry (it sweeps once a second).
@@ -184,9 +203,7 @@ fn block_with_ttl_stops_one_client_then_expires() {
         "the expired block is still listed: {:?}",
         maps.blocks()
     );
-    for f in floods {
-        f.stop();
-    }
+    blocked_flood.stop();
 }
 
 #[test]
@@ -370,6 +387,24 @@ fn measure(
     (r1 - r0, t0.elapsed().as_secs_f64(), d1 - d0)
 }
 
+/// A tracked client's (passed, dropped).
+fn figures(maps: &KernelMaps, client: IpAddr) -> (u64, u64) {
+    let info = maps
+        .client(client)
+        .expect("reading the client map")
+        .unwrap_or_else(|| panic!("{client} is not tracked"));
+    (info.passed, info.dropped)
+}
+
+/// SIGKILL, then a new daemon with the same configuration. While no daemon
+/// runs the pinned programs keep enforcing and the pinned tracker keeps
+/// counting; the new daemon adopts the link and the maps as they are — read
+/// back through handles opened afresh from the pins.
+///
+/// Four clients: `flooder` floods UDP throughout; `holder` keeps two TCP
+/// connections open; `quiet` sends one burst, then nothing, so its figures
+/// must come through the restart unchanged; `closer` (its own cap: one
+/// connection) closes its connection while no daemon runs.
 #[test]
 fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     if !kernel_tests_enabled("enforcement_survives_sigkill_and_restart_adopts_pins") {
@@ -378,23 +413,27 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     const UDP_PORT: u16 = 18501;
     const TCP_PORT: u16 = 18502;
     const RATE: u64 = 200;
+    const BURST: u64 = 100;
     let pin = pin_dir("restart");
-    let ns = NetNs::new("rst", 5, 2);
+    let ns = NetNs::new("rst", 5, 4);
+    let (flooder, holder_client, quiet, closer) =
+        (ns.client(0), ns.client(1), ns.client(2), ns.client(3));
     let udp_dst = SocketAddr::new(ns.host_v4().into(), UDP_PORT);
     let tcp_dst = SocketAddr::new(ns.host_v4().into(), TCP_PORT);
     let server = UdpCounter::bind(&[udp_dst]);
     let holder = TcpHolder::bind(tcp_dst);
     let mut cfg = EdgeConfig::new(ns.host_if(), &[UDP_PORT, TCP_PORT], &pin.0);
     cfg.rate = RATE;
-    cfg.burst = 100;
+    cfg.burst = BURST;
     cfg.max_conns = 10;
+    // Were the close of `closer`'s one connection missed, it would be locked out.
+    cfg.overrides = vec![Override::limit(format!("{closer}/32"), RATE, BURST).with_max_conns(1)];
     let mut first = Daemon::start(&cfg);
     let maps = open_maps(&pin);
     let link_pin = pin.0.join(xdp_link_name(ns.host_if()));
     let (link_id, prog_before) = pinned_link(&link_pin);
     assert_eq!(xdp_prog_ids(ns.host_if()), vec![prog_before]);
 
-    let (flooder, holder_client) = (ns.client(0), ns.client(1));
     let _tcp: Vec<_> = (0..2)
         .map(|_| tcp_connect(&ns, holder_client, tcp_dst, Duration::from_secs(3)).expect("connect"))
         .collect();
@@ -406,6 +445,30 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         .open(holder_client)
         == 2));
 
+    let closer_conn =
+        tcp_connect(&ns, closer, tcp_dst, Duration::from_secs(3)).expect("`closer` connects");
+    assert!(
+        eventually(Duration::from_secs(3), || conns(&maps, closer) == 1),
+        "conns({closer}) = {}, expected 1",
+        conns(&maps, closer)
+    );
+    let refused = tcp_connect(&ns, closer, tcp_dst, Duration::from_millis(1500))
+        .expect_err("`closer` got a second connection: its cap of 1 is not in force");
+    assert_eq!(refused.kind(), std::io::ErrorKind::TimedOut, "{refused}");
+
+    // `quiet`: one burst above its limit, then silence.
+    let quiet_report = flood_for(&ns, quiet, udp_dst, 10 * RATE, Duration::from_millis(500));
+    settled(Duration::from_secs(3), || server.received(quiet));
+    let quiet_before = figures(&maps, quiet);
+    println!(
+        "restart: quiet client sent {}, kernel passed/dropped {quiet_before:?}",
+        quiet_report.sent
+    );
+    assert!(
+        quiet_before.0 > 0 && quiet_before.1 > 0,
+        "the quiet client should have passed and dropped packets: {quiet_before:?}"
+    );
+
     let flood = Flood::start(&ns, flooder, udp_dst, 3000);
     assert!(eventually(Duration::from_secs(5), || server
         .received(flooder)
@@ -413,6 +476,7 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
     std::thread::sleep(Duration::from_secs(1)); // the burst is spent
 
     // SIGKILL: nothing in the daemon runs; the pinned links keep enforcing.
+    let flooder_before = figures(&maps, flooder);
     first.kill();
     let sent_before = flood.sent();
     let (received, secs, dropped) = measure(&server, &maps, flooder, Duration::from_secs(2));
@@ -433,6 +497,26 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         "connection count after SIGKILL"
     );
     assert_eq!(xdp_prog_ids(ns.host_if()), vec![prog_before]);
+
+    // With no daemon running, `closer` closes its connection: the pinned
+    // tracker still sees the socket reach CLOSE and uncounts it.
+    let closed_before = counter(&maps, Counter::ConnClosed);
+    drop(closer_conn);
+    assert!(
+        eventually(Duration::from_secs(5), || conns(&maps, closer) == 0),
+        "conns({closer}) = {} after a close with no daemon running",
+        conns(&maps, closer)
+    );
+    assert!(eventually(Duration::from_secs(3), || holder.open(closer) == 0));
+    assert!(eventually(Duration::from_secs(3), || counter(
+        &maps,
+        Counter::ConnClosed
+    ) > closed_before));
+    assert_eq!(
+        counter(&maps, Counter::ConnClosed) - closed_before,
+        1,
+        "conn_closed while no daemon ran"
+    );
 
     // Restart with the same configuration: the pinned link is adopted.
     let mut second = Daemon::start(&cfg);
@@ -467,11 +551,39 @@ fn enforcement_survives_sigkill_and_restart_adopts_pins() {
         vec![link_id],
         "one XDP link runs the program"
     );
+
+    // What the new daemon left pinned, through handles opened afresh.
+    drop(maps);
+    let maps = open_maps(&pin);
+    let (quiet_after, flooder_after) = (figures(&maps, quiet), figures(&maps, flooder));
+    println!(
+        "restart: after adoption quiet {quiet_before:?} → {quiet_after:?}, flooder \
+         {flooder_before:?} → {flooder_after:?} (passed, dropped); conns holder {}, closer {}",
+        conns(&maps, holder_client),
+        conns(&maps, closer)
+    );
+    assert_eq!(
+        quiet_after, quiet_before,
+        "the quiet client's passed/dropped changed across the restart"
+    );
+    assert!(
+        flooder_after.0 >= flooder_before.0 && flooder_after.1 > flooder_before.1,
+        "the flooder's passed/dropped went from {flooder_before:?} to {flooder_after:?}"
+    );
     assert_eq!(
         conns(&maps, holder_client),
         2,
         "connection count after restart"
     );
+    assert_eq!(
+        conns(&maps, closer),
+        0,
+        "a connection closed while no daemon ran is counted again"
+    );
+    // Not locked out: `closer` gets its one connection.
+    let _again = tcp_connect(&ns, closer, tcp_dst, Duration::from_secs(3))
+        .expect("`closer` is locked out after the restart");
+    assert!(eventually(Duration::from_secs(3), || conns(&maps, closer) == 1));
 
     let (received, secs, dropped) = measure(&server, &maps, flooder, Duration::from_secs(2));
     println!("restart: after restart, in {secs:.2} s received {received}, dropped_rate +{dropped}");
@@ -517,6 +629,12 @@ fn require_ebpf_refuses_and_default_degrades_without_bpffs() {
 
 /// `ebpf_debug_log = true`: the programs' aya-log records reach the
 /// daemon's log (off by default: see the rate test).
+///
+/// The daemon logs JSON lines, and a record only counts when it is one the
+/// forwarder wrote for the XDP program: logged under `fraiseql_edge::ebpf`,
+/// with the eBPF program's own module path and level, and the program's
+/// exact message for this test's port. A daemon-side line (the sampled drop
+/// events also carry the port) can never match.
 #[test]
 fn ebpf_debug_log_reaches_the_daemon_log() {
     if !kernel_tests_enabled("ebpf_debug_log_reaches_the_daemon_log") {
@@ -529,12 +647,39 @@ fn ebpf_debug_log_reaches_the_daemon_log() {
     let _server = UdpCounter::bind(&[dst]);
     let cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
     // No overrides: the key still lands in the [kernel] table.
-    let mut daemon = Daemon::spawn(&format!("{}ebpf_debug_log = true\n", cfg.to_toml()), &[]);
+    let toml = format!("{}ebpf_debug_log = true\n", cfg.to_toml());
+    let mut daemon = Daemon::spawn(&toml, &["--log-json"]);
     daemon.wait_ready();
-    flood_for(&ns, ns.client(0), dst, 100, Duration::from_millis(500));
+    let client = ns.client(0);
+
+    flood_for(&ns, client, dst, 100, Duration::from_millis(500));
+    let new_client = format!("new client, port {PORT}");
     assert!(
-        daemon.wait_for_log(&format!("new client, port {PORT}"), Duration::from_secs(5)),
-        "no debug record from the XDP program; log:\n{}",
+        daemon.wait_for_record(|r| from_xdp_program(r, &new_client), Duration::from_secs(5)),
+        "no `{new_client}` record from the XDP program; log:\n{}",
+        daemon.log()
+    );
+
+    // The first drop of a blocked client is sampled, and logged.
+    open_maps(&pin).block(client, None).expect("blocking");
+    flood_for(&ns, client, dst, 100, Duration::from_millis(500));
+    let blocked = format!("blocked client dropped, port {PORT}");
+    assert!(
+        daemon.wait_for_record(|r| from_xdp_program(r, &blocked), Duration::from_secs(5)),
+        "no `{blocked}` record from the XDP program; log:\n{}",
         daemon.log()
     );
 }
+
+/// A forwarded aya-log record of the XDP program with exactly `message`.
+fn from_xdp_program(record: &serde_json::Value, message: &str) -> bool {
+    let fields = &record["fields"];
+    record["target"] == "fraiseql_edge::ebpf"
+        && fields["program"] == EBPF_MODULE
+        && fields["level"] == "DEBUG"
+        && fields["message"] == message
+}
+
+/// The module path aya-log records carry: the XDP program's binary crate
+/// (`fraiseql-edge-xdp` in `ebpf/fraiseql-edge-ebpf`).
+const EBPF_MODULE: &str = "fraiseql_edge_xdp";

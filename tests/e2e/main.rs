@@ -4,6 +4,7 @@
 
 mod config_errors;
 mod hardening;
+mod kernel_cli;
 mod kernel_e2e;
 mod program;
 mod proxy_e2e;

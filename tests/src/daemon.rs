@@ -90,6 +90,8 @@ pub struct Override {
     pub action: &'static str,
     /// `limit` only: packets per second and burst.
     pub rate_burst: Option<(u64, u64)>,
+    /// `limit` only: live connections.
+    pub max_conns: Option<u32>,
 }
 
 impl Override {
@@ -99,6 +101,7 @@ impl Override {
             cidr: cidr.into(),
             action: "allow",
             rate_burst: None,
+            max_conns: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl Override {
             cidr: cidr.into(),
             action: "deny",
             rate_burst: None,
+            max_conns: None,
         }
     }
 
@@ -117,7 +121,15 @@ impl Override {
             cidr: cidr.into(),
             action: "limit",
             rate_burst: Some((rate, burst)),
+            max_conns: None,
         }
+    }
+
+    /// A `limit` override's own connection cap.
+    pub fn with_max_conns(mut self, max_conns: u32) -> Self {
+        assert_eq!(self.action, "limit", "max_conns only applies to `limit`");
+        self.max_conns = Some(max_conns);
+        self
     }
 }
 
@@ -174,6 +186,9 @@ impl EdgeConfig {
             );
             if let Some((rate, burst)) = o.rate_burst {
                 s += &format!("rate = {rate}\nburst = {burst}\n");
+            }
+            if let Some(max_conns) = o.max_conns {
+                s += &format!("max_conns = {max_conns}\n");
             }
         }
         s
@@ -247,23 +262,42 @@ impl Daemon {
     /// Waits until a stderr line contains `needle`; false after `timeout`
     /// or when the daemon exited without writing it.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for_line(|l| l.contains(needle), timeout)
+    }
+
+    /// Waits until a stderr line satisfies `matches`; false after `timeout`
+    /// or when the daemon exited without writing one.
+    pub fn wait_for_line(&mut self, matches: impl Fn(&str) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.log().lines().any(|l| l.contains(needle)) {
+            if self.log().lines().any(&matches) {
                 return true;
             }
             if self.exited() || Instant::now() >= deadline {
                 self.join_reader();
-                return self.log().lines().any(|l| l.contains(needle));
+                return self.log().lines().any(&matches);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Waits for the `ready` log line; panics with the daemon's stderr if it
-    /// exits first or takes longer than [`READY_TIMEOUT`].
+    /// Waits until a JSON log record (`--log-json`: one object per line)
+    /// satisfies `matches`; lines that are not JSON are skipped.
+    pub fn wait_for_record(
+        &mut self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        self.wait_for_line(|l| record(l).is_some_and(|r| matches(&r)), timeout)
+    }
+
+    /// Waits for the `ready` log line (text or JSON); panics with the
+    /// daemon's stderr if it exits first or takes longer than [`READY_TIMEOUT`].
     pub fn wait_ready(&mut self) {
-        if self.wait_for_log(": ready", READY_TIMEOUT) {
+        let ready = |l: &str| {
+            l.contains(": ready") || record(l).is_some_and(|r| r["fields"]["message"] == "ready")
+        };
+        if self.wait_for_line(ready, READY_TIMEOUT) {
             return;
         }
         let status = self.child.try_wait().ok().flatten();
@@ -321,6 +355,11 @@ impl Daemon {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
         let _ = kill(pid, signal);
     }
+}
+
+/// One `--log-json` line, parsed (`None` for a text line).
+fn record(line: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(line).ok()
 }
 
 impl Drop for Daemon {

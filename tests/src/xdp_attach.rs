@@ -52,3 +52,8 @@ pub fn xdp_links_of_prog(prog_id: u32) -> Vec<u32> {
         .map(|l| l.id())
         .collect()
 }
+
+/// Whether a BPF link with id `id` still exists (pinned, or held open).
+pub fn link_exists(id: u32) -> bool {
+    loaded_links().filter_map(Result::ok).any(|l| l.id() == id)
+}

@@ -5,6 +5,10 @@
 //!    path (a client within a huge limit), the rate-drop path (bucket empty)
 //!    and the block-list drop path, each with 1, 10 000 and 1 000 000 clients
 //!    in the client LRU map. Runs are interleaved; medians are reported.
+//!    Beside them, one test run per packet (`repeat` = 1) with every
+//!    packet from another of the 1 000 000 tracked clients, so the client
+//!    lookups miss the CPU caches, with the baseline and one hot client
+//!    measured the same way ([`per_call`]).
 //! 2. **Per dropped packet, end to end**: a UDP flood from one source in a
 //!    network namespace, over a veth pair, to a protected port on the host
 //!    side — with no filter (a closed port), with the XDP limiter attached in
@@ -44,6 +48,10 @@ use fraiseql_edge::{
 };
 use fraiseql_edge_common::{ClientKey, ClientState, Counter, bucket, key, maps, programs};
 use fraiseql_edge_tests::{PinDir, frames::Packet, netns::NetNs};
+
+// Beside this file: a file directly in `src/bin/` would be a binary of its own.
+#[path = "bench_kernel/per_call.rs"]
+mod per_call;
 
 const PORT: u16 = 8080;
 const XDP_DROP: u32 = 1;
@@ -148,9 +156,14 @@ enum Scenario {
     Pass,
     DropRate,
     DropBlock,
+    /// The rows of [`per_call`]: one test run per packet.
+    BaselineOnce,
+    PassOnce,
+    PassDistinct,
 }
 
 impl Scenario {
+    /// The paths measured with `repeat` = [`REPEAT`].
     const ALL: [Self; 4] = [Self::Baseline, Self::Pass, Self::DropRate, Self::DropBlock];
 
     fn label(self) -> &'static str {
@@ -159,6 +172,17 @@ impl Scenario {
             Self::Pass => "limiter: pass (within limit)",
             Self::DropRate => "limiter: drop (bucket empty)",
             Self::DropBlock => "limiter: drop (block list)",
+            Self::BaselineOnce => "baseline `return XDP_PASS`, one call per packet",
+            Self::PassOnce => "limiter: pass, one client, one call per packet",
+            Self::PassDistinct => "limiter: pass, every packet another client, one call per packet",
+        }
+    }
+
+    /// The baseline measured the same way as this path.
+    fn baseline(self) -> Self {
+        match self {
+            Self::BaselineOnce | Self::PassOnce | Self::PassDistinct => Self::BaselineOnce,
+            _ => Self::Baseline,
         }
     }
 }
@@ -234,7 +258,7 @@ fn test_run_bench(runs: usize) -> Result<Vec<TestRunRow>> {
         .bytes;
     let mut rows = Vec::new();
     let mut fillers = 0u64;
-    for tracked in [1u64, 10_000, 1_000_000] {
+    for tracked in [1u64, 10_000, MOST_TRACKED] {
         fillers = populate(&mut clients, fillers, tracked - 1)?;
         k.apply(UNLIMITED)?;
         k.xdp(programs::XDP)?.test_run(TestRunOptions {
@@ -257,17 +281,44 @@ fn test_run_bench(runs: usize) -> Result<Vec<TestRunRow>> {
                     .push(measure_path(&mut k, path, &frame)?);
             }
         }
-        for (path, s) in samples {
-            rows.push(TestRunRow {
-                tracked,
-                path,
-                min_ns: s.iter().copied().fold(f64::INFINITY, f64::min),
-                max_ns: s.iter().copied().fold(0.0, f64::max),
-                ns: median(s),
-            });
+        rows.extend(
+            samples
+                .into_iter()
+                .map(|(path, s)| TestRunRow::new(tracked, path, s)),
+        );
+    }
+    // Still MOST_TRACKED clients in the map.
+    rows.extend(per_call::measure(&mut k, &frame, runs)?);
+    Ok(rows)
+}
+
+impl TestRunRow {
+    /// The median and range of `samples`.
+    fn new(tracked: u64, path: Scenario, samples: Vec<f64>) -> Self {
+        Self {
+            tracked,
+            path,
+            min_ns: samples.iter().copied().fold(f64::INFINITY, f64::min),
+            max_ns: samples.iter().copied().fold(0.0, f64::max),
+            ns: median(samples),
         }
     }
-    Ok(rows)
+}
+
+/// The largest number of clients the map is filled with.
+const MOST_TRACKED: u64 = 1_000_000;
+
+/// Filler client `i`: distinct IPv4 addresses in 10/8.
+fn filler(i: u64) -> [u8; 4] {
+    [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+}
+
+/// The `i`-th of the tracked clients: the measured [`CLIENT`], then the fillers.
+fn tracked_client(i: u64) -> [u8; 4] {
+    match i {
+        0 => CLIENT.octets(),
+        i => filler(i - 1),
+    }
 }
 
 /// Inserts filler clients `from..to` (distinct IPv4-mapped keys in 10/8).
@@ -286,7 +337,7 @@ fn populate(
         if i % 65536 == 0 {
             stop_requested()?;
         }
-        let k = key::from_ipv4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let k = key::from_ipv4(filler(i));
         clients.insert(k, state, 0).context("inserting a client")?;
     }
     eprintln!(
@@ -319,6 +370,7 @@ fn measure_path(k: &mut Loaded, path: Scenario, frame: &[u8]) -> Result<f64> {
             k.maps.block(client, None)?;
             (programs::XDP, XDP_DROP, Some(Counter::DroppedBlock))
         }
+        other => bail!("{other:?} is measured in `per_call`"),
     };
     let xdp = k.xdp(program)?;
     if path == Scenario::DropRate {
@@ -361,12 +413,22 @@ fn print_test_run(rows: &[TestRunRow], runs: usize) {
          run repeats one client, so its map entries stay in cache.\n",
         thousands(u64::from(REPEAT))
     );
+    println!(
+        "The rows \"one call per packet\" make one test run per frame (`repeat` = 1, {} calls \
+         per path and run) and report the mean of the calls' `duration`: the baseline, the \
+         limiter with one client, and the limiter with each frame from the next of the {} \
+         tracked clients — all runs together visit every client once, so each lookup finds \
+         its entries cold, as in a flood from many sources. They compare with the baseline \
+         measured the same way.\n",
+        thousands(u64::from(per_call::calls_per_run(runs))),
+        thousands(MOST_TRACKED)
+    );
     println!("| clients in map | path | ns/pkt | range | above baseline | × baseline |");
     println!("|---:|---|---:|---:|---:|---:|");
     for row in rows {
         let base = rows
             .iter()
-            .find(|r| r.tracked == row.tracked && r.path == Scenario::Baseline)
+            .find(|r| r.tracked == row.tracked && r.path == row.path.baseline())
             .expect("baseline measured");
         println!(
             "| {} | {} | {:.0} | {:.0}–{:.0} | {:+.0} | {:.1} |",

@@ -154,11 +154,17 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
     if let KernelAction::Detach = args.action {
         let removed = kernel::detach(&args.pin_path)
             .with_context(|| format!("detaching {}", args.pin_path.display()))?;
-        println!(
-            "removed {} pins under {}",
-            removed.len(),
-            args.pin_path.display()
-        );
+        if args.json {
+            let pin_path = args.pin_path.display().to_string();
+            let out = serde_json::json!({ "pin_path": pin_path, "removed": removed });
+            println!("{out}");
+        } else {
+            println!(
+                "removed {} pins under {}",
+                removed.len(),
+                args.pin_path.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut maps = KernelMaps::open_pinned(&args.pin_path).with_context(|| {
@@ -202,13 +208,22 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
         }
         KernelAction::Block { addr, ttl } => {
             maps.block(addr, ttl)?;
-            match ttl {
-                Some(t) => println!("blocked {addr} for {t}s"),
-                None => println!("blocked {addr} until unblocked"),
+            if json {
+                let out = serde_json::json!({ "client": addr, "expires_in_secs": ttl });
+                println!("{out}");
+            } else {
+                match ttl {
+                    Some(t) => println!("blocked {addr} for {t}s"),
+                    None => println!("blocked {addr} until unblocked"),
+                }
             }
         }
         KernelAction::Unblock { addr } => {
-            if maps.unblock(addr)? {
+            let unblocked = maps.unblock(addr)?;
+            if json {
+                let out = serde_json::json!({ "client": addr, "unblocked": unblocked });
+                println!("{out}");
+            } else if unblocked {
                 println!("unblocked {addr}");
             } else {
                 println!("{addr} was not blocked");
