@@ -3,6 +3,7 @@
 //! interfaces in network namespaces they create.
 
 mod config_errors;
+mod degraded_e2e;
 mod kernel_e2e;
 mod program;
 mod proxy_e2e;
