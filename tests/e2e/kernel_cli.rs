@@ -231,6 +231,11 @@ fn kernel_commands_print_json_that_matches_the_maps() {
         kernel_json(&pin.0, &["unblock", &blocked_ip]),
         json!({ "client": blocked_ip, "unblocked": true })
     );
+    assert_eq!(
+        kernel_json(&pin.0, &["unblock", &blocked_ip]),
+        json!({ "client": blocked_ip, "unblocked": false }),
+        "unblocking a client that is not blocked says so"
+    );
     let blocks = kernel_json(&pin.0, &["blocks"]);
     assert_eq!(listed(&blocks), BTreeSet::from([forever_ip.clone()]));
     assert!(

@@ -3,6 +3,7 @@
 //! interfaces in network namespaces they create.
 
 mod config_errors;
+mod degraded_e2e;
 mod hardening;
 mod kernel_cli;
 mod kernel_e2e;

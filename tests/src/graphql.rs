@@ -154,6 +154,11 @@ impl Client {
         read(req.send(body)).unwrap_or_else(|e| panic!("PUT {url}: {e}"))
     }
 
+    /// DELETEs `url`; panics on a transport error.
+    pub fn delete(&self, url: &str) -> Reply {
+        read(self.agent.delete(url).call()).unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+    }
+
     /// Scrapes a Prometheus text endpoint.
     pub fn metrics(&self, url: &str) -> Metrics {
         let reply = self.get(url, &[]);

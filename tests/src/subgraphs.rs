@@ -1,8 +1,8 @@
 //! Real GraphQL subgraphs behind a real edge: `demo-subgraph` processes
 //! ([`DemoSubgraph`]: start, counters, faults, crash, restart on the same
 //! port) and the `fraiseql-edge` daemon proxying to them ([`Edge`], started
-//! from a [`ProxySetup`] with the kernel layer off and every listener on
-//! port 0).
+//! from a [`ProxySetup`] with the kernel layer off — or a `[kernel]` section
+//! of the test's own — and every listener on port 0).
 //!
 //! The demo-subgraph binary is built like the daemon's (see
 //! [`crate::daemon`]): the first [`demo_subgraph_bin`] call of a test
@@ -290,8 +290,14 @@ impl ProxySetup {
 
     /// The configuration file's text.
     pub fn to_toml(&self) -> String {
-        let mut s =
-            String::from("[kernel]\nenabled = false\n\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+        self.to_toml_with_kernel("enabled = false\n")
+    }
+
+    /// The configuration file's text with `kernel` as the keys of its
+    /// `[kernel]` section (e.g. limits and a pin path where the kernel layer
+    /// cannot pin, to run the daemon degraded).
+    pub fn to_toml_with_kernel(&self, kernel: &str) -> String {
+        let mut s = format!("[kernel]\n{kernel}\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
         if let Some(max) = self.max_body_bytes {
             s += &format!("max_body_bytes = {max}\n");
         }
@@ -316,24 +322,21 @@ pub struct Edge {
 impl Edge {
     /// Starts the daemon with `setup` and waits for `ready`.
     pub fn start(setup: &ProxySetup) -> Self {
-        let toml = setup.to_toml();
-        let mut daemon = Daemon::spawn(&toml, &[]);
+        Self::start_toml(&setup.to_toml())
+    }
+
+    /// Starts the daemon with the configuration `toml` (which must have
+    /// `[proxy]` and `[admin]`) and waits for `ready`.
+    pub fn start_toml(toml: &str) -> Self {
+        let mut daemon = Daemon::spawn(toml, &[]);
         daemon.wait_ready();
-        let log = strip_ansi(&daemon.log());
         let addr_of = |what: &str| -> SocketAddr {
-            log.lines()
-                .filter(|l| l.contains(what))
-                .find_map(|l| {
-                    l.split_once("addr=")?
-                        .1
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .unwrap_or_else(|| {
-                    panic!("no `{what}` address in the log:\n{log}\nconfig:\n{toml}")
-                })
+            logged_addr(&daemon, what).unwrap_or_else(|| {
+                panic!(
+                    "no `{what}` address in the log:\n{}\nconfig:\n{toml}",
+                    daemon.log()
+                )
+            })
         };
         Self {
             graphql: addr_of("GraphQL listener"),
@@ -356,6 +359,22 @@ impl Edge {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
+}
+
+/// The `addr=` of the first log line of `daemon` that mentions `what`
+/// (`"GraphQL listener"`, `"admin listener"`).
+pub fn logged_addr(daemon: &Daemon, what: &str) -> Option<SocketAddr> {
+    strip_ansi(&daemon.log())
+        .lines()
+        .filter(|l| l.contains(what))
+        .find_map(|l| {
+            l.split_once("addr=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 /// Removes ANSI colour escapes (`ESC [ … letter`).

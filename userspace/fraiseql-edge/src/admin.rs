@@ -5,17 +5,24 @@
 //! * `GET /v1/subgraphs` — subgraphs, breaker state, endpoints with health
 //!   and pool numbers (JSON);
 //! * `POST /v1/subgraphs/<name>/breaker/<open|close|auto|reset>` — force the
-//!   breaker open or closed, lift the override, or reset it.
+//!   breaker open or closed, lift the override, or reset it;
+//! * `GET|POST /v1/blocks`, `DELETE /v1/blocks/<address>` — list, set and
+//!   lift blocks, in the kernel or, in degraded mode, in user space
+//!   ([`blocks`]).
 //!
 //! It runs on its own port (loopback by default) so that scrapes and probes
 //! never queue behind client traffic. The mutating calls have no
 //! authentication of their own yet: keep the listener on loopback.
 
+pub mod blocks;
+pub mod error;
+
 use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -23,7 +30,8 @@ use hyper_util::{
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
-use crate::{breaker::Force, proxy::Proxy};
+use self::error::AdminError;
+use crate::{blocklist::BlockList, breaker::Force, proxy::Proxy};
 
 /// What the admin endpoints report on.
 pub struct Admin {
@@ -31,9 +39,30 @@ pub struct Admin {
     pub registry: Registry,
     /// The data path, when configured.
     pub proxy: Option<Arc<Proxy>>,
+    /// The block list in force; `None` when the kernel layer is disabled.
+    pub blocks: Option<Arc<BlockList>>,
 }
 
 impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(rest) = blocks::route(req.uri().path()) else {
+            return self.respond(req.method(), req.uri().path());
+        };
+        let (rest, method) = (rest.to_string(), req.method().clone());
+        let body = if method == Method::POST {
+            match read_body(req.into_body()).await {
+                Ok(body) => body,
+                Err(e) => return e.into_response(),
+            }
+        } else {
+            Bytes::new()
+        };
+        match blocks::respond(self.blocks.as_deref(), &method, &rest, &body) {
+            Ok((status, value)) => json(status, &value),
+            Err(e) => e.into_response(),
+        }
+    }
+
     fn respond(&self, method: &http::Method, path: &str) -> Response<Full<Bytes>> {
         if let Some(rest) = path.strip_prefix("/v1/subgraphs") {
             return self.subgraphs_api(method, rest);
@@ -133,6 +162,19 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
     text(status, "application/json", value.to_string().into_bytes())
 }
 
+/// Reads a body of at most [`blocks::MAX_BODY`] bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, AdminError> {
+    match Limited::new(body, blocks::MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(AdminError::PayloadTooLarge(blocks::MAX_BODY))
+        }
+        Err(_) => Err(AdminError::BadRequest(
+            "the request body could not be read".into(),
+        )),
+    }
+}
+
 /// Serves the admin endpoints on `listener`.
 pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     loop {
@@ -142,9 +184,9 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
         };
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: http::Request<_>| {
-                let resp = admin.respond(req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
+            let service = hyper::service::service_fn(move |req| {
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -152,3 +194,6 @@ pub async fn serve(admin: Arc<Admin>, listener: TcpListener) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,19 @@
 //! Command line: `run` (the daemon) and local `kernel …` admin commands that
-//! work on the pinned maps directly, with or without a running daemon.
+//! work on the pinned maps directly, with or without a running daemon;
+//! `kernel block|unblock|blocks --admin HOST:PORT` go through a running
+//! daemon's admin listener instead ([`admin_client`]), which also reaches a
+//! daemon in degraded mode.
+
+mod admin_client;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use self::admin_client::AdminClient;
 use crate::{
+    blocklist::MAX_TTL_SECS,
     config::{self, Config},
     kernel::{self, KernelMaps},
 };
@@ -32,7 +39,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Inspect or change the kernel layer through its pinned maps.
+    /// Inspect or change the kernel layer through its pinned maps (blocks
+    /// also through a running daemon: `--admin`).
     Kernel(KernelArgs),
 }
 
@@ -61,6 +69,15 @@ struct KernelArgs {
     action: KernelAction,
 }
 
+/// Where a block command goes.
+#[derive(Debug, Args)]
+struct Via {
+    /// Go through a running daemon's admin listener (e.g. 127.0.0.1:9090)
+    /// instead of the pins; works when the daemon runs in degraded mode too.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum KernelAction {
     /// Counters summed over all CPUs.
@@ -71,21 +88,28 @@ enum KernelAction {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Block a client at XDP for a time.
+    /// Block a client at XDP (or, with `--admin`, wherever the daemon enforces) for a time.
     Block {
         /// Client address.
         addr: IpAddr,
-        /// Seconds; omit for a block that lasts until `unblock`.
-        #[arg(long)]
+        /// Seconds, 1 to a year; omit for a block that lasts until `unblock`.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
         ttl: Option<u64>,
+        #[command(flatten)]
+        via: Via,
     },
     /// Lift a block.
     Unblock {
         /// Client address.
         addr: IpAddr,
+        #[command(flatten)]
+        via: Via,
     },
     /// List blocks.
-    Blocks,
+    Blocks {
+        #[command(flatten)]
+        via: Via,
+    },
     /// Live connections of one client.
     Conns {
         /// Client address.
@@ -151,32 +175,36 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
-    if let KernelAction::Detach = args.action {
-        let removed = kernel::detach(&args.pin_path)
-            .with_context(|| format!("detaching {}", args.pin_path.display()))?;
-        if args.json {
-            let pin_path = args.pin_path.display().to_string();
-            let out = serde_json::json!({ "pin_path": pin_path, "removed": removed });
-            println!("{out}");
-        } else {
-            println!(
-                "removed {} pins under {}",
-                removed.len(),
-                args.pin_path.display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut maps = KernelMaps::open_pinned(&args.pin_path).with_context(|| {
-        format!(
-            "opening the kernel maps under {} (is the daemon running with this pin_path?)",
-            args.pin_path.display()
-        )
-    })?;
-    let json = args.json;
+    let (json, pin_path) = (args.json, args.pin_path);
+    let open = || {
+        KernelMaps::open_pinned(&pin_path).with_context(|| {
+            format!(
+                "opening the kernel maps under {} (is the daemon running with this pin_path? \
+                 A daemon in degraded mode has no pins: use --admin)",
+                pin_path.display()
+            )
+        })
+    };
     match args.action {
+        KernelAction::Detach => {
+            let removed = kernel::detach(&pin_path)
+                .with_context(|| format!("detaching {}", pin_path.display()))?;
+            if json {
+                let out = serde_json::json!({
+                    "pin_path": pin_path.display().to_string(),
+                    "removed": removed,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "removed {} pins under {}",
+                    removed.len(),
+                    pin_path.display()
+                );
+            }
+        }
         KernelAction::Stats => {
-            let stats = maps.stats()?;
+            let stats = open()?.stats()?;
             if json {
                 let obj: serde_json::Map<_, _> = stats
                     .iter()
@@ -190,7 +218,7 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
             }
         }
         KernelAction::Clients { limit } => {
-            let clients = maps.top_clients(limit)?;
+            let clients = open()?.top_clients(limit)?;
             if json {
                 println!("{}", serde_json::to_string(&clients)?);
             } else {
@@ -206,31 +234,41 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        KernelAction::Block { addr, ttl } => {
-            maps.block(addr, ttl)?;
+        KernelAction::Block { addr, ttl, via } => {
+            let info = match via.admin {
+                Some(admin) => AdminClient::new(&admin).block(addr, ttl)?,
+                None => open()?.block(addr, ttl)?,
+            };
             if json {
-                let out = serde_json::json!({ "client": addr, "expires_in_secs": ttl });
-                println!("{out}");
+                println!("{}", serde_json::to_string(&info)?);
             } else {
-                match ttl {
-                    Some(t) => println!("blocked {addr} for {t}s"),
-                    None => println!("blocked {addr} until unblocked"),
+                match info.expires_in_secs {
+                    Some(t) => println!("blocked {} for {t}s", info.client),
+                    None => println!("blocked {} until unblocked", info.client),
                 }
             }
         }
-        KernelAction::Unblock { addr } => {
-            let unblocked = maps.unblock(addr)?;
+        KernelAction::Unblock { addr, via } => {
+            let unblocked = match via.admin {
+                Some(admin) => AdminClient::new(&admin).unblock(addr)?,
+                None => open()?.unblock(addr)?,
+            };
             if json {
-                let out = serde_json::json!({ "client": addr, "unblocked": unblocked });
-                println!("{out}");
+                println!(
+                    "{}",
+                    serde_json::json!({ "client": addr, "unblocked": unblocked })
+                );
             } else if unblocked {
                 println!("unblocked {addr}");
             } else {
                 println!("{addr} was not blocked");
             }
         }
-        KernelAction::Blocks => {
-            let blocks = maps.blocks()?;
+        KernelAction::Blocks { via } => {
+            let blocks = match via.admin {
+                Some(admin) => AdminClient::new(&admin).blocks()?,
+                None => open()?.blocks()?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&blocks)?);
             } else {
@@ -243,14 +281,13 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
             }
         }
         KernelAction::Conns { addr } => {
-            let n = maps.conns(addr)?;
+            let n = open()?.conns(addr)?;
             if json {
                 println!("{}", serde_json::json!({ "client": addr, "conns": n }));
             } else {
                 println!("{n}");
             }
         }
-        KernelAction::Detach => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,11 @@
 //! The running daemon: the kernel layer (or its user-space stand-in), the
 //! GraphQL data path, the admin listener, block expiry, reloads, signals.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use prometheus::Registry;
@@ -9,8 +13,9 @@ use tokio::net::TcpListener;
 
 use crate::{
     admin::{self, Admin},
+    blocklist::BlockList,
     config::Config,
-    fallback::UserLimiter,
+    fallback::{LimiterCollector, UserLimiter},
     kernel::{self, Kernel, KernelMaps, collector::KernelCollector},
     proxy::{self, Proxy, metrics::ProxyMetrics},
 };
@@ -97,6 +102,18 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     let registry = Registry::new();
+    // Blocks go where the limits are enforced; the admin API and the expiry
+    // sweep below share this one handle.
+    let blocks = match &enforcement {
+        Enforcement::Kernel(_) => Some(Arc::new(BlockList::Kernel(Box::new(Mutex::new(
+            KernelMaps::open_pinned(&config.kernel.pin_path)?,
+        ))))),
+        Enforcement::UserSpace(l) => {
+            registry.register(Box::new(LimiterCollector::new(Arc::clone(l))?))?;
+            Some(Arc::new(BlockList::UserSpace(Arc::clone(l))))
+        }
+        Enforcement::Disabled => None,
+    };
     if let Enforcement::Kernel(k) = &mut enforcement {
         let maps = KernelMaps::open_pinned(&config.kernel.pin_path)?;
         registry.register(Box::new(KernelCollector::new(maps)?))?;
@@ -133,8 +150,15 @@ async fn serve(
     };
     if let Some(a) = &config.admin {
         let listener = bind("admin.listen", a.listen).await?;
-        tracing::info!(addr = %listener.local_addr()?, "admin listener (/metrics, /healthz, /readyz)");
-        let admin = Arc::new(Admin { registry, proxy });
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            "admin listener (/metrics, /healthz, /readyz, /v1/subgraphs, /v1/blocks)"
+        );
+        let admin = Arc::new(Admin {
+            registry,
+            proxy,
+            blocks: blocks.clone(),
+        });
         tokio::spawn(admin::serve(admin, listener));
     }
 
@@ -145,7 +169,12 @@ async fn serve(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&mut enforcement, &config_path),
-            _ = tick.tick() => maintain(&mut enforcement),
+            _ = tick.tick() => {
+                if let Enforcement::Kernel(k) = &mut enforcement {
+                    k.maintain();
+                }
+                expire_blocks(blocks.as_deref());
+            }
         }
     }
     if let Enforcement::Kernel(k) = &enforcement {
@@ -159,19 +188,17 @@ async fn serve(
     Ok(())
 }
 
-/// Once a second: expired blocks and handshake reservations go, and a full
-/// or failing map is logged.
-fn maintain(enforcement: &mut Enforcement) {
-    if let Enforcement::Kernel(k) = enforcement {
-        k.maintain();
-        match k.maps.expire_blocks() {
-            Ok(done) => {
-                for addr in done {
-                    tracing::info!(client = %addr, "block expired");
-                }
+/// The once-a-second sweep of expired blocks, in the kernel map or in the
+/// degraded-mode limiter.
+fn expire_blocks(blocks: Option<&BlockList>) {
+    let Some(blocks) = blocks else { return };
+    match blocks.expire() {
+        Ok(done) => {
+            for addr in done {
+                tracing::info!(client = %addr, enforced_by = blocks.enforced_by(), "block expired");
             }
-            Err(e) => tracing::warn!(error = %e, "expiring blocks"),
         }
+        Err(e) => tracing::warn!(error = %e, "expiring blocks"),
     }
 }
 

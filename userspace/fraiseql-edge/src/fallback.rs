@@ -6,6 +6,25 @@
 //! ([`fraiseql_edge_common::bucket`]), same connection cap, same block list
 //! and CIDR overrides, same IPv6 /64 keying. It protects only the daemon's
 //! own sockets — traffic to other processes on protected ports is not seen.
+//!
+//! Its tables are bounded like the kernel maps they stand in for
+//! ([`Capacity`]), so a flood from many addresses cannot exhaust memory:
+//!
+//! * client buckets: the least recently seen client is evicted when a new
+//!   one arrives and the table is full (the kernel's `LruHashMap`); an
+//!   evicted client comes back with a full bucket, as in the kernel;
+//! * live-connection counts: a table of its own that is never evicted (the
+//!   kernel keeps counts in a plain hash map for the same reason). When it is
+//!   full, a new connection from a client that is not in it yet and is under
+//!   a connection cap is refused and counted — never admitted uncounted;
+//! * blocks: a block that does not fit is an error for the caller.
+//!
+//! Expired blocks stop applying at once and are deleted by
+//! [`UserLimiter::expire_blocks`], which the daemon runs every second.
+
+mod collector;
+mod lru;
+mod stats;
 
 use std::{
     collections::HashMap,
@@ -13,13 +32,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use fraiseql_edge_common::{ClientKey, ClientState, Limits, bucket};
+pub use collector::LimiterCollector;
+use fraiseql_edge_common::{
+    ClientKey, ClientState, Limits, MAX_BLOCKS, MAX_CLIENTS, MAX_CONN_CLIENTS, bucket,
+};
 use ipnet::IpNet;
+pub use stats::LimiterStats;
 
+use self::lru::LruMap;
 use crate::{
     client_key,
     clock::monotonic_ns,
     config::{KernelConfig, OverrideActionConfig},
+    kernel::BlockInfo,
 };
 
 /// Why a client was refused (the kernel's drop reasons).
@@ -31,6 +56,9 @@ pub enum Refusal {
     /// Connection cap reached.
     #[error("too many connections")]
     Conn,
+    /// The connection-count table is full and the client is not in it.
+    #[error("connection table full")]
+    ConnTableFull,
     /// Client blocked.
     #[error("client blocked")]
     Block,
@@ -39,17 +67,54 @@ pub enum Refusal {
     Deny,
 }
 
+/// A block could not be stored: the block list holds
+/// [`Capacity::blocks`] entries already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the block list is full ({0} entries)")]
+pub struct BlockListFull(pub usize);
+
+/// Table sizes. The defaults are the kernel maps' capacities, so degraded
+/// mode holds as many clients, counts and blocks as the kernel layer would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Client buckets (least recently seen evicted beyond it).
+    pub clients: usize,
+    /// Clients holding live connections (never evicted).
+    pub conn_clients: usize,
+    /// Blocked clients.
+    pub blocks: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            clients: MAX_CLIENTS as usize,
+            conn_clients: MAX_CONN_CLIENTS as usize,
+            blocks: MAX_BLOCKS as usize,
+        }
+    }
+}
+
 enum Policy {
     Allow,
     Deny,
     Limit(Limits),
 }
 
-#[derive(Default)]
+/// How a check passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admitted {
+    /// Allow override: no limit applies.
+    Bypassed,
+    /// Within the limits.
+    Passed,
+}
+
 struct State {
-    clients: HashMap<ClientKey, ClientState>,
+    clients: LruMap<ClientKey, ClientState>,
     conns: HashMap<ClientKey, u64>,
     blocks: HashMap<ClientKey, u64>,
+    stats: LimiterStats,
 }
 
 /// The user-space limiter.
@@ -58,6 +123,7 @@ pub struct UserLimiter {
     mask64: bool,
     /// Sorted longest prefix first, so the first match wins.
     overrides: Vec<(IpNet, Policy)>,
+    capacity: Capacity,
     state: Mutex<State>,
 }
 
@@ -65,10 +131,16 @@ pub struct UserLimiter {
 pub struct ConnGuard {
     limiter: Arc<UserLimiter>,
     key: ClientKey,
+    /// False for a connection admitted without a slot in the count table
+    /// (no cap applied to it and the table was full).
+    counted: bool,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let mut st = self.limiter.lock();
         if let Some(n) = st.conns.get_mut(&self.key) {
             *n -= 1;
@@ -80,8 +152,14 @@ impl Drop for ConnGuard {
 }
 
 impl UserLimiter {
-    /// A limiter enforcing `cfg` (already validated).
+    /// A limiter enforcing `cfg` (already validated) with the kernel maps'
+    /// capacities.
     pub fn new(cfg: &KernelConfig) -> Self {
+        Self::with_capacity(cfg, Capacity::default())
+    }
+
+    /// A limiter enforcing `cfg` with tables of `capacity`.
+    pub fn with_capacity(cfg: &KernelConfig, capacity: Capacity) -> Self {
         let mut overrides: Vec<(IpNet, Policy)> = cfg
             .overrides
             .iter()
@@ -99,12 +177,22 @@ impl UserLimiter {
             defaults: cfg.default_limits(),
             mask64: cfg.ipv6_prefix == 64,
             overrides,
-            state: Mutex::new(State::default()),
+            capacity,
+            state: Mutex::new(State {
+                clients: LruMap::new(capacity.clients),
+                conns: HashMap::new(),
+                blocks: HashMap::new(),
+                stats: LimiterStats::default(),
+            }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key(&self, addr: IpAddr) -> ClientKey {
+        client_key::from_ip(addr, self.mask64)
     }
 
     fn policy(&self, addr: IpAddr) -> Option<&Policy> {
@@ -115,47 +203,90 @@ impl UserLimiter {
             .map(|(_, p)| p)
     }
 
-    /// Checks one request or packet-equivalent from `addr` at `now` (ns).
-    pub fn admit_at(&self, addr: IpAddr, now: u64, new_conn: bool) -> Result<(), Refusal> {
-        let key = client_key::from_ip(addr, self.mask64);
-        let mut st = self.lock();
+    /// The checks of one connection (`new_conn`) or request, in the XDP
+    /// program's order: block, override, connection cap, token bucket.
+    fn check(
+        &self,
+        st: &mut State,
+        addr: IpAddr,
+        key: ClientKey,
+        now: u64,
+        new_conn: bool,
+    ) -> Result<Admitted, Refusal> {
         if st.blocks.get(&key).is_some_and(|exp| now < *exp) {
             return Err(Refusal::Block);
         }
         let limits = match self.policy(addr) {
-            Some(Policy::Allow) => return Ok(()),
+            Some(Policy::Allow) => return Ok(Admitted::Bypassed),
             Some(Policy::Deny) => return Err(Refusal::Deny),
             Some(Policy::Limit(l)) => *l,
             None => self.defaults,
         };
-        if new_conn
-            && limits.max_conns != 0
-            && st.conns.get(&key).copied().unwrap_or(0) >= u64::from(limits.max_conns)
-        {
-            return Err(Refusal::Conn);
+        if new_conn && limits.max_conns != 0 {
+            match st.conns.get(&key) {
+                Some(n) if *n >= u64::from(limits.max_conns) => return Err(Refusal::Conn),
+                // A capped client needs a slot to be counted in.
+                None if st.conns.len() >= self.capacity.conn_clients => {
+                    return Err(Refusal::ConnTableFull);
+                }
+                _ => {}
+            }
         }
-        let state = st
+        let (state, evicted) = st
             .clients
-            .entry(key)
-            .or_insert_with(|| bucket::new_state(now));
+            .touch_or_insert_with(key, || bucket::new_state(now));
+        if evicted {
+            st.stats.evicted += 1;
+        }
         if bucket::take(state, &limits, now) {
             state.passed += 1;
-            Ok(())
+            Ok(Admitted::Passed)
         } else {
             state.dropped += 1;
             Err(Refusal::Rate)
         }
     }
 
-    /// Admits a new connection from `addr`; the guard holds its slot.
-    pub fn admit_connection(self: &Arc<Self>, addr: IpAddr) -> Result<ConnGuard, Refusal> {
-        self.admit_at(addr, monotonic_ns(), true)?;
-        let key = client_key::from_ip(addr, self.mask64);
-        *self.lock().conns.entry(key).or_insert(0) += 1;
+    /// Checks one request or packet-equivalent from `addr` at `now` (ns).
+    /// With `new_conn` the connection cap is checked too, but no slot is
+    /// taken (that is [`Self::admit_connection`]'s job).
+    pub fn admit_at(&self, addr: IpAddr, now: u64, new_conn: bool) -> Result<(), Refusal> {
+        let key = self.key(addr);
+        let mut st = self.lock();
+        let verdict = self.check(&mut st, addr, key, now, new_conn);
+        st.stats.record(verdict);
+        verdict.map(drop)
+    }
+
+    /// Admits a new connection from `addr` at `now`; the guard holds its
+    /// slot in the count table until it is dropped.
+    pub fn admit_connection_at(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        now: u64,
+    ) -> Result<ConnGuard, Refusal> {
+        let key = self.key(addr);
+        let mut st = self.lock();
+        let verdict = self.check(&mut st, addr, key, now, true);
+        st.stats.record(verdict);
+        verdict?;
+        // A capped client was given room by `check`; an uncapped one is
+        // counted when there is room and admitted regardless (no limit
+        // depends on its count).
+        let counted = st.conns.contains_key(&key) || st.conns.len() < self.capacity.conn_clients;
+        if counted {
+            *st.conns.entry(key).or_insert(0) += 1;
+        }
         Ok(ConnGuard {
             limiter: Arc::clone(self),
             key,
+            counted,
         })
+    }
+
+    /// Admits a new connection from `addr`; the guard holds its slot.
+    pub fn admit_connection(self: &Arc<Self>, addr: IpAddr) -> Result<ConnGuard, Refusal> {
+        self.admit_connection_at(addr, monotonic_ns())
     }
 
     /// Admits one request on an existing connection.
@@ -163,16 +294,75 @@ impl UserLimiter {
         self.admit_at(addr, monotonic_ns(), false)
     }
 
-    /// Blocks `addr` until `expiry` (CLOCK_MONOTONIC ns).
-    pub fn block_until(&self, addr: IpAddr, expiry: u64) {
-        let key = client_key::from_ip(addr, self.mask64);
-        self.lock().blocks.insert(key, expiry);
+    /// Blocks `addr` until `expiry` (CLOCK_MONOTONIC ns; `u64::MAX`: until
+    /// unblocked), replacing an earlier block of the same client.
+    pub fn block_until(&self, addr: IpAddr, expiry: u64) -> Result<BlockInfo, BlockListFull> {
+        let key = self.key(addr);
+        let mut st = self.lock();
+        if !st.blocks.contains_key(&key) && st.blocks.len() >= self.capacity.blocks {
+            return Err(BlockListFull(self.capacity.blocks));
+        }
+        st.blocks.insert(key, expiry);
+        Ok(BlockInfo::new(&key, expiry, monotonic_ns()))
+    }
+
+    /// Lifts the block of `addr`; returns whether there was one.
+    pub fn unblock(&self, addr: IpAddr) -> bool {
+        let key = self.key(addr);
+        self.lock().blocks.remove(&key).is_some()
+    }
+
+    /// Current blocks as of `now` (expired ones included until the sweep).
+    pub fn blocks_at(&self, now: u64) -> Vec<BlockInfo> {
+        let st = self.lock();
+        let mut out: Vec<BlockInfo> = st
+            .blocks
+            .iter()
+            .map(|(key, expiry)| BlockInfo::new(key, *expiry, now))
+            .collect();
+        out.sort_by_key(|b| b.client);
+        out
+    }
+
+    /// Deletes the blocks expired at `now`; returns the clients unblocked.
+    pub fn expire_blocks_at(&self, now: u64) -> Vec<IpAddr> {
+        let mut done = Vec::new();
+        self.lock().blocks.retain(|key, expiry| {
+            let keep = now < *expiry;
+            if !keep {
+                done.push(client_key::to_ip(key));
+            }
+            keep
+        });
+        done
+    }
+
+    /// [`Self::expire_blocks_at`] now.
+    pub fn expire_blocks(&self) -> Vec<IpAddr> {
+        self.expire_blocks_at(monotonic_ns())
     }
 
     /// Live connections of `addr`.
     pub fn conns(&self, addr: IpAddr) -> u64 {
-        let key = client_key::from_ip(addr, self.mask64);
+        let key = self.key(addr);
         self.lock().conns.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Whether `addr` has a bucket in the client table.
+    pub fn tracks(&self, addr: IpAddr) -> bool {
+        let key = self.key(addr);
+        self.lock().clients.peek(&key).is_some()
+    }
+
+    /// Counters and table sizes.
+    pub fn stats(&self) -> LimiterStats {
+        let st = self.lock();
+        LimiterStats {
+            clients: st.clients.len() as u64,
+            conn_clients: st.conns.len() as u64,
+            blocks: st.blocks.len() as u64,
+            ..st.stats
+        }
     }
 }
 

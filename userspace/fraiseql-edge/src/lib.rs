@@ -4,11 +4,13 @@
 //! * [`kernel`] — loading, attaching, adopting and driving the XDP layer.
 //! * [`fallback`] — the same limits enforced in user space when BPF is unavailable.
 //! * [`proxy`] — the GraphQL data path: routing, pools, health, failover.
-//! * [`admin`] — `/metrics`, `/healthz`, `/readyz` on the admin port.
+//! * [`admin`] — `/metrics`, `/healthz`, `/readyz` and the operator API on the admin port.
+//! * [`blocklist`] — the block list, in the kernel or (degraded mode) in user space.
 //! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
 pub mod admin;
+pub mod blocklist;
 pub mod breaker;
 pub mod cli;
 pub mod client_key;

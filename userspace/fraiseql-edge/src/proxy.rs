@@ -318,7 +318,7 @@ impl Proxy {
 
 fn refusal(r: Refusal) -> ProxyError {
     match r {
-        Refusal::Rate | Refusal::Conn => ProxyError::RateLimited,
+        Refusal::Rate | Refusal::Conn | Refusal::ConnTableFull => ProxyError::RateLimited,
         Refusal::Block | Refusal::Deny => ProxyError::Forbidden,
     }
 }

@@ -9,7 +9,7 @@ use fraiseql_edge_common::{
     ClientKey, ClientState, ConnCount, Counter, FLAG_BLOCKS, FLAG_DENY, FLAG_OVERRIDES, FlowKey,
     GlobalConfig, Override, OverrideAction, PENDING_TIMEOUT_NS, PendingConn, maps,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     client_key,
@@ -39,6 +39,9 @@ pub enum MapsError {
     /// The map exists but is of another type or layout.
     #[error("map {0} is missing from the object")]
     Missing(&'static str),
+    /// An insert found the map full (`E2BIG`).
+    #[error("map {0} is full")]
+    Full(&'static str),
 }
 
 fn access(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -61,12 +64,32 @@ pub struct ClientInfo {
 }
 
 /// One block-list entry.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BlockInfo {
     /// Blocked client.
     pub client: IpAddr,
     /// Seconds until the block expires; `None` for a block without expiry.
     pub expires_in_secs: Option<u64>,
+}
+
+impl BlockInfo {
+    /// The entry `key → expiry` (CLOCK_MONOTONIC ns; `u64::MAX`: no expiry)
+    /// as seen at `now`.
+    pub fn new(key: &ClientKey, expiry: u64, now: u64) -> Self {
+        Self {
+            client: client_key::to_ip(key),
+            expires_in_secs: (expiry != u64::MAX)
+                .then(|| expiry.saturating_sub(now).div_ceil(1_000_000_000)),
+        }
+    }
+}
+
+/// The expiry of a block of `ttl_secs` seconds from `now` (CLOCK_MONOTONIC
+/// ns); `None` and TTLs beyond the clock's range give `u64::MAX`, no expiry.
+pub fn block_expiry(ttl_secs: Option<u64>, now: u64) -> u64 {
+    ttl_secs.map_or(u64::MAX, |ttl| {
+        now.saturating_add(ttl.saturating_mul(1_000_000_000))
+    })
 }
 
 /// Handles on every map the daemon reads or writes.
@@ -232,17 +255,22 @@ impl KernelMaps {
         Ok(client_key::from_ip(addr, mask64))
     }
 
-    /// Blocks `addr` for `ttl_secs` seconds (`None`: until unblocked).
-    pub fn block(&mut self, addr: IpAddr, ttl_secs: Option<u64>) -> Result<(), MapsError> {
-        let expiry = match ttl_secs {
-            Some(ttl) => monotonic_ns().saturating_add(ttl.saturating_mul(1_000_000_000)),
-            None => u64::MAX,
-        };
+    /// Blocks `addr` for `ttl_secs` seconds (`None`: until unblocked),
+    /// replacing an earlier block of the same client.
+    pub fn block(&mut self, addr: IpAddr, ttl_secs: Option<u64>) -> Result<BlockInfo, MapsError> {
+        let now = monotonic_ns();
+        let expiry = block_expiry(ttl_secs, now);
         let key = self.key(addr)?;
-        self.blocks
-            .insert(key, expiry, 0)
-            .map_err(access(maps::BLOCKS))?;
-        self.refresh_block_flag()
+        match self.blocks.insert(key, expiry, 0) {
+            Ok(()) => {
+                self.refresh_block_flag()?;
+                Ok(BlockInfo::new(&key, expiry, now))
+            }
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                Err(MapsError::Full(maps::BLOCKS))
+            }
+            Err(e) => Err(access(maps::BLOCKS)(e)),
+        }
     }
 
     /// Removes a block; returns whether there was one.
@@ -250,7 +278,7 @@ impl KernelMaps {
         let key = self.key(addr)?;
         let found = match self.blocks.remove(&key) {
             Ok(()) => true,
-            Err(MapError::KeyNotFound) => false,
+            Err(e) if not_found(&e) => false,
             Err(e) => return Err(access(maps::BLOCKS)(e)),
         };
         self.refresh_block_flag()?;
@@ -264,11 +292,7 @@ impl KernelMaps {
             .iter()
             .map(|entry| {
                 let (key, expiry) = entry.map_err(access(maps::BLOCKS))?;
-                Ok(BlockInfo {
-                    client: client_key::to_ip(&key),
-                    expires_in_secs: (expiry != u64::MAX)
-                        .then(|| expiry.saturating_sub(now).div_ceil(1_000_000_000)),
-                })
+                Ok(BlockInfo::new(&key, expiry, now))
             })
             .collect()
     }
@@ -286,7 +310,9 @@ impl KernelMaps {
         let mut done = Vec::with_capacity(expired.len());
         for key in expired {
             match self.blocks.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => done.push(client_key::to_ip(&key)),
+                Ok(()) => done.push(client_key::to_ip(&key)),
+                // Removed meanwhile (an unblock racing the sweep).
+                Err(e) if not_found(&e) => {}
                 Err(e) => return Err(access(maps::BLOCKS)(e)),
             }
         }
@@ -376,6 +402,16 @@ impl KernelMaps {
         });
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+/// A missing key: aya reports a lookup miss as `KeyNotFound` but a delete
+/// miss as the syscall's `ENOENT`.
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
