@@ -663,7 +663,9 @@ fn ebpf_debug_log_reaches_the_daemon_log() {
     // The first drop of a blocked client is sampled, and logged.
     open_maps(&pin).block(client, None).expect("blocking");
     flood_for(&ns, client, dst, 100, Duration::from_millis(500));
-    let blocked = format!("blocked client dropped, port {PORT}");
+    // A block is judged before any port is read: the record names the
+    // protocol (UDP) instead.
+    let blocked = "blocked client dropped, protocol 17".to_owned();
     assert!(
         daemon.wait_for_record(|r| from_xdp_program(r, &blocked), Duration::from_secs(5)),
         "no `{blocked}` record from the XDP program; log:\n{}",

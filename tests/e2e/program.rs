@@ -1683,3 +1683,49 @@ fn program_rate_limit_holds_when_one_client_runs_on_every_cpu() {
         "passed {passed}, outside {low:.0}..={high:.0}"
     );
 }
+
+/// The override vectors the user-space fallback's tests use too
+/// (`tests/vectors/overrides.json`): overrides longer than the keying
+/// prefix match on the full source address.
+#[test]
+fn program_override_vectors_shared_with_the_fallback() {
+    if !kernel_tests_enabled("program_override_vectors_shared_with_the_fallback") {
+        return;
+    }
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../vectors/overrides.json")).expect("vectors");
+    let mut p = Prog::load_unconfigured("prog-override-vectors");
+    for case in vectors["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        p.apply(&format!(
+            "rate = 1\nburst = 3\nmax_conns = 0\n{}",
+            case["kernel"].as_str().expect("kernel")
+        ));
+        for check in case["checks"].as_array().expect("checks") {
+            let src: IpAddr = check["src"].as_str().expect("src").parse().expect("ip");
+            let want = match check["expect"].as_str().expect("expect") {
+                "allow" => 5,
+                "default" => 3,
+                "limit" => 1,
+                "deny" => 0,
+                other => panic!("unknown expectation {other}"),
+            };
+            let passed = before_refill(|_| {
+                // Earlier packets of the same /64 must not decide this one.
+                let mut clients = p.hash_map::<fraiseql_edge_common::ClientState>(maps::CLIENTS);
+                let keys: Vec<ClientKey> = clients.keys().map(Result::unwrap).collect();
+                for k in keys {
+                    let _ = clients.remove(&k);
+                }
+                let frame = match src {
+                    IpAddr::V4(v4) => udp4(v4, PORT).build().bytes,
+                    IpAddr::V6(v6) => udp6(v6, PORT).build().bytes,
+                };
+                (0..5)
+                    .filter(|_| p.run(&frame).expect("test run") == XDP_PASS)
+                    .count()
+            });
+            assert_eq!(passed, want, "{name}: {src}");
+        }
+    }
+}

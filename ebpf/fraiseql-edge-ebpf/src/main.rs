@@ -710,7 +710,13 @@ fn emit_drop(ctx: &XdpContext, client: &ClientKey, now: u64, meta: u64) {
         count(Counter::EventsLost);
     }
     if reason == DropReason::Block as u32 {
-        debug!(ctx, "blocked client dropped, port {}", port);
+        // A block is judged before any port is read: the protocol tells
+        // what was dropped.
+        debug!(
+            ctx,
+            "blocked client dropped, protocol {}",
+            (meta >> 16) as u8
+        );
     }
 }
 

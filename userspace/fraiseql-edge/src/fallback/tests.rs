@@ -230,3 +230,32 @@ fn verdicts_are_counted() {
         (3, 2, 1, 1)
     );
 }
+
+/// The override vectors the XDP program's tests use too
+/// (`tests/vectors/overrides.json`): the same source address gets the same
+/// override in the kernel and in degraded mode.
+#[test]
+fn override_vectors_shared_with_the_kernel() {
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../tests/vectors/overrides.json")).unwrap();
+    for case in vectors["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        for check in case["checks"].as_array().unwrap() {
+            // A fresh limiter per address: earlier packets of the same /64
+            // must not decide this one.
+            let l = limiter_with("rate = 1\nburst = 3\n", case["kernel"].as_str().unwrap());
+            let src = ip(check["src"].as_str().unwrap());
+            let passed = (0..5)
+                .filter(|_| l.admit_at(src, 1_000, false).is_ok())
+                .count();
+            let want = match check["expect"].as_str().unwrap() {
+                "allow" => 5,
+                "default" => 3,
+                "limit" => 1,
+                "deny" => 0,
+                other => panic!("unknown expectation {other}"),
+            };
+            assert_eq!(passed, want, "{name}: {src}");
+        }
+    }
+}
