@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fraiseql_edge::kernel::KernelMaps;
-use fraiseql_edge_common::Counter;
+use fraiseql_edge::kernel::{KernelMaps, collector::KernelCollector, maps::open_pin};
+use fraiseql_edge_common::{ClientKey, ConnCount, Counter, MAX_CONN_CLIENTS, key};
 use fraiseql_edge_tests::{
     PinDir,
     clients::tcp_connect,
@@ -487,4 +487,115 @@ fn connection_counts_return_to_zero_after_concurrent_churn() {
             .collect();
         assert_eq!(held.len(), K as usize);
     }
+}
+
+/// The tracker counts what the XDP program protects: sockets of the
+/// daemon's network namespace on the protected ports — not a server on the
+/// same port in another namespace.
+#[test]
+fn tracker_counts_only_the_daemons_namespace() {
+    if !kernel_tests_enabled("tracker_counts_only_the_daemons_namespace") {
+        return;
+    }
+    const PORT: u16 = 18605;
+    let pin = pin_dir("trackerns");
+    let ns = NetNs::new("trns", 24, 1);
+    let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
+    let _host_listener = TcpListener::bind(host).expect("host listener");
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = 0;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let opened = counter(&maps, Counter::ConnOpened);
+
+    // A server on the protected port inside the client namespace, and a
+    // connection to it from that namespace: not the daemon's socket.
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PORT);
+    let (_ns_listener, _a, _b) = ns.run(|| {
+        let l = TcpListener::bind(local).expect("listener in the namespace");
+        let c = std::net::TcpStream::connect(local).expect("connect in the namespace");
+        let (s, _) = l.accept().expect("accept in the namespace");
+        (l, c, s)
+    });
+    // A connection to the daemon's namespace is counted, and only it.
+    let _conn = tcp_connect(&ns, ns.client(0), host, Duration::from_secs(3)).expect("connect");
+    assert!(
+        eventually(Duration::from_secs(3), || maps.conns(ns.client(0)).unwrap()
+            == 1),
+        "the connection to the daemon's namespace is counted"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        counter(&maps, Counter::ConnOpened) - opened,
+        1,
+        "only the daemon's namespace's socket is counted"
+    );
+    assert_eq!(maps.conns(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap(), 0);
+}
+
+/// A full count map is not a silent fail-open: the connection it could not
+/// count is counted as such, exported as a metric and logged.
+#[test]
+fn a_full_count_map_is_counted_exported_and_logged() {
+    if !kernel_tests_enabled("a_full_count_map_is_counted_exported_and_logged") {
+        return;
+    }
+    const PORT: u16 = 18606;
+    let pin = pin_dir("mapfull");
+    let ns = NetNs::new("full", 25, 1);
+    let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
+    let _listener = TcpListener::bind(host).expect("listener");
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = 0;
+    let mut daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+
+    // Fill the count map with other clients.
+    let mut counts: aya::maps::HashMap<aya::maps::MapData, ClientKey, ConnCount> =
+        aya::maps::HashMap::try_from(
+            open_pin(&pin.0, fraiseql_edge_common::maps::CONN_COUNTS).expect("pin"),
+        )
+        .expect("count map");
+    for i in 0..MAX_CONN_CLIENTS {
+        let k = key::from_ipv4([100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        counts
+            .insert(k, ConnCount { slots: 1, owner: k }, 0)
+            .expect("filling the count map");
+    }
+    let _conn = tcp_connect(&ns, ns.client(0), host, Duration::from_secs(3))
+        .expect("the connection is admitted");
+    assert!(
+        eventually(Duration::from_secs(3), || counter(
+            &maps,
+            Counter::ConnCountsFull
+        ) == 1),
+        "conn_counts_full = {}",
+        counter(&maps, Counter::ConnCountsFull)
+    );
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(
+            KernelCollector::new(KernelMaps::open_pinned(&pin.0).expect("maps"))
+                .expect("collector"),
+        ))
+        .expect("register");
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .expect("encode");
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(
+        text.contains("fraiseql_edge_kernel_map_full_total{map=\"conn_counts\"} 1"),
+        "{text}"
+    );
+    assert!(
+        daemon.wait_for_log("connection-count map full", Duration::from_secs(5)),
+        "the daemon logs the full map:\n{}",
+        daemon.log()
+    );
 }

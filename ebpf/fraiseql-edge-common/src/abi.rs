@@ -23,13 +23,16 @@ pub mod maps {
     /// `HashMap<FlowKey, PendingConn>`: SYNs admitted by the connection cap
     /// whose handshake has not completed; each holds one slot.
     pub const CONN_PENDING: &str = "EDGE_CONN_PENDING";
+    /// `Array<TrackerConfig>`, one entry: where the tracker reads its fields.
+    pub const TRACKER: &str = "EDGE_TRACKER";
     /// `PerCpuArray<u64>` indexed by [`super::Counter`].
     pub const STATS: &str = "EDGE_STATS";
     /// `RingBuf` of [`super::DropEvent`].
     pub const EVENTS: &str = "EDGE_EVENTS";
     /// Every map the daemon pins, in one list.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         CONFIG,
+        TRACKER,
         BLOCKS,
         OVERRIDES,
         CLIENTS,
@@ -223,6 +226,41 @@ pub struct FlowKey {
     pub local_port: u16,
 }
 
+/// Entry 0 of [`maps::TRACKER`]: field offsets of the
+/// `sock/inet_sock_set_state` tracepoint, read by user space from the
+/// tracepoint's `format` file, and of the socket's network namespace, read
+/// from the kernel's BTF — nothing about the kernel's layout is compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerConfig {
+    /// 1 once user space wrote the offsets; until then nothing is counted.
+    pub ready: u32,
+    /// Offset of `skaddr` (8 bytes).
+    pub skaddr: u32,
+    /// Offset of `oldstate` (4 bytes).
+    pub oldstate: u32,
+    /// Offset of `newstate` (4 bytes).
+    pub newstate: u32,
+    /// Offset of `sport`, the local port (2 bytes, host order).
+    pub sport: u32,
+    /// Offset of `dport`, the remote port (2 bytes, host order).
+    pub dport: u32,
+    /// Offset of `protocol` (2 bytes).
+    pub protocol: u32,
+    /// Offset of `saddr_v6`, the local address (16 bytes; IPv4-mapped for IPv4).
+    pub saddr_v6: u32,
+    /// Offset of `daddr_v6`, the remote address (16 bytes; IPv4-mapped for IPv4).
+    pub daddr_v6: u32,
+    /// Offset of the `struct net *` in `struct sock`; `u32::MAX`: unknown,
+    /// sockets of every namespace are counted.
+    pub sk_net: u32,
+    /// Offset of the namespace's inode number in `struct net`.
+    pub net_inum: u32,
+    /// The inode number of the daemon's network namespace: only its
+    /// sockets are counted.
+    pub netns_inum: u32,
+}
+
 /// Value of [`maps::CONN_PENDING`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -388,4 +426,5 @@ mod pod {
     unsafe impl aya::Pod for super::ConnCount {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::PendingConn {}
+    unsafe impl aya::Pod for super::TrackerConfig {}
 }

@@ -43,7 +43,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{TracePointContext, XdpContext},
@@ -53,7 +53,7 @@ use fraiseql_edge_common::{
     ClientKey, ClientState, ConnCount, Counter, DropEvent, DropReason, EVENTS_BYTES, FLAG_BLOCKS,
     FLAG_DENY, FLAG_OVERRIDES, FlowKey, GlobalConfig, Limits, MAX_BLOCKS, MAX_CLIENTS,
     MAX_CONN_CLIENTS, MAX_CONN_PENDING, MAX_CONN_SOCKS, MAX_OVERRIDES, Override, OverrideAction,
-    PENDING_TIMEOUT_NS, PendingConn, bucket, key,
+    PENDING_TIMEOUT_NS, PendingConn, TrackerConfig, bucket, key,
 };
 
 #[map]
@@ -70,6 +70,8 @@ static EDGE_CONN_COUNTS: HashMap<ClientKey, ConnCount> = HashMap::pinned(MAX_CON
 static EDGE_CONN_SOCKS: HashMap<u64, ClientKey> = HashMap::pinned(MAX_CONN_SOCKS, 0);
 #[map]
 static EDGE_CONN_PENDING: HashMap<FlowKey, PendingConn> = HashMap::pinned(MAX_CONN_PENDING, 0);
+#[map]
+static EDGE_TRACKER: Array<TrackerConfig> = Array::pinned(1, 0);
 #[map]
 static EDGE_STATS: PerCpuArray<u64> = PerCpuArray::pinned(Counter::COUNT, 0);
 #[map]
@@ -835,17 +837,9 @@ pub fn fraiseql_edge_sweep(ctx: XdpContext) -> u32 {
 }
 
 // ---------------------------------------------------------------------------
-// Connection tracker: sock/inet_sock_set_state.
-// Offsets from /sys/kernel/tracing/events/sock/inet_sock_set_state/format
-// (stable tracepoint ABI).
-const TP_SKADDR: usize = 8;
-const TP_OLDSTATE: usize = 16;
-const TP_NEWSTATE: usize = 20;
-const TP_SPORT: usize = 24;
-const TP_DPORT: usize = 26;
-const TP_PROTOCOL: usize = 30;
-const TP_SADDR_V6: usize = 40;
-const TP_DADDR_V6: usize = 56;
+// Connection tracker: sock/inet_sock_set_state. Field offsets come from
+// EDGE_TRACKER (user space reads them from the tracepoint's format file and
+// the kernel's BTF).
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_CLOSE: i32 = 7;
 
@@ -857,14 +851,20 @@ pub fn fraiseql_edge_conn(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_conn(ctx: &TracePointContext) -> Result<(), i64> {
-    let protocol: u16 = unsafe { ctx.read_at(TP_PROTOCOL)? };
+    let Some(tp) = EDGE_TRACKER.get(0) else {
+        return Ok(());
+    };
+    if tp.ready == 0 {
+        return Ok(());
+    }
+    let protocol: u16 = unsafe { ctx.read_at(tp.protocol as usize)? };
     if protocol != IPPROTO_TCP as u16 {
         return Ok(());
     }
-    let newstate: i32 = unsafe { ctx.read_at(TP_NEWSTATE)? };
-    let skaddr: u64 = unsafe { ctx.read_at(TP_SKADDR)? };
+    let newstate: i32 = unsafe { ctx.read_at(tp.newstate as usize)? };
+    let skaddr: u64 = unsafe { ctx.read_at(tp.skaddr as usize)? };
     if newstate == TCP_ESTABLISHED {
-        let oldstate: i32 = unsafe { ctx.read_at(TP_OLDSTATE)? };
+        let oldstate: i32 = unsafe { ctx.read_at(tp.oldstate as usize)? };
         if oldstate == TCP_ESTABLISHED {
             return Ok(());
         }
@@ -872,21 +872,27 @@ fn try_conn(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(());
         };
         // The local port is the one clients connect to: only count sockets
-        // this node terminates on a protected port.
-        let sport: u16 = unsafe { ctx.read_at(TP_SPORT)? };
+        // this node terminates on a protected port …
+        let sport: u16 = unsafe { ctx.read_at(tp.sport as usize)? };
         if !cfg.port_protected(sport) {
+            return Ok(());
+        }
+        // … in the daemon's network namespace (the one XDP protects).
+        if !in_daemon_netns(tp, skaddr) {
             return Ok(());
         }
         // The tracepoint gives IPv4 sockets' addresses IPv4-mapped, as
         // the client keys are.
         let fk = FlowKey {
-            client_addr: unsafe { ctx.read_at(TP_DADDR_V6)? },
-            local_addr: unsafe { ctx.read_at(TP_SADDR_V6)? },
-            client_port: unsafe { ctx.read_at(TP_DPORT)? },
+            client_addr: unsafe { ctx.read_at(tp.daddr_v6 as usize)? },
+            local_addr: unsafe { ctx.read_at(tp.saddr_v6 as usize)? },
+            client_port: unsafe { ctx.read_at(tp.dport as usize)? },
             local_port: sport,
         };
         conn_established(cfg, skaddr, &fk);
     } else if newstate == TCP_CLOSE {
+        // Only sockets counted at ESTABLISHED are in the map: no namespace
+        // or port check needed here.
         let Some(client) = (unsafe { EDGE_CONN_SOCKS.get(&skaddr) }).copied() else {
             return Ok(());
         };
@@ -898,6 +904,22 @@ fn try_conn(ctx: &TracePointContext) -> Result<(), i64> {
         count(Counter::ConnClosed);
     }
     Ok(())
+}
+
+/// Whether the socket at `skaddr` lives in the daemon's network namespace.
+#[inline(always)]
+fn in_daemon_netns(tp: &TrackerConfig, skaddr: u64) -> bool {
+    if tp.sk_net == u32::MAX {
+        return true;
+    }
+    let Ok(net) = (unsafe { bpf_probe_read_kernel((skaddr + tp.sk_net as u64) as *const u64) })
+    else {
+        return false;
+    };
+    match unsafe { bpf_probe_read_kernel((net + tp.net_inum as u64) as *const u32) } {
+        Ok(inum) => inum == tp.netns_inum,
+        Err(_) => false,
+    }
 }
 
 /// Counts a socket that became ESTABLISHED: the slot its SYN reserved

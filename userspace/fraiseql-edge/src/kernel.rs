@@ -20,13 +20,14 @@
 pub mod bpffs;
 pub mod collector;
 pub mod events;
+pub mod layout;
 pub mod maps;
 
 use std::{fmt, path::Path};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{Array, MapData, RingBuf},
     pin::PinError,
     programs::{
         ProgramError, TestRun, TestRunOptions, TracePoint, Xdp, XdpMode,
@@ -35,7 +36,7 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
-use fraiseql_edge_common::{Counter, FlowKey, maps as map_names, programs};
+use fraiseql_edge_common::{Counter, FlowKey, TrackerConfig, maps as map_names, programs};
 pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapsError};
 
 use crate::config::{KernelConfig, XdpModeConfig};
@@ -209,6 +210,39 @@ impl Kernel {
         tracker
             .load()
             .map_err(program_err("loading the connection tracker"))?;
+        // The tracker learns where its fields are before it runs.
+        bpffs::ensure_tracefs()?;
+        let (layout, netns_problem) = layout::tracker_config()
+            .map_err(|e| KernelError::Filesystem(format!("connection tracker: {e}")))?;
+        if let Some(e) = netns_problem {
+            tracing::warn!(
+                error = %e,
+                "connection tracker: the socket's network namespace cannot be read; \
+                 sockets of every namespace on the protected ports are counted"
+            );
+        }
+        tracing::debug!(layout = %layout::describe(&layout), "connection tracker layout");
+        let mut tracker_map: Array<&mut MapData, TrackerConfig> = Array::try_from(
+            ebpf.map_mut(map_names::TRACKER)
+                .ok_or(MapsError::Missing(map_names::TRACKER))?,
+        )
+        .map_err(|source| MapsError::Open {
+            name: map_names::TRACKER,
+            source,
+        })?;
+        tracker_map
+            .set(0, layout, 0)
+            .map_err(|source| MapsError::Access {
+                name: map_names::TRACKER,
+                source,
+            })?;
+        let tracker: &mut TracePoint = ebpf
+            .program_mut(programs::CONN_TRACKER)
+            .ok_or_else(|| {
+                KernelError::Filesystem("tracker program missing from the object".into())
+            })?
+            .try_into()
+            .map_err(program_err("tracker program"))?;
         let tracker_replaced = attach_tracker(tracker, pin_dir)?;
 
         let mut maps =
