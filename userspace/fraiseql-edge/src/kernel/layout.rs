@@ -57,7 +57,7 @@ pub fn parse_format(text: &str) -> HashMap<String, (u32, u32)> {
         // "const void * skaddr", "offset:8", "size:8", …; arrays: "__u8 saddr_v6[16]".
         let Some(decl) = parts.first() else { continue };
         let name = decl
-            .rsplit(|c: char| c == ' ' || c == '*')
+            .rsplit([' ', '*'])
             .next()
             .unwrap_or("")
             .split('[')
@@ -281,7 +281,7 @@ impl<'a> Btf<'a> {
                 .resolve(member_ty)
                 .ok_or_else(|| LayoutError::Btf(format!("unresolvable type of {name}")))?;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(LayoutError::Btf(format!(
                 "{root}.{} is a bitfield",
                 path.join(".")
@@ -301,10 +301,10 @@ impl<'a> Btf<'a> {
         }
         for m in ty.members.iter().filter(|m| self.name(m.name).is_empty()) {
             let inner = self.resolve(m.ty)?;
-            if inner.kind == KIND_STRUCT || inner.kind == KIND_UNION {
-                if let Some((off, t)) = self.find_member(inner, name, depth + 1) {
-                    return Some((m.bits + off, t));
-                }
+            if (inner.kind == KIND_STRUCT || inner.kind == KIND_UNION)
+                && let Some((off, t)) = self.find_member(inner, name, depth + 1)
+            {
+                return Some((m.bits + off, t));
             }
         }
         None
