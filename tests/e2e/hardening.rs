@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fraiseql_edge::kernel::{KernelMaps, collector::KernelCollector, maps::open_pin};
+use fraiseql_edge::kernel::{
+    KernelMaps, collector::KernelCollector, maps::open_pin, xdp_link_name,
+};
 use fraiseql_edge_common::{ClientKey, ConnCount, Counter, MAX_CONN_CLIENTS, key};
 use fraiseql_edge_tests::{
     PinDir,
@@ -22,6 +24,7 @@ use fraiseql_edge_tests::{
     kernel_tests_enabled,
     netns::NetNs,
     wait::eventually,
+    xdp_attach::xdp_prog_ids,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -598,4 +601,69 @@ fn a_full_count_map_is_counted_exported_and_logged() {
         "the daemon logs the full map:\n{}",
         daemon.log()
     );
+}
+
+/// Start-up is all or nothing: when attaching fails on one interface (lo
+/// has no native XDP), `--require-ebpf` exits and leaves the others as
+/// they were — no link on a fresh interface, the earlier daemon's program
+/// still running in an adopted one.
+#[test]
+fn failed_start_leaves_interfaces_as_they_were() {
+    if !kernel_tests_enabled("failed_start_leaves_interfaces_as_they_were") {
+        return;
+    }
+    const PORT: u16 = 18607;
+    let pin = pin_dir("allornothing");
+    let ns = NetNs::new("aon", 26, 1);
+    let veth = ns.host_if().to_owned();
+    let cfg = EdgeConfig::new(&veth, &[PORT], &pin.0);
+    let native = |toml: String| toml.replace("xdp_mode = \"auto\"", "xdp_mode = \"native\"");
+    let mut both = EdgeConfig::new(&veth, &[PORT], &pin.0);
+    both.interfaces.push("lo".to_owned());
+
+    // Fresh: the veth attaches, lo refuses native mode.
+    let mut failed = Daemon::spawn(&native(both.to_toml()), &["--require-ebpf"]);
+    let status = failed
+        .wait_exit(Duration::from_secs(20))
+        .expect("--require-ebpf must exit when an interface cannot attach");
+    assert!(!status.success(), "exited successfully");
+    assert!(
+        failed.log().contains("lo"),
+        "the error names lo:\n{}",
+        failed.log()
+    );
+    assert!(
+        xdp_prog_ids(&veth).is_empty(),
+        "an XDP program was left on {veth}"
+    );
+    let pins: Vec<String> = std::fs::read_dir(&pin.0)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("link_"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "links left pinned: {pins:?}");
+
+    // Adopted: a daemon runs on the veth, dies; the next start fails on lo.
+    let mut first = Daemon::start(&cfg);
+    let before = xdp_prog_ids(&veth);
+    assert_eq!(before.len(), 1, "one program on {veth}");
+    first.kill();
+    let mut failed = Daemon::spawn(&native(both.to_toml()), &["--require-ebpf"]);
+    let status = failed.wait_exit(Duration::from_secs(20)).expect("exit");
+    assert!(!status.success());
+    assert_eq!(
+        xdp_prog_ids(&veth),
+        before,
+        "the earlier daemon's program keeps running in the adopted link"
+    );
+    assert!(
+        pin.0.join(xdp_link_name(&veth)).exists(),
+        "the adopted link stays pinned"
+    );
+    // And a daemon that can start adopts it as usual.
+    let _ok = Daemon::start(&cfg);
+    assert_eq!(xdp_prog_ids(&veth).len(), 1);
 }

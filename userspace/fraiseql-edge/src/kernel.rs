@@ -2,17 +2,22 @@
 //! XDP program on every configured interface and the connection tracker, and
 //! keep everything pinned under bpffs so enforcement outlives the daemon.
 //!
-//! Start-up, in order:
-//! 1. make sure `pin_path` is on bpffs (mounting `/sys/fs/bpf` if needed);
-//! 2. load the object; maps are pinned by name, so maps pinned by an earlier
-//!    daemon are reused with their contents (clients, counts, blocks);
-//! 3. per interface: if `link_xdp_<iface>` is pinned, atomically swap this
-//!    daemon's program into that link (no second attachment, no gap);
-//!    otherwise attach (native, then generic mode under `auto`) and pin the link;
-//! 4. the tracker: attach this daemon's tracker and pin it, replacing the
-//!    pin of an earlier daemon's tracker (which is then released) — counts
-//!    live in the pinned maps, so nothing is lost or counted twice;
-//! 5. write the configuration into the maps.
+//! Start-up is all or nothing, in two phases:
+//! 1. nothing attached yet: make sure `pin_path` is on bpffs (mounting
+//!    `/sys/fs/bpf` if needed); load the object (maps are pinned by name, so
+//!    maps pinned by an earlier daemon are reused with their contents:
+//!    clients, counts, blocks); load every program; give the tracker its
+//!    layout (`layout.rs`); write the configuration into the maps. A failure
+//!    here leaves every interface as it was;
+//! 2. attach: the tracker (replacing the pin of an earlier daemon's tracker,
+//!    which is then released — counts live in the pinned maps, so nothing is
+//!    lost or counted twice); then a new XDP link (native, then generic mode
+//!    under `auto`) on every interface without a pinned one. If one of those
+//!    fails, the links this start made are removed and the interfaces are
+//!    as they were (an adopted state stays as the earlier daemon left it,
+//!    fully configured). Last, this daemon's program is swapped atomically
+//!    into every link pinned by an earlier daemon (no second attachment, no
+//!    gap).
 //!
 //! Stopping the daemon leaves all of this in place; `fraiseql-edge kernel
 //! detach` removes it.
@@ -175,6 +180,9 @@ impl Kernel {
             None
         };
 
+        // Phase 1, nothing attached yet: load every program, tell the
+        // tracker its layout, write the configuration. Any failure here
+        // leaves the interfaces as they were.
         let xdp: &mut Xdp = ebpf
             .program_mut(programs::XDP)
             .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
@@ -189,17 +197,6 @@ impl Kernel {
         sweep
             .load()
             .map_err(program_err("loading the sweep program"))?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(programs::XDP)
-            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
-            .try_into()
-            .map_err(program_err("XDP program"))?;
-        let mut attachments = Vec::new();
-        for iface in &cfg.interfaces {
-            let mode = attach_xdp(xdp, iface, cfg.xdp_mode, pin_dir)?;
-            attachments.push((iface.clone(), mode));
-        }
-
         let tracker: &mut TracePoint = ebpf
             .program_mut(programs::CONN_TRACKER)
             .ok_or_else(|| {
@@ -210,7 +207,6 @@ impl Kernel {
         tracker
             .load()
             .map_err(program_err("loading the connection tracker"))?;
-        // The tracker learns where its fields are before it runs.
         bpffs::ensure_tracefs()?;
         let (layout, netns_problem) = layout::tracker_config()
             .map_err(|e| KernelError::Filesystem(format!("connection tracker: {e}")))?;
@@ -236,6 +232,13 @@ impl Kernel {
                 name: map_names::TRACKER,
                 source,
             })?;
+        let mut maps =
+            KernelMaps::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))?;
+        maps.apply(cfg)?;
+
+        // Phase 2: attach. New links first (undone on failure), then the
+        // swaps into links adopted from an earlier daemon, which cannot be
+        // undone and so come last.
         let tracker: &mut TracePoint = ebpf
             .program_mut(programs::CONN_TRACKER)
             .ok_or_else(|| {
@@ -244,10 +247,22 @@ impl Kernel {
             .try_into()
             .map_err(program_err("tracker program"))?;
         let tracker_replaced = attach_tracker(tracker, pin_dir)?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(programs::XDP)
+            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
+            .try_into()
+            .map_err(program_err("XDP program"))?;
+        let attachments = match attach_all(xdp, cfg, pin_dir) {
+            Ok(a) => a,
+            Err(e) => {
+                if !tracker_replaced {
+                    // This start attached the tracker: it goes too.
+                    let _ = std::fs::remove_file(pin_dir.join(TRACKER_LINK));
+                }
+                return Err(e);
+            }
+        };
 
-        let mut maps =
-            KernelMaps::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing(name)))?;
-        maps.apply(cfg)?;
         let events = ebpf
             .take_map(map_names::EVENTS)
             .and_then(|m| RingBuf::try_from(m).ok());
@@ -364,24 +379,58 @@ pub fn load_object(pin_dir: &Path, debug_log: bool) -> Result<Ebpf, EbpfError> {
         .load(OBJECT)
 }
 
-fn attach_xdp(
+/// Attaches the XDP program to every configured interface, all or nothing:
+/// interfaces without a pinned link get a new one; if any of them fails,
+/// the links made so far are removed (detached) and the error returned, the
+/// adopted interfaces untouched. Only then is the program swapped into the
+/// links adopted from an earlier daemon.
+fn attach_all(
     xdp: &mut Xdp,
-    iface: &str,
-    mode: XdpModeConfig,
+    cfg: &KernelConfig,
     pin_dir: &Path,
-) -> Result<AttachMode, KernelError> {
-    let pin = pin_dir.join(xdp_link_name(iface));
-    if pin.exists() {
-        match adopt_xdp(xdp, &pin) {
-            Ok(()) => return Ok(AttachMode::Adopted),
+) -> Result<Vec<(String, AttachMode)>, KernelError> {
+    let mut adopt = Vec::new();
+    let mut fresh: Vec<(String, AttachMode)> = Vec::new();
+    for iface in &cfg.interfaces {
+        let pin = pin_dir.join(xdp_link_name(iface));
+        if pin.exists() {
+            match PinnedLink::from_pin(&pin) {
+                Ok(link) => {
+                    adopt.push((iface.clone(), link));
+                    continue;
+                }
+                Err(e) => {
+                    // The interface was recreated or the link detached: start over.
+                    tracing::warn!(interface = %iface, error = %e, "stale pinned XDP link; attaching anew");
+                    std::fs::remove_file(&pin)
+                        .map_err(link_err(format!("removing stale pin {}", pin.display())))?;
+                }
+            }
+        }
+        match attach_new(xdp, iface, cfg.xdp_mode, &pin) {
+            Ok(mode) => fresh.push((iface.clone(), mode)),
             Err(e) => {
-                // The interface was recreated or the link detached: start over.
-                tracing::warn!(interface = iface, error = %e, "stale pinned XDP link; attaching anew");
-                std::fs::remove_file(&pin)
-                    .map_err(link_err(format!("removing stale pin {}", pin.display())))?;
+                for (done, _) in &fresh {
+                    // Removing the pin drops the link's last reference: detached.
+                    let _ = std::fs::remove_file(pin_dir.join(xdp_link_name(done)));
+                }
+                return Err(e);
             }
         }
     }
+    for (iface, pinned) in adopt {
+        adopt_xdp(xdp, pinned, &pin_dir.join(xdp_link_name(&iface)))?;
+        fresh.push((iface, AttachMode::Adopted));
+    }
+    Ok(fresh)
+}
+
+fn attach_new(
+    xdp: &mut Xdp,
+    iface: &str,
+    mode: XdpModeConfig,
+    pin: &Path,
+) -> Result<AttachMode, KernelError> {
     let candidates: &[(XdpMode, AttachMode)] = match mode {
         XdpModeConfig::Auto => &[
             (XdpMode::Driver, AttachMode::Native),
@@ -400,7 +449,7 @@ fn attach_xdp(
                 let fd_link = FdLink::try_from(link)
                     .map_err(link_err::<LinkError>(format!("XDP link of {iface}")))?;
                 fd_link
-                    .pin(&pin)
+                    .pin(pin)
                     .map_err(link_err::<PinError>(format!("pinning {}", pin.display())))?;
                 return Ok(*attach_mode);
             }
@@ -413,9 +462,7 @@ fn attach_xdp(
     })
 }
 
-fn adopt_xdp(xdp: &mut Xdp, pin: &Path) -> Result<(), KernelError> {
-    let pinned =
-        PinnedLink::from_pin(pin).map_err(link_err(format!("opening {}", pin.display())))?;
+fn adopt_xdp(xdp: &mut Xdp, pinned: PinnedLink, pin: &Path) -> Result<(), KernelError> {
     let link = XdpLink::try_from(FdLink::from(pinned))
         .map_err(link_err(format!("{} is not an XDP link", pin.display())))?;
     xdp.attach_to_link(link).map_err(program_err(format!(
