@@ -181,8 +181,10 @@ pub struct Override {
 }
 
 /// Per-client state in the LRU map: the rate limiter and the client's counters.
-/// Every field is updated with atomic instructions: one client's packets may
-/// be processed on several CPUs at once.
+/// One client's packets may be processed on several CPUs at once: the
+/// schedule (`tat`) is updated by compare-and-swap; `passed` and `dropped`
+/// are statistics, updated with plain adds (exact totals are in
+/// [`maps::STATS`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientState {

@@ -547,7 +547,7 @@ fn enforce(
             Counter::DroppedRate,
         );
     }
-    fetch_add(unsafe { &raw mut (*state).passed }, 1);
+    unsafe { (*state).passed += 1 };
     count(Counter::Passed);
     xdp_action::XDP_PASS
 }
@@ -650,9 +650,13 @@ fn rate_take(state: *mut ClientState, limits: &Limits, now_ns: u64) -> bool {
     false
 }
 
+/// Per-client figures are statistics: plain adds, which a packet of the
+/// same client on another CPU at the same instant can overwrite (the
+/// exact totals are the per-CPU counters). A locked add would cost every
+/// packet about 6 ns.
 #[inline(always)]
 fn client_dropped(state: *mut ClientState) {
-    fetch_add(unsafe { &raw mut (*state).dropped }, 1);
+    unsafe { (*state).dropped += 1 };
 }
 
 /// Counts a block or deny drop against a client the program already tracks
