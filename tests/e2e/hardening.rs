@@ -12,9 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fraiseql_edge::kernel::{
-    KernelMaps, collector::KernelCollector, maps::open_pin, xdp_link_name,
-};
+use fraiseql_edge::kernel::{KernelMaps, maps::open_pin, xdp_link_name};
 use fraiseql_edge_common::{ClientKey, ConnCount, Counter, MAX_CONN_CLIENTS, key};
 use fraiseql_edge_tests::{
     PinDir,
@@ -23,6 +21,7 @@ use fraiseql_edge_tests::{
     frames::{ExtHeader, Packet, internet_checksum, tcp_flags},
     kernel_tests_enabled,
     netns::NetNs,
+    promtool::kernel_metrics_text,
     wait::eventually,
     xdp_attach::xdp_prog_ids,
 };
@@ -577,21 +576,7 @@ fn a_full_count_map_is_counted_exported_and_logged() {
         "conn_counts_full = {}",
         counter(&maps, Counter::ConnCountsFull)
     );
-    let registry = prometheus::Registry::new();
-    registry
-        .register(Box::new(
-            KernelCollector::new(KernelMaps::open_pinned(&pin.0).expect("maps"))
-                .expect("collector"),
-        ))
-        .expect("register");
-    let mut text = Vec::new();
-    prometheus::Encoder::encode(
-        &prometheus::TextEncoder::new(),
-        &registry.gather(),
-        &mut text,
-    )
-    .expect("encode");
-    let text = String::from_utf8(text).expect("utf-8");
+    let text = kernel_metrics_text(&pin.0);
     assert!(
         text.contains("fraiseql_edge_kernel_map_full_total{map=\"conn_counts\"} 1"),
         "{text}"
@@ -666,4 +651,100 @@ fn failed_start_leaves_interfaces_as_they_were() {
     // And a daemon that can start adopts it as usual.
     let _ok = Daemon::start(&cfg);
     assert_eq!(xdp_prog_ids(&veth).len(), 1);
+}
+
+/// One client's flows spread over both CPUs by a two-queue veth: XDP runs
+/// for the same client on both CPUs at once, and the packets passed stay
+/// within 10 % of burst + rate·t.
+#[test]
+fn rate_limit_holds_for_one_client_on_two_receive_queues() {
+    if !kernel_tests_enabled("rate_limit_holds_for_one_client_on_two_receive_queues") {
+        return;
+    }
+    const PORT: u16 = 18608;
+    const RATE: u64 = 2_000;
+    const BURST: u64 = 200;
+    let pin = pin_dir("multiqueue");
+    let ns = NetNs::with_queues("mq", 27, 1, 2);
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = RATE;
+    cfg.burst = BURST;
+    cfg.max_conns = 0;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let stats: aya::maps::PerCpuArray<aya::maps::MapData, u64> = aya::maps::PerCpuArray::try_from(
+        open_pin(&pin.0, fraiseql_edge_common::maps::STATS).expect("pin"),
+    )
+    .expect("stats map");
+    let per_cpu_passed = || -> Vec<u64> {
+        stats
+            .get(&(Counter::Passed as u32), 0)
+            .expect("per-CPU passed")
+            .iter()
+            .copied()
+            .collect()
+    };
+    let before = per_cpu_passed();
+    let dst = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
+    let src = ns.client(0);
+    let run_for = Duration::from_secs(2);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let senders: Vec<_> = (0..2usize)
+        .map(|cpu| {
+            let start = std::sync::Arc::clone(&start);
+            ns.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).expect("cpu");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                    .expect("pin the sender");
+                // Several flows per sender: they hash to both queues.
+                let sockets: Vec<UdpSocket> = (0..8)
+                    .map(|_| UdpSocket::bind(SocketAddr::new(src, 0)).expect("udp"))
+                    .collect();
+                start.wait();
+                let began = Instant::now();
+                let mut sent = 0u64;
+                while began.elapsed() < run_for {
+                    for s in &sockets {
+                        if s.send_to(&[0u8; 18], dst).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                }
+                (sent, began, began.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = senders
+        .into_iter()
+        .map(|s| s.join().expect("sender"))
+        .collect();
+    let first = results.iter().map(|r| r.1).min().expect("two senders");
+    let last_end = results
+        .iter()
+        .map(|r| r.1 + r.2)
+        .max()
+        .expect("two senders");
+    let elapsed = (last_end - first).as_secs_f64();
+    let sent: u64 = results.iter().map(|r| r.0).sum();
+    let after = per_cpu_passed();
+    let per_cpu: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let passed: u64 = per_cpu.iter().sum();
+    let expected = BURST as f64 + RATE as f64 * elapsed;
+    eprintln!(
+        "sent {sent} in {elapsed:.2} s; passed per CPU {per_cpu:?} = {passed}, expected {expected:.0}"
+    );
+    assert!(
+        per_cpu.iter().filter(|n| **n > 0).count() >= 2,
+        "XDP did not run on two CPUs for the client: {per_cpu:?}"
+    );
+    assert!(
+        sent as f64 > 10.0 * expected,
+        "the senders did not flood: {sent}"
+    );
+    assert!(
+        (passed as f64 - expected).abs() <= 0.10 * expected,
+        "passed {passed}, expected {expected:.0} ± 10 %"
+    );
+    assert!(maps.client(src).unwrap().is_some());
 }

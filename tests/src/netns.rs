@@ -48,6 +48,8 @@ pub struct NetNs {
     peer_if: String,
     net: u8,
     clients: u8,
+    /// Transmit and receive queues of each end of the veth pair.
+    queues: u8,
 }
 
 impl NetNs {
@@ -57,6 +59,13 @@ impl NetNs {
     /// among the tests running at once. Leftovers of an earlier run with
     /// the same names are removed first.
     pub fn new(tag: &str, net: u8, clients: u8) -> Self {
+        Self::with_queues(tag, net, clients, 1)
+    }
+
+    /// As [`NetNs::new`], with `queues` transmit and receive queues on each
+    /// end of the veth pair: flows hashed to different queues are received
+    /// (and run through XDP) on the CPUs that sent them, at the same time.
+    pub fn with_queues(tag: &str, net: u8, clients: u8, queues: u8) -> Self {
         assert!(
             (1..=100).contains(&clients),
             "1..=100 client addresses per namespace"
@@ -69,6 +78,7 @@ impl NetNs {
             peer_if: format!("fe{net}p{pid}"),
             net,
             clients,
+            queues: queues.max(1),
         };
         ns.remove();
         ns.create();
@@ -80,9 +90,30 @@ impl NetNs {
         let host_mac = format!("02:fe:00:{:02x}:00:01", self.net);
         let peer_mac = format!("02:fe:00:{:02x}:00:02", self.net);
         ip(&["netns", "add", name]);
+        let q = self.queues.to_string();
         ip(&[
-            "link", "add", host, "address", &host_mac, "type", "veth", "peer", "name", peer,
-            "address", &peer_mac, "netns", name,
+            "link",
+            "add",
+            host,
+            "address",
+            &host_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "address",
+            &peer_mac,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "netns",
+            name,
         ]);
         let host_v4 = format!("{}/24", self.host_v4());
         let host_v6 = format!("{}/64", self.host_v6());

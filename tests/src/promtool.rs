@@ -44,3 +44,22 @@ pub fn check_metrics(test: &str, text: &str) -> bool {
     );
     true
 }
+
+/// The exposition text of the kernel collector over the maps pinned under
+/// `pin_path`, as the daemon's `/metrics` would serve it.
+pub fn kernel_metrics_text(pin_path: &std::path::Path) -> String {
+    use fraiseql_edge::kernel::{KernelMaps, collector::KernelCollector};
+    let maps = KernelMaps::open_pinned(pin_path).expect("open pins");
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(KernelCollector::new(maps).expect("collector")))
+        .expect("register");
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .expect("encode");
+    String::from_utf8(text).expect("utf-8")
+}

@@ -111,8 +111,9 @@ mod tests {
     fn rustflags_are_unit_separated() {
         let flags = ebpf_rustflags();
         let parts: Vec<&str> = flags.split('\x1f').collect();
-        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.len(), 4);
         assert!(parts[0].starts_with("--cfg=bpf_target_arch=\""));
         assert_eq!(parts[2], "-Clink-arg=--btf");
+        assert_eq!(parts[3], "-Ctarget-cpu=v3");
     }
 }

@@ -183,27 +183,13 @@ impl Kernel {
         // Phase 1, nothing attached yet: load every program, tell the
         // tracker its layout, write the configuration. Any failure here
         // leaves the interfaces as they were.
-        let xdp: &mut Xdp = ebpf
-            .program_mut(programs::XDP)
-            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
-            .try_into()
-            .map_err(program_err("XDP program"))?;
+        let xdp: &mut Xdp = xdp_program(&mut ebpf, programs::XDP)?;
         xdp.load().map_err(program_err("loading the XDP program"))?;
-        let sweep: &mut Xdp = ebpf
-            .program_mut(programs::SWEEP)
-            .ok_or_else(|| KernelError::Filesystem("sweep program missing from the object".into()))?
-            .try_into()
-            .map_err(program_err("sweep program"))?;
+        let sweep: &mut Xdp = xdp_program(&mut ebpf, programs::SWEEP)?;
         sweep
             .load()
             .map_err(program_err("loading the sweep program"))?;
-        let tracker: &mut TracePoint = ebpf
-            .program_mut(programs::CONN_TRACKER)
-            .ok_or_else(|| {
-                KernelError::Filesystem("tracker program missing from the object".into())
-            })?
-            .try_into()
-            .map_err(program_err("tracker program"))?;
+        let tracker: &mut TracePoint = tracker_program(&mut ebpf)?;
         tracker
             .load()
             .map_err(program_err("loading the connection tracker"))?;
@@ -239,19 +225,9 @@ impl Kernel {
         // Phase 2: attach. New links first (undone on failure), then the
         // swaps into links adopted from an earlier daemon, which cannot be
         // undone and so come last.
-        let tracker: &mut TracePoint = ebpf
-            .program_mut(programs::CONN_TRACKER)
-            .ok_or_else(|| {
-                KernelError::Filesystem("tracker program missing from the object".into())
-            })?
-            .try_into()
-            .map_err(program_err("tracker program"))?;
+        let tracker: &mut TracePoint = tracker_program(&mut ebpf)?;
         let tracker_replaced = attach_tracker(tracker, pin_dir)?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(programs::XDP)
-            .ok_or_else(|| KernelError::Filesystem("XDP program missing from the object".into()))?
-            .try_into()
-            .map_err(program_err("XDP program"))?;
+        let xdp: &mut Xdp = xdp_program(&mut ebpf, programs::XDP)?;
         let attachments = match attach_all(xdp, cfg, pin_dir) {
             Ok(a) => a,
             Err(e) => {
@@ -315,6 +291,22 @@ impl Kernel {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+/// An XDP program of the object, by name.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, KernelError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| KernelError::Filesystem(format!("{name} missing from the object")))?
+        .try_into()
+        .map_err(program_err(name))
+}
+
+/// The connection tracker of the object.
+fn tracker_program(ebpf: &mut Ebpf) -> Result<&mut TracePoint, KernelError> {
+    ebpf.program_mut(programs::CONN_TRACKER)
+        .ok_or_else(|| KernelError::Filesystem("tracker program missing from the object".into()))?
+        .try_into()
+        .map_err(program_err("tracker program"))
 }
 
 fn counter_name(counter: Counter) -> &'static str {
