@@ -748,3 +748,39 @@ fn rate_limit_holds_for_one_client_on_two_receive_queues() {
     );
     assert!(maps.client(src).unwrap().is_some());
 }
+
+/// Maps pinned by an incompatible version (another value size) are refused
+/// with a clear error, not reused.
+#[test]
+fn pins_of_an_incompatible_version_are_refused() {
+    if !kernel_tests_enabled("pins_of_an_incompatible_version_are_refused") {
+        return;
+    }
+    let pin = pin_dir("oldpins");
+    std::fs::create_dir_all(&pin.0).expect("pin dir");
+    // EDGE_CONFIG as an earlier version pinned it: a 56-byte value.
+    let old = pin.0.join(fraiseql_edge_common::maps::CONFIG);
+    let status = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args(["type", "array", "key", "4", "value", "56", "entries", "1"])
+        .args(["name", "EDGE_CONFIG"])
+        .status()
+        .expect("bpftool");
+    assert!(status.success(), "bpftool map create");
+    let cfg = EdgeConfig::new("lo", &[18609], &pin.0);
+    let mut daemon = Daemon::spawn(&cfg.to_toml(), &["--require-ebpf"]);
+    let status = daemon
+        .wait_exit(Duration::from_secs(20))
+        .expect("the daemon refuses incompatible pins");
+    assert!(!status.success());
+    let log = daemon.log();
+    assert!(
+        log.contains("incompatible version") && log.contains("detach"),
+        "the error explains the pins and the way out:\n{log}"
+    );
+    assert!(
+        !pin.0.join(xdp_link_name("lo")).exists(),
+        "nothing attached to lo"
+    );
+}

@@ -169,6 +169,7 @@ impl Kernel {
             KernelError::Filesystem(format!("creating pin directory {}: {e}", pin_dir.display()))
         })?;
 
+        check_pins(pin_dir)?;
         let mut ebpf = load_object(pin_dir, cfg.ebpf_debug_log)?;
         let logger = if cfg.ebpf_debug_log {
             Some(
@@ -291,6 +292,61 @@ impl Kernel {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+/// (map name, key size, value size) of every pinned map whose layout this
+/// version relies on.
+fn pinned_layouts() -> [(&'static str, usize, usize); 7] {
+    use fraiseql_edge_common::{ClientKey, ClientState, ConnCount, GlobalConfig, PendingConn};
+    use std::mem::size_of;
+    [
+        (map_names::CONFIG, 4, size_of::<GlobalConfig>()),
+        (map_names::TRACKER, 4, size_of::<TrackerConfig>()),
+        (map_names::BLOCKS, size_of::<ClientKey>(), 8),
+        (
+            map_names::CLIENTS,
+            size_of::<ClientKey>(),
+            size_of::<ClientState>(),
+        ),
+        (
+            map_names::CONN_COUNTS,
+            size_of::<ClientKey>(),
+            size_of::<ConnCount>(),
+        ),
+        (map_names::CONN_SOCKS, 8, size_of::<ClientKey>()),
+        (
+            map_names::CONN_PENDING,
+            size_of::<FlowKey>(),
+            size_of::<PendingConn>(),
+        ),
+    ]
+}
+
+/// Refuses to start over maps pinned by an incompatible version (other key
+/// or value sizes): they would be reused as they are, and the programs
+/// would misread them or fail to load with a verifier error.
+fn check_pins(pin_dir: &Path) -> Result<(), KernelError> {
+    for (name, key, value) in pinned_layouts() {
+        let pin = pin_dir.join(name);
+        if !pin.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&pin)
+            .map_err(|e| KernelError::Filesystem(format!("reading {}: {e}", pin.display())))?;
+        let found = (info.key_size() as usize, info.value_size() as usize);
+        if found != (key, value) {
+            return Err(KernelError::Filesystem(format!(
+                "{} was pinned by an incompatible version (key/value {}/{} bytes, this \
+                 version needs {key}/{value}); `fraiseql-edge kernel --pin-path {} detach` \
+                 removes the old pins (enforcement stops until the daemon starts again)",
+                pin.display(),
+                found.0,
+                found.1,
+                pin_dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An XDP program of the object, by name.
