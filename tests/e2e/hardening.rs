@@ -784,3 +784,56 @@ fn pins_of_an_incompatible_version_are_refused() {
         "nothing attached to lo"
     );
 }
+
+/// A count that drifted below the live connections (here: set to 0 behind
+/// the tracker's back) never wraps to 2^64 − 1 when a connection closes —
+/// that would lock the client out for good. The refused decrement is
+/// counted, and the client connects again.
+#[test]
+fn a_count_below_the_live_connections_never_wraps() {
+    if !kernel_tests_enabled("a_count_below_the_live_connections_never_wraps") {
+        return;
+    }
+    const PORT: u16 = 18610;
+    let pin = pin_dir("nowrap");
+    let ns = NetNs::new("wrap", 28, 1);
+    let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
+    let listener = TcpListener::bind(host).expect("listener");
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
+    cfg.rate = 0;
+    cfg.max_conns = 2;
+    let _daemon = Daemon::start(&cfg);
+    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let client = ns.client(0);
+    let conn = tcp_connect(&ns, client, host, Duration::from_secs(3)).expect("connect");
+    let (served, _) = listener.accept().expect("accept");
+    assert!(
+        eventually(Duration::from_secs(3), || maps.conns(client).unwrap() == 1),
+        "counted"
+    );
+    // The drift: the count says 0 while the connection lives.
+    let mut counts: aya::maps::HashMap<aya::maps::MapData, ClientKey, ConnCount> =
+        aya::maps::HashMap::try_from(
+            open_pin(&pin.0, fraiseql_edge_common::maps::CONN_COUNTS).expect("pin"),
+        )
+        .expect("count map");
+    let k = key::from_ipv4(ns.client_v4(0).octets());
+    counts
+        .insert(k, ConnCount { slots: 0, owner: k }, 0)
+        .expect("set the count to 0");
+    let errors = counter(&maps, Counter::ConnCountErrors);
+    drop(conn);
+    drop(served);
+    assert!(
+        eventually(Duration::from_secs(5), || counter(
+            &maps,
+            Counter::ConnCountErrors
+        ) > errors),
+        "the refused decrement is counted"
+    );
+    let slots = counts.get(&k, 0).map(|c| c.slots).unwrap_or(0);
+    assert!(slots < 2, "the count wrapped: {slots}");
+    // Not locked out: two connections fit under the cap again.
+    let _a = tcp_connect(&ns, client, host, Duration::from_secs(3)).expect("first again");
+    let _b = tcp_connect(&ns, client, host, Duration::from_secs(3)).expect("second again");
+}
