@@ -24,7 +24,7 @@ use fraiseql_edge_tests::{
     PinDir,
     clients::flood_for,
     daemon::{Daemon, EdgeConfig, run_cli},
-    graphql::{Client, Reply},
+    graphql::{Client, Reply, assert_refused},
     kernel_tests_enabled,
     loopback::LoopbackClient,
     netns::NetNs,
@@ -121,17 +121,6 @@ impl Degraded {
         );
         stdout
     }
-}
-
-#[track_caller]
-fn assert_refused(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code().as_deref()),
-        (status, Some(code)),
-        "body: {}",
-        reply.text()
-    );
-    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
 }
 
 /// The request on `conn` got no answer: the daemon closed the connection

@@ -19,7 +19,7 @@ use std::{
 
 use fraiseql_edge_tests::{
     daemon::run_cli,
-    graphql::{Client, Metrics, Reply},
+    graphql::{Client, Metrics, Reply, assert_refused},
     subgraphs::{DemoOptions, DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
     wait::eventually,
 };
@@ -32,21 +32,6 @@ const QUERY: &str = "{ users(first: 2) { id name } }";
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[track_caller]
-fn assert_refused(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code().as_deref()),
-        (status, Some(code)),
-        "body: {}",
-        reply.text()
-    );
-    assert_eq!(
-        reply.content_type.as_deref(),
-        Some("application/json"),
-        "refusals are JSON"
-    );
 }
 
 /// Same status, content type and body bytes.

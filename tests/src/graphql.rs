@@ -286,6 +286,23 @@ fn parse_labels(text: &str) -> Labels {
     labels
 }
 
+/// Asserts a refusal: `status`, a JSON body whose `errors[0].extensions.code`
+/// is `code`.
+#[track_caller]
+pub fn assert_refused(reply: &Reply, status: u16, code: &str) {
+    assert_eq!(
+        (reply.status, reply.code().as_deref()),
+        (status, Some(code)),
+        "body: {}",
+        reply.text()
+    );
+    assert_eq!(
+        reply.content_type.as_deref(),
+        Some("application/json"),
+        "refusals are JSON"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
