@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::kernel_e2e::{counter, open_maps, pin_dir};
 use fraiseql_edge::kernel::{KernelMaps, maps::open_pin, xdp_link_name};
 use fraiseql_edge_common::{ClientKey, ConnCount, Counter, MAX_CONN_CLIENTS, key};
 use fraiseql_edge_tests::{
@@ -29,15 +30,27 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const IPPROTO_RAW: i32 = 255;
 
-fn pin_dir(name: &str) -> PinDir {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    PinDir::new(name)
+/// A daemon with XDP on `ns`'s host side, enforcing `port` with `rate`
+/// packets/s (burst `burst`; rate 0: no rate limit) and `max_conns`, its
+/// pins in a directory of its own; with the maps it pinned.
+fn start_edge(
+    ns: &NetNs,
+    name: &str,
+    port: u16,
+    (rate, burst, max_conns): (u64, u64, u32),
+) -> (PinDir, Daemon, KernelMaps) {
+    let pin = pin_dir(name);
+    let mut cfg = EdgeConfig::new(ns.host_if(), &[port], &pin.0);
+    cfg.rate = rate;
+    cfg.burst = burst;
+    cfg.max_conns = max_conns;
+    let daemon = Daemon::start(&cfg);
+    let maps = open_maps(&pin);
+    (pin, daemon, maps)
 }
 
-fn counter(maps: &KernelMaps, c: Counter) -> u64 {
-    maps.counter(c).expect("reading a counter")
-}
+/// No rate limit, no connection cap: only verdicts and counts.
+const NO_LIMITS: (u64, u64, u32) = (0, 0, 0);
 
 /// A raw socket in the namespace that sends whole IP packets as given
 /// (IPPROTO_RAW: header included; Linux fills in only the IPv4 length and
@@ -143,36 +156,32 @@ fn syn_acks(sniffer: &Socket, server: SocketAddrV4, wait: Duration) -> HashMap<u
     seen
 }
 
-/// ESTABLISHED sockets on `port` from `client`, read from /proc/net/tcp of
-/// the root namespace (the server side).
-fn established_from(client: Ipv4Addr, port: u16) -> usize {
+/// TCP sockets with local port `port` in the root namespace (the server
+/// side), from /proc/net/tcp, that `keep(state, remote address)` selects.
+fn tcp_sockets(port: u16, keep: impl Fn(&str, &str) -> bool) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let remote = format!("{:08X}", u32::from_le_bytes(client.octets()));
+    let local = format!(":{port:04X}");
     table
         .lines()
         .skip(1)
         .filter(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            f.len() > 3
-                && f[3] == "01"
-                && f[1].ends_with(&format!(":{port:04X}"))
-                && f[2].starts_with(&remote)
+            f.len() > 3 && f[1].ends_with(&local) && keep(f[3], f[2])
         })
         .count()
 }
 
-/// Full sockets (not listening, not TIME_WAIT) with local port `port`, in
-/// the root namespace.
+/// ESTABLISHED sockets on `port` from `client`.
+fn established_from(client: Ipv4Addr, port: u16) -> usize {
+    let remote = format!("{:08X}", u32::from_le_bytes(client.octets()));
+    tcp_sockets(port, |state, peer| {
+        state == "01" && peer.starts_with(&remote)
+    })
+}
+
+/// Full sockets on `port`: not listening, not in TIME_WAIT.
 fn sockets_on(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            f.len() > 3 && f[1].ends_with(&format!(":{port:04X}")) && f[3] != "0A" && f[3] != "06"
-        })
-        .count()
+    tcp_sockets(port, |state, _| state != "0A" && state != "06")
 }
 
 #[test]
@@ -181,7 +190,6 @@ fn fragmented_syn_of_a_blocked_client_does_not_connect() {
         return;
     }
     const PORT: u16 = 18601;
-    let pin = pin_dir("fragsyn");
     let ns = NetNs::new("frag", 20, 2);
     let server = SocketAddrV4::new(ns.host_v4(), PORT);
     let _listener = TcpListener::bind(server).expect("listener");
@@ -202,11 +210,7 @@ fn fragmented_syn_of_a_blocked_client_does_not_connect() {
         "no SYN-ACK to the fragmented SYN without XDP: the test cannot show anything"
     );
 
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = 0;
-    let _daemon = Daemon::start(&cfg);
-    let mut maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (_pin, _daemon, mut maps) = start_edge(&ns, "fragsyn", PORT, NO_LIMITS);
     maps.block(IpAddr::V4(a), Some(600)).expect("block");
 
     let blocked_before = counter(&maps, Counter::DroppedBlock);
@@ -246,7 +250,6 @@ fn long_ipv6_extension_chain_is_delivered_by_linux_and_dropped_by_xdp() {
         return;
     }
     const PORT: u16 = 18602;
-    let pin = pin_dir("extchain");
     let ns = NetNs::new("ext", 21, 1);
     let server = UdpSocket::bind(SocketAddr::new(IpAddr::V6(ns.host_v6()), PORT)).expect("udp");
     server
@@ -272,11 +275,7 @@ fn long_ipv6_extension_chain_is_delivered_by_linux_and_dropped_by_xdp() {
         .expect("Linux delivers a datagram behind nine extension headers");
     assert_eq!(&buf[..n], &[1u8; 16]);
 
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = 0;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (_pin, _daemon, maps) = start_edge(&ns, "extchain", PORT, NO_LIMITS);
     let before = counter(&maps, Counter::DroppedExtHeaders);
     send_ip(&sender, &datagram(2), IpAddr::V6(ns.host_v6()));
     assert!(
@@ -298,16 +297,11 @@ fn connection_cap_holds_when_syns_arrive_before_handshakes_complete() {
     const PORT: u16 = 18603;
     const K: usize = 4;
     const SYNS: u16 = 50;
-    let pin = pin_dir("synburst");
     let ns = NetNs::new("synb", 22, 1);
     let server = SocketAddrV4::new(ns.host_v4(), PORT);
     // Never accepts: established connections wait in the accept queue.
     let _listener = TcpListener::bind(server).expect("listener");
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = K as u32;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (_pin, _daemon, maps) = start_edge(&ns, "synburst", PORT, (0, 0, K as u32));
 
     // The client's kernel has no socket for these connections: keep it
     // from resetting them when the SYN-ACKs arrive.
@@ -392,15 +386,10 @@ fn connection_counts_return_to_zero_after_concurrent_churn() {
     const THREADS_PER_CLIENT: usize = 2;
     const ROUNDS: usize = 400;
     const K: u32 = 16;
-    let pin = pin_dir("churn");
     let ns = NetNs::new("churn", 23, CLIENTS);
     let dst = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
     let listener = TcpListener::bind(dst).expect("listener");
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = K;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (_pin, _daemon, maps) = start_edge(&ns, "churn", PORT, (0, 0, K));
     let opened_before = counter(&maps, Counter::ConnOpened);
     let closed_before = counter(&maps, Counter::ConnClosed);
 
@@ -500,15 +489,10 @@ fn tracker_counts_only_the_daemons_namespace() {
         return;
     }
     const PORT: u16 = 18605;
-    let pin = pin_dir("trackerns");
     let ns = NetNs::new("trns", 24, 1);
     let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
     let _host_listener = TcpListener::bind(host).expect("host listener");
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = 0;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (_pin, _daemon, maps) = start_edge(&ns, "trackerns", PORT, NO_LIMITS);
     let opened = counter(&maps, Counter::ConnOpened);
 
     // A server on the protected port inside the client namespace, and a
@@ -544,15 +528,10 @@ fn a_full_count_map_is_counted_exported_and_logged() {
         return;
     }
     const PORT: u16 = 18606;
-    let pin = pin_dir("mapfull");
     let ns = NetNs::new("full", 25, 1);
     let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
     let _listener = TcpListener::bind(host).expect("listener");
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = 0;
-    let mut daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (pin, mut daemon, maps) = start_edge(&ns, "mapfull", PORT, NO_LIMITS);
 
     // Fill the count map with other clients.
     let mut counts: aya::maps::HashMap<aya::maps::MapData, ClientKey, ConnCount> =
@@ -664,14 +643,8 @@ fn rate_limit_holds_for_one_client_on_two_receive_queues() {
     const PORT: u16 = 18608;
     const RATE: u64 = 2_000;
     const BURST: u64 = 200;
-    let pin = pin_dir("multiqueue");
     let ns = NetNs::with_queues("mq", 27, 1, 2);
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = RATE;
-    cfg.burst = BURST;
-    cfg.max_conns = 0;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (pin, _daemon, maps) = start_edge(&ns, "multiqueue", PORT, (RATE, BURST, 0));
     let stats: aya::maps::PerCpuArray<aya::maps::MapData, u64> = aya::maps::PerCpuArray::try_from(
         open_pin(&pin.0, fraiseql_edge_common::maps::STATS).expect("pin"),
     )
@@ -795,15 +768,10 @@ fn a_count_below_the_live_connections_never_wraps() {
         return;
     }
     const PORT: u16 = 18610;
-    let pin = pin_dir("nowrap");
     let ns = NetNs::new("wrap", 28, 1);
     let host = SocketAddr::new(IpAddr::V4(ns.host_v4()), PORT);
     let listener = TcpListener::bind(host).expect("listener");
-    let mut cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    cfg.rate = 0;
-    cfg.max_conns = 2;
-    let _daemon = Daemon::start(&cfg);
-    let maps = KernelMaps::open_pinned(&pin.0).expect("maps");
+    let (pin, _daemon, maps) = start_edge(&ns, "nowrap", PORT, (0, 0, 2));
     let client = ns.client(0);
     let conn = tcp_connect(&ns, client, host, Duration::from_secs(3)).expect("connect");
     let (served, _) = listener.accept().expect("accept");
