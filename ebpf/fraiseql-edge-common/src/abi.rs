@@ -325,6 +325,11 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// The counter's metric-friendly name (from [`Counter::ALL`]).
+    pub fn name(self) -> &'static str {
+        Self::ALL[self as usize].1
+    }
+
     /// Number of counters (size of the stats array).
     pub const COUNT: u32 = 20;
     /// Every counter with its metric-friendly name, in index order.
@@ -429,4 +434,18 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::PendingConn {}
     unsafe impl aya::Pod for super::TrackerConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    #[test]
+    fn counters_are_listed_in_index_order_under_their_names() {
+        assert_eq!(Counter::ALL.len(), Counter::COUNT as usize);
+        for (i, (counter, name)) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, i, "{name}");
+            assert_eq!(counter.name(), *name);
+        }
+    }
 }

@@ -214,12 +214,10 @@ fn try_xdp(ctx: &XdpContext) -> Result<u32, Skip> {
         if let Some(expiry) = unsafe { EDGE_BLOCKS.get(&ip.client) } {
             now = unsafe { bpf_ktime_get_ns() };
             if now < *expiry {
-                count_client_drop(&ip.client);
-                return Ok(drop_packet(
+                return Ok(source_drop(
                     ctx,
                     cfg,
                     &ip,
-                    0,
                     now,
                     DropReason::Block,
                     Counter::DroppedBlock,
@@ -235,12 +233,10 @@ fn try_xdp(ctx: &XdpContext) -> Result<u32, Skip> {
         over = override_for(ctx, &ip);
         if let Some(ov) = over {
             if ov.action == OverrideAction::Deny as u32 {
-                count_client_drop(&ip.client);
-                return Ok(drop_packet(
+                return Ok(source_drop(
                     ctx,
                     cfg,
                     &ip,
-                    0,
                     now,
                     DropReason::Deny,
                     Counter::DroppedDeny,
@@ -657,6 +653,21 @@ fn rate_take(state: *mut ClientState, limits: &Limits, now_ns: u64) -> bool {
 #[inline(always)]
 fn client_dropped(state: *mut ClientState) {
     unsafe { (*state).dropped += 1 };
+}
+
+/// Drops a packet on a verdict about its source (block, deny): no port was
+/// read, and the drop counts against the client if it is tracked.
+#[inline(always)]
+fn source_drop(
+    ctx: &XdpContext,
+    cfg: &GlobalConfig,
+    ip: &Ip,
+    now: u64,
+    reason: DropReason,
+    counter: Counter,
+) -> u32 {
+    count_client_drop(&ip.client);
+    drop_packet(ctx, cfg, ip, 0, now, reason, counter)
 }
 
 /// Counts a block or deny drop against a client the program already tracks

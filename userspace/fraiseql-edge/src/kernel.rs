@@ -275,7 +275,7 @@ impl Kernel {
             if now > self.trouble[i] {
                 tracing::warn!(
                     count = now - self.trouble[i],
-                    counter = counter_name(*counter),
+                    counter = counter.name(),
                     "{what}"
                 );
                 self.trouble[i] = now;
@@ -363,13 +363,6 @@ fn tracker_program(ebpf: &mut Ebpf) -> Result<&mut TracePoint, KernelError> {
         .ok_or_else(|| KernelError::Filesystem("tracker program missing from the object".into()))?
         .try_into()
         .map_err(program_err("tracker program"))
-}
-
-fn counter_name(counter: Counter) -> &'static str {
-    Counter::ALL
-        .iter()
-        .find(|(c, _)| *c == counter)
-        .map_or("unknown", |(_, name)| name)
 }
 
 /// Releases the slots of expired handshake reservations through the sweep

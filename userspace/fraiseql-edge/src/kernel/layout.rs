@@ -10,7 +10,7 @@
 //! The daemon writes the result into the tracker's configuration map before
 //! attaching it, with the inode number of its own network namespace.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path};
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _};
 
 use fraiseql_edge_common::TrackerConfig;
 
@@ -328,11 +328,6 @@ pub fn describe(cfg: &TrackerConfig) -> String {
         cfg.net_inum,
         cfg.netns_inum
     )
-}
-
-/// True when the tracepoint's format file is there (tracefs mounted).
-pub fn format_available() -> bool {
-    Path::new(FORMAT).exists()
 }
 
 #[cfg(test)]
