@@ -2,25 +2,20 @@
 //! arrives and it is full: the user-space stand-in for the kernel's
 //! `LruHashMap` of clients.
 //!
-//! Recency is a sequence number per touch, indexed by a `BTreeMap`, so every
-//! operation is O(log n) and eviction is exact (the kernel's LRU is an
-//! approximation; exact is the stricter promise). Memory is only taken as
-//! entries arrive: a capacity of a million costs nothing until a million
-//! clients have been seen.
+//! Recency is kept by the `lru` crate (O(1) per operation, exact: the
+//! kernel's LRU is an approximation; exact is the stricter promise). The
+//! cache is unbounded to the crate and bounded here, so memory is only
+//! taken as entries arrive: a capacity of a million costs nothing until a
+//! million clients have been seen.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    hash::Hash,
-};
+use std::hash::Hash;
+
+use lru::LruCache;
 
 /// The map.
 pub struct LruMap<K, V> {
     capacity: usize,
-    /// Value and the sequence number of its last touch.
-    entries: HashMap<K, (V, u64)>,
-    /// Sequence number of the last touch → key, oldest first.
-    order: BTreeMap<u64, K>,
-    next: u64,
+    cache: LruCache<K, V>,
 }
 
 impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
@@ -28,46 +23,35 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            next: 0,
+            cache: LruCache::unbounded(),
         }
     }
 
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.cache.len()
     }
 
     /// The value of `key`, without touching it.
     pub fn peek(&self, key: &K) -> Option<&V> {
-        self.entries.get(key).map(|(v, _)| v)
+        self.cache.peek(key)
     }
 
     /// The value of `key`, touched (now the most recently used). When `key`
     /// is new it is inserted with `make()`, evicting the least recently used
     /// entry first if the map is full; the second value says whether one was.
     pub fn touch_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> (&mut V, bool) {
-        let seq = self.next;
-        self.next += 1;
         let mut evicted = false;
-        if let Some((_, last)) = self.entries.get_mut(&key) {
-            self.order.remove(last);
-            *last = seq;
-        } else {
-            if self.entries.len() >= self.capacity
-                && let Some((_, oldest)) = self.order.pop_first()
-            {
-                self.entries.remove(&oldest);
-                evicted = true;
+        if !self.cache.contains(&key) {
+            if self.cache.len() >= self.capacity {
+                evicted = self.cache.pop_lru().is_some();
             }
-            self.entries.insert(key, (make(), seq));
+            self.cache.put(key, make());
         }
-        self.order.insert(seq, key);
-        let (value, _) = self
-            .entries
+        let value = self
+            .cache
             .get_mut(&key)
-            .expect("the entry was touched or inserted above");
+            .expect("the entry was there or inserted above");
         (value, evicted)
     }
 }
@@ -109,10 +93,5 @@ mod tests {
         assert_eq!((m.len(), evictions), (100, 10_000 - 100));
         // The survivors are the last hundred keys.
         assert!((9_900..10_000).all(|k| m.peek(&k) == Some(&k)));
-        assert_eq!(
-            m.order.len(),
-            m.entries.len(),
-            "the recency index tracks the map"
-        );
     }
 }
