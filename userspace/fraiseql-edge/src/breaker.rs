@@ -10,9 +10,18 @@
 //!   success closes the breaker (fresh window), one failure re-opens it.
 //!
 //! Operators can force it open or closed, and reset it. Time is passed in, so
-//! the state machine is tested without sleeping. A [`Permit`] that is dropped
-//! without an outcome (a cancelled request) frees its probe slot and counts
-//! as nothing.
+//! the state machine is tested without sleeping.
+//!
+//! **Periods.** Every state change and every operator action (a change of
+//! override, a reset) starts a new period, numbered by a generation counter.
+//! A [`Permit`] remembers the period it was admitted in, and its outcome
+//! counts only in that period: a late answer from an earlier half-open
+//! period, or from before a reset or an override, is ignored — it neither
+//! opens nor closes the breaker, nor enters the window, nor frees a probe
+//! slot of the current period (each period starts with all its slots free).
+//! Within one closed period, outcomes count in the window whenever they
+//! arrive. A permit dropped without an outcome (a cancelled request) frees
+//! its probe slot if its period is still current, and counts as nothing.
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -104,10 +113,21 @@ struct Bucket {
 struct Inner {
     state: State,
     force: Force,
+    /// The current period; bumped by [`Inner::next_period`].
+    generation: u64,
     opened_at: Instant,
     consecutive: u32,
     probes: u32,
     buckets: Vec<Bucket>,
+}
+
+impl Inner {
+    /// Starts a new period: permits of earlier ones stop counting, and the
+    /// probe slots they held are given back to the new period.
+    fn next_period(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.probes = 0;
+    }
 }
 
 /// One subgraph's breaker.
@@ -117,10 +137,12 @@ pub struct Breaker {
     inner: Mutex<Inner>,
 }
 
-/// Permission to send one request. Report its outcome with
-/// [`Breaker::record`]; dropping it unreported releases its slot.
+/// Permission to send one request, valid for the period it was admitted in.
+/// Report its outcome with [`Breaker::record`]; dropping it unreported
+/// releases its probe slot (if its period is still current).
 pub struct Permit {
     breaker: Arc<Breaker>,
+    generation: u64,
     probe: bool,
     done: bool,
 }
@@ -129,7 +151,9 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done && self.probe {
             let mut inner = self.breaker.lock();
-            inner.probes = inner.probes.saturating_sub(1);
+            if inner.generation == self.generation {
+                inner.probes = inner.probes.saturating_sub(1);
+            }
         }
     }
 }
@@ -144,6 +168,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 force: Force::None,
+                generation: 0,
                 opened_at: now,
                 consecutive: 0,
                 probes: 0,
@@ -172,7 +197,7 @@ impl Breaker {
         let mut inner = self.lock();
         match inner.force {
             Force::Open => return Err(Rejected),
-            Force::Closed => return Ok((self.permit(false), None)),
+            Force::Closed => return Ok((self.permit(&inner, false), None)),
             Force::None => {}
         }
         let mut transition = None;
@@ -183,7 +208,7 @@ impl Breaker {
                 return Err(Rejected);
             }
             inner.state = State::HalfOpen;
-            inner.probes = 0;
+            inner.next_period();
             transition = Some(Transition {
                 from: State::Open,
                 to: State::HalfOpen,
@@ -194,23 +219,28 @@ impl Breaker {
                 return Err(Rejected);
             }
             inner.probes += 1;
-            return Ok((self.permit(true), transition));
+            return Ok((self.permit(&inner, true), transition));
         }
-        Ok((self.permit(false), transition))
+        Ok((self.permit(&inner, false), transition))
     }
 
-    fn permit(self: &Arc<Self>, probe: bool) -> Permit {
+    fn permit(self: &Arc<Self>, inner: &Inner, probe: bool) -> Permit {
         Permit {
             breaker: Arc::clone(self),
+            generation: inner.generation,
             probe,
             done: false,
         }
     }
 
-    /// Records the outcome of a permitted request finished at `now`.
+    /// Records the outcome of a permitted request finished at `now`. An
+    /// outcome from an earlier period (see the module docs) is ignored.
     pub fn record(&self, mut permit: Permit, success: bool, now: Instant) -> Option<Transition> {
         permit.done = true;
         let mut inner = self.lock();
+        if permit.generation != inner.generation {
+            return None;
+        }
         if permit.probe {
             inner.probes = inner.probes.saturating_sub(1);
         }
@@ -262,7 +292,8 @@ impl Breaker {
                 }
                 None
             }
-            // Late outcomes of requests admitted before the breaker opened.
+            // Same period, so not reachable: opening and half-opening both
+            // start a new period, and a half-open period admits only probes.
             _ => None,
         }
     }
@@ -284,25 +315,32 @@ impl Breaker {
     fn open(&self, inner: &mut Inner, now: Instant) {
         inner.state = State::Open;
         inner.opened_at = now;
-        inner.probes = 0;
+        inner.next_period();
     }
 
     fn close(&self, inner: &mut Inner) {
         inner.state = State::Closed;
+        inner.next_period();
         inner.consecutive = 0;
         inner.buckets.fill(Bucket::default());
     }
 
-    /// Forces the breaker open or closed, or lifts the override.
+    /// Forces the breaker open or closed, or lifts the override. A change of
+    /// override starts a new period (repeating the current one changes
+    /// nothing); the state underneath is kept.
     pub fn force(&self, force: Force) {
-        self.lock().force = force;
+        let mut inner = self.lock();
+        if inner.force != force {
+            inner.force = force;
+            inner.next_period();
+        }
     }
 
-    /// Lifts any override and closes the breaker with a fresh window.
+    /// Lifts any override and closes the breaker with a fresh window, in a
+    /// new period.
     pub fn reset(&self) {
         let mut inner = self.lock();
         inner.force = Force::None;
-        inner.probes = 0;
         self.close(&mut inner);
     }
 }

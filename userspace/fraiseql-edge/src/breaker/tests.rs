@@ -155,3 +155,154 @@ fn operator_overrides() {
     assert_eq!(b.state(), State::Closed);
     assert!(b.admit(t0).is_ok());
 }
+
+// A permit belongs to the period it was admitted in: its outcome, or its
+// drop, never decides a later period.
+
+fn two_probes() -> BreakerConfig {
+    BreakerConfig {
+        half_open_probes: 2,
+        ..BreakerConfig::default()
+    }
+}
+
+fn trip(b: &Arc<Breaker>, now: Instant) {
+    for _ in 0..5 {
+        run(b, now, false);
+    }
+    assert_eq!(b.state(), State::Open);
+}
+
+#[test]
+fn a_late_success_from_an_earlier_half_open_period_does_not_close() {
+    let t0 = Instant::now();
+    let b = Breaker::new(two_probes(), t0);
+    trip(&b, t0);
+    let t1 = t0 + ms(5_000);
+    let (late, _) = b.admit(t1).expect("first probe of period 1");
+    let (other, _) = b.admit(t1).expect("second probe of period 1");
+    assert!(b.record(other, false, t1).is_some(), "re-opened");
+    let t2 = t1 + ms(5_000);
+    let (probe, tr) = b.admit(t2).expect("first probe of period 2");
+    assert_eq!(tr.map(|t| t.to), Some(State::HalfOpen));
+    assert_eq!(b.record(late, true, t2), None);
+    assert_eq!(b.state(), State::HalfOpen);
+    // Nor did it free a slot: period 2 still has exactly one more.
+    let (_second, _) = b.admit(t2).expect("second probe of period 2");
+    assert!(b.admit(t2).is_err(), "period 2 has two probe slots");
+    drop(probe);
+}
+
+#[test]
+fn a_late_failure_from_an_earlier_half_open_period_does_not_reopen() {
+    let t0 = Instant::now();
+    let b = Breaker::new(two_probes(), t0);
+    trip(&b, t0);
+    let t1 = t0 + ms(5_000);
+    let (late, _) = b.admit(t1).unwrap();
+    let (other, _) = b.admit(t1).unwrap();
+    b.record(other, false, t1);
+    let t2 = t1 + ms(5_000);
+    let (probe, _) = b.admit(t2).unwrap();
+    assert_eq!(b.record(late, false, t2), None);
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(
+        b.record(probe, true, t2),
+        Some(Transition {
+            from: State::HalfOpen,
+            to: State::Closed
+        })
+    );
+}
+
+#[test]
+fn dropping_a_probe_of_an_earlier_period_frees_no_slot() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    trip(&b, t0);
+    let t1 = t0 + ms(5_000);
+    let (stale, _) = b.admit(t1).unwrap();
+    b.reset();
+    trip(&b, t1);
+    let t2 = t1 + ms(5_000);
+    let (_probe, _) = b.admit(t2).expect("the one probe of the new period");
+    drop(stale);
+    assert!(b.admit(t2).is_err(), "still one probe at a time");
+}
+
+#[test]
+fn an_outcome_from_before_a_reset_does_not_count_in_the_fresh_window() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    let (before, _) = b.admit(t0).unwrap();
+    b.reset();
+    for _ in 0..4 {
+        run(&b, t0, false);
+    }
+    // Four failures in a row since the reset; the fifth is from before it.
+    assert_eq!(b.record(before, false, t0), None);
+    assert_eq!(b.state(), State::Closed);
+    assert!(
+        run(&b, t0, false).is_some(),
+        "the fifth fresh failure opens"
+    );
+}
+
+#[test]
+fn an_outcome_from_before_the_breaker_last_closed_does_not_count() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    let (before, _) = b.admit(t0).unwrap();
+    trip(&b, t0);
+    let t1 = t0 + ms(5_000);
+    assert_eq!(run(&b, t1, true).map(|t| t.to), Some(State::Closed));
+    for _ in 0..4 {
+        run(&b, t1, false);
+    }
+    assert_eq!(b.record(before, false, t1), None);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn an_outcome_admitted_under_an_override_does_not_count_after_it() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    b.force(Force::Closed);
+    let (forced, _) = b.admit(t0).unwrap();
+    b.force(Force::None);
+    for _ in 0..4 {
+        run(&b, t0, false);
+    }
+    assert_eq!(b.record(forced, false, t0), None);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn an_override_ends_the_half_open_period() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    trip(&b, t0);
+    let t1 = t0 + ms(5_000);
+    let (stale, _) = b.admit(t1).unwrap();
+    b.force(Force::Open);
+    b.force(Force::None);
+    assert_eq!(b.state(), State::HalfOpen);
+    // A fresh period: its one slot is free, and only its probe decides.
+    let (probe, _) = b.admit(t1).expect("the new period's probe");
+    assert_eq!(b.record(stale, true, t1), None);
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.record(probe, false, t1).map(|t| t.to), Some(State::Open));
+}
+
+#[test]
+fn outcomes_admitted_in_the_same_closed_period_all_count() {
+    let t0 = Instant::now();
+    let b = Breaker::new(BreakerConfig::default(), t0);
+    let permits: Vec<Permit> = (0..5).map(|_| b.admit(t0).unwrap().0).collect();
+    let transitions: Vec<_> = permits
+        .into_iter()
+        .map(|p| b.record(p, false, t0 + ms(300)))
+        .collect();
+    assert_eq!(transitions[..4], [None; 4]);
+    assert_eq!(transitions[4].map(|t| t.to), Some(State::Open));
+}
