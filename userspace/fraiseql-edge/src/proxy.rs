@@ -14,6 +14,7 @@
 //! Identification, rate limiting, GraphQL validation and authorization slot
 //! in between 1 and 2 as they are built (see DESIGN's phase list).
 
+pub mod budget;
 pub mod endpoint;
 pub mod entities;
 pub mod error;
