@@ -1,12 +1,17 @@
 //! One replica of a subgraph: its URL, its pool and its health.
 //!
-//! Health is a small state machine fed by active checks and by live traffic
-//! (passive): `unhealthy_after` consecutive failures eject the endpoint (its
-//! pool drops every connection and it gets no traffic); `healthy_after`
-//! consecutive successful checks bring it back.
+//! Health is a small state machine fed by active checks
+//! ([`Endpoint::report_check`]) and by live traffic
+//! ([`Endpoint::report_passive`]). While the endpoint is healthy both count
+//! alike: `unhealthy_after` consecutive failures eject it (its pool drops
+//! every connection and it gets no traffic), and a success breaks a failure
+//! streak. Once it is ejected only active checks count: `healthy_after`
+//! consecutive successful checks bring it back. Live traffic of an ejected
+//! endpoint is what was in flight when it was ejected, so its outcomes say
+//! nothing about recovery.
 
 use std::sync::{
-    Mutex,
+    Mutex, MutexGuard,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -79,9 +84,31 @@ impl Endpoint {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Records an outcome (active check or live traffic).
-    pub fn report(&self, success: bool) -> HealthChange {
-        let mut s = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
+    /// Records the outcome of an active health check: it can eject the
+    /// endpoint and bring it back.
+    pub fn report_check(&self, success: bool) -> HealthChange {
+        let mut s = self.lock_streaks();
+        self.apply(&mut s, success)
+    }
+
+    /// Records the outcome of live traffic: while healthy it counts like a
+    /// check (it can eject the endpoint); while ejected it changes nothing —
+    /// only checks bring an endpoint back.
+    pub fn report_passive(&self, success: bool) -> HealthChange {
+        let mut s = self.lock_streaks();
+        // `healthy` only changes under the lock, so this holds for `apply`.
+        if !self.is_healthy() {
+            return HealthChange::None;
+        }
+        self.apply(&mut s, success)
+    }
+
+    fn lock_streaks(&self) -> MutexGuard<'_, Streaks> {
+        self.streaks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one outcome; the caller holds the streaks' lock.
+    fn apply(&self, s: &mut Streaks, success: bool) -> HealthChange {
         if success {
             s.failures = 0;
             s.successes = s.successes.saturating_add(1);
@@ -120,15 +147,15 @@ mod tests {
         let e = endpoint();
         assert_eq!(e.addr, "127.0.0.1:1");
         assert_eq!(e.path, "/graphql");
-        assert_eq!(e.report(false), HealthChange::None);
-        assert_eq!(e.report(false), HealthChange::None);
+        assert_eq!(e.report_check(false), HealthChange::None);
+        assert_eq!(e.report_check(false), HealthChange::None);
         assert!(e.is_healthy());
-        assert_eq!(e.report(false), HealthChange::Ejected);
+        assert_eq!(e.report_check(false), HealthChange::Ejected);
         assert!(!e.is_healthy() && e.pool.is_ejected());
-        assert_eq!(e.report(true), HealthChange::None);
-        assert_eq!(e.report(false), HealthChange::None);
-        assert_eq!(e.report(true), HealthChange::None);
-        assert_eq!(e.report(true), HealthChange::Restored);
+        assert_eq!(e.report_check(true), HealthChange::None);
+        assert_eq!(e.report_check(false), HealthChange::None);
+        assert_eq!(e.report_check(true), HealthChange::None);
+        assert_eq!(e.report_check(true), HealthChange::Restored);
         assert!(e.is_healthy() && !e.pool.is_ejected());
     }
 
@@ -136,10 +163,54 @@ mod tests {
     fn a_success_breaks_a_failure_streak() {
         let e = endpoint();
         for _ in 0..10 {
-            e.report(false);
-            e.report(false);
-            e.report(true);
+            e.report_check(false);
+            e.report_passive(false);
+            e.report_passive(true);
+            e.report_passive(false);
+            e.report_check(false);
+            e.report_check(true);
         }
         assert!(e.is_healthy());
+    }
+
+    #[test]
+    fn passive_failures_eject_with_checks_failing_or_not() {
+        let e = endpoint();
+        assert_eq!(e.report_passive(false), HealthChange::None);
+        assert_eq!(e.report_check(false), HealthChange::None);
+        assert_eq!(e.report_passive(false), HealthChange::Ejected);
+        assert!(!e.is_healthy() && e.pool.is_ejected());
+        let e = endpoint();
+        for _ in 0..2 {
+            assert_eq!(e.report_passive(false), HealthChange::None);
+        }
+        assert_eq!(e.report_passive(false), HealthChange::Ejected);
+    }
+
+    #[test]
+    fn passive_successes_do_not_restore_an_ejected_endpoint() {
+        let e = endpoint();
+        for _ in 0..3 {
+            e.report_passive(false);
+        }
+        assert!(!e.is_healthy());
+        // Late answers of requests sent before the ejection.
+        for _ in 0..10 {
+            assert_eq!(e.report_passive(true), HealthChange::None);
+        }
+        assert!(!e.is_healthy() && e.pool.is_ejected());
+        assert_eq!(e.report_check(true), HealthChange::None);
+        assert_eq!(e.report_check(true), HealthChange::Restored);
+    }
+
+    #[test]
+    fn passive_failures_do_not_delay_the_checks_of_an_ejected_endpoint() {
+        let e = endpoint();
+        for _ in 0..3 {
+            e.report_check(false);
+        }
+        assert_eq!(e.report_check(true), HealthChange::None);
+        assert_eq!(e.report_passive(false), HealthChange::None);
+        assert_eq!(e.report_check(true), HealthChange::Restored);
     }
 }
