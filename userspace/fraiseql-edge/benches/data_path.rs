@@ -64,7 +64,7 @@ fn selection(c: &mut Criterion) {
          endpoints = [\"http://127.0.0.1:1/graphql\", \"http://127.0.0.1:2/graphql\", \"http://127.0.0.1:3/graphql\"]\n",
     )
     .expect("config");
-    let sg = Subgraph::new(cfg.subgraphs[0].clone());
+    let sg = Subgraph::new(cfg.subgraphs[0].clone(), 100);
     c.bench_function("endpoint selection (3 healthy)", |b| {
         b.iter(|| black_box(sg.pick(black_box(&[]))))
     });

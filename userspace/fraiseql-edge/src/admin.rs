@@ -12,7 +12,11 @@
 //!
 //! It runs on its own port (loopback by default) so that scrapes and probes
 //! never queue behind client traffic. The mutating calls have no
-//! authentication of their own yet: keep the listener on loopback.
+//! authentication of their own yet: keep the listener on loopback. So that
+//! a web page open in a browser on the node cannot drive them, a POST must
+//! carry `Content-Type: application/json` — a browser sends that
+//! cross-site only after a CORS preflight, which this listener never
+//! grants (DELETE is always preflighted).
 
 pub mod blocks;
 pub mod error;
@@ -45,6 +49,13 @@ pub struct Admin {
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() == Method::POST && !preflighted(req.headers()) {
+            tracing::warn!(
+                path = req.uri().path(),
+                "admin call refused: browser simple request"
+            );
+            return AdminError::CrossSiteRequest.into_response();
+        }
         let Some(rest) = blocks::route(req.uri().path()) else {
             return self.respond(req.method(), req.uri().path());
         };
@@ -139,7 +150,7 @@ impl Admin {
                     }
                 }
                 tracing::warn!(subgraph = %name, action = %action, "breaker changed by an operator");
-                json(StatusCode::OK, &proxy.describe_subgraph(sg))
+                json(StatusCode::OK, &sg.describe())
             }
             _ => json(
                 StatusCode::NOT_FOUND,
@@ -173,6 +184,28 @@ async fn read_body(body: Incoming) -> Result<Bytes, AdminError> {
             "the request body could not be read".into(),
         )),
     }
+}
+
+/// Whether a request could only come from a browser after a CORS
+/// preflight: its content type is present and not one of the three a
+/// simple request may use.
+fn preflighted(headers: &http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    !matches!(
+        essence.as_str(),
+        "" | "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+    )
 }
 
 /// Serves the admin endpoints on `listener`.

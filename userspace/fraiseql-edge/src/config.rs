@@ -32,6 +32,27 @@ pub struct Config {
     /// The subgraphs behind the proxy.
     #[serde(default)]
     pub subgraphs: Vec<SubgraphConfig>,
+    /// The daemon's async runtime.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`: the daemon's async runtime.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads; unset: one per CPU the daemon may run on (its
+    /// affinity mask, or cgroup CPU quota, as the standard library sees it).
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// The number of worker threads to start.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// A configuration that cannot be used, with the path of the offending key.
@@ -127,6 +148,12 @@ impl Config {
     /// Checks what the types cannot: ranges, combinations, CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kernel.validate("kernel")?;
+        if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
+            return Err(ConfigError::invalid(
+                "runtime.worker_threads",
+                "must be between 1 and 1024 (or unset: one per CPU)",
+            ));
+        }
         proxy::validate(self.proxy.as_ref(), &self.subgraphs)
     }
 }

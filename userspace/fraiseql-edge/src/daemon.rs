@@ -77,8 +77,10 @@ fn start_kernel(config: &Config, require_ebpf: bool) -> anyhow::Result<Enforceme
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(config: Config, config_path: PathBuf, require_ebpf: bool) -> anyhow::Result<()> {
     let enforcement = start_kernel(&config, require_ebpf)?;
+    let workers = config.runtime.workers();
+    tracing::info!(workers, "runtime");
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -133,6 +135,9 @@ async fn serve(
             });
         }
     }
+    // Flipped on SIGTERM/SIGINT: the GraphQL listener stops and drains.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut listener_task = None;
     let proxy = match &config.proxy {
         Some(p) => {
             let limiter = match &enforcement {
@@ -143,7 +148,13 @@ async fn serve(
             let proxy = Proxy::new(p, &config.subgraphs, metrics, limiter);
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");
-            tokio::spawn(proxy::serve(Arc::clone(&proxy), listener));
+            let limits = proxy.listener_limits();
+            listener_task = Some(tokio::spawn(proxy::serve(
+                Arc::clone(&proxy),
+                listener,
+                limits,
+                stopped,
+            )));
             Some(proxy)
         }
         None => None,
@@ -176,6 +187,12 @@ async fn serve(
                 expire_blocks(blocks.as_deref());
             }
         }
+    }
+    // Stop accepting, finish what is in flight (bounded by the drain
+    // deadline inside `serve`), then exit.
+    let _ = stop.send(true);
+    if let Some(task) = listener_task {
+        let _ = task.await;
     }
     if let Enforcement::Kernel(k) = &enforcement {
         let ifaces: Vec<_> = k.attachments.iter().map(|(i, _)| i.as_str()).collect();

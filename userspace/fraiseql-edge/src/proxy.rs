@@ -1,20 +1,29 @@
-//! The GraphQL data path. A request goes through these phases, in order,
-//! all in [`Proxy::handle`]:
+//! The GraphQL data path. Every request carries one [`RequestContext`]
+//! through the phases of DESIGN's request path, in order, in
+//! [`Proxy::phases`]; each phase is a function over the context that
+//! returns a typed refusal ([`ProxyError`]):
 //!
-//! 1. **accept/http** — method (GET/POST), content type (JSON), body size
-//!    (413 above `proxy.max_body_bytes`), GraphQL-over-HTTP shape; a GET may
-//!    only carry a query.
-//! 2. **route** — the longest matching path prefix picks the subgraph (else
-//!    `proxy.default_subgraph`, else 404).
-//! 3. **forward** — breaker, healthy endpoint, pooled connection, per-try
-//!    timeout, failover ([`forward`]).
-//! 4. **respond + observe** — the subgraph's response is streamed back
-//!    unchanged (hop-by-hop headers removed); metrics recorded.
+//! 0. **client** — who the client is: the peer, or the address a trusted
+//!    proxy vouched for ([`client_addr`]); degraded mode enforces the kernel
+//!    layer's per-client limits here.
+//! 1. **accept/http** — method, content type, body size and read deadline,
+//!    GraphQL-over-HTTP shape, operation type ([`accept`]).
+//! 2. **identify**, 3. **rate limit**, 4. **graphql**, 5. **authorize** —
+//!    the security phases slot in here as they are built.
+//! 6. **route** — the subgraph for the path ([`routes`], resolved first so
+//!    an unknown path is refused before its body is read), then breaker,
+//!    healthy endpoint (or all of them in panic mode), pooled connection,
+//!    per-try timeout, failover ([`forward`]).
+//! 7. **respond + observe** — the subgraph's response streams back with its
+//!    body under deadlines ([`timed_body`]); `_entities` outcomes and
+//!    metrics are recorded.
 //!
-//! Identification, rate limiting, GraphQL validation and authorization slot
-//! in between 1 and 2 as they are built (see DESIGN's phase list).
+//! The listener and its client-side deadlines and drain are in [`server`].
 
+pub mod accept;
 pub mod budget;
+pub mod client_addr;
+pub mod context;
 pub mod endpoint;
 pub mod entities;
 pub mod error;
@@ -23,26 +32,35 @@ pub mod headers;
 pub mod metrics;
 pub mod operation;
 pub mod pool;
+pub mod routes;
+pub mod server;
 pub mod subgraph;
+pub mod timed_body;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
-
-use bytes::Bytes;
-use http::{Method, Request, Response, header};
-use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
 };
-use tokio::net::TcpListener;
 
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body::Body;
+use http_body_util::BodyExt as _;
+use tokio::sync::Semaphore;
+
+pub use self::server::serve;
 use self::{
+    accept::{AcceptLimits, Accepted},
+    client_addr::TrustedProxies,
+    context::RequestContext,
     error::{ProxyBody, ProxyError},
-    forward::Outgoing,
+    forward::{Forwarded, Outgoing},
     metrics::ProxyMetrics,
-    operation::OperationKind,
+    routes::Routes,
+    server::ListenerLimits,
     subgraph::Subgraph,
+    timed_body::{BodyTimeout, TimedBody},
 };
 use crate::{
     config::{ProxyConfig, SubgraphConfig},
@@ -51,11 +69,14 @@ use crate::{
 
 /// The data path.
 pub struct Proxy {
-    /// Routes, longest prefix first.
-    routes: Vec<(String, Arc<Subgraph>)>,
-    default: Option<Arc<Subgraph>>,
-    max_body: usize,
+    /// The routing table; a reload swaps it whole.
+    routes: ArcSwap<Routes>,
+    trusted: TrustedProxies,
+    accept: AcceptLimits,
+    listener: ListenerLimits,
     metrics: ProxyMetrics,
+    /// Bytes of `_entities` responses that may be buffered at once.
+    entity_buffer: Arc<Semaphore>,
     /// Degraded mode only: the kernel layer's limits, enforced here.
     limiter: Option<Arc<UserLimiter>>,
 }
@@ -69,246 +90,261 @@ impl Proxy {
         metrics: ProxyMetrics,
         limiter: Option<Arc<UserLimiter>>,
     ) -> Arc<Self> {
-        let built: Vec<Arc<Subgraph>> = subgraphs.iter().cloned().map(Subgraph::new).collect();
+        let built: Vec<Arc<Subgraph>> = subgraphs
+            .iter()
+            .cloned()
+            .map(|sg| Subgraph::new(sg, cfg.entities_max_typenames))
+            .collect();
         for sg in &built {
             sg.spawn_background(metrics.clone());
         }
-        let mut routes: Vec<(String, Arc<Subgraph>)> = built
-            .iter()
-            .map(|sg| (sg.cfg.route(), Arc::clone(sg)))
-            .collect();
-        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        let default = cfg
-            .default_subgraph
-            .as_ref()
-            .and_then(|name| built.iter().find(|sg| sg.name() == name).cloned());
+        let ms = Duration::from_millis;
         Arc::new(Self {
-            routes,
-            default,
-            max_body: cfg.max_body_bytes,
+            routes: ArcSwap::from_pointee(Routes::new(&built, cfg.default_subgraph.as_deref())),
+            trusted: TrustedProxies::new(cfg.trusted_proxies.clone()),
+            accept: AcceptLimits {
+                max_body: cfg.max_body_bytes,
+                body_timeout: ms(cfg.body_read_timeout_ms),
+            },
+            listener: ListenerLimits {
+                header_read: ms(cfg.header_read_timeout_ms),
+                write: ms(cfg.client_write_timeout_ms),
+                drain: ms(cfg.drain_timeout_ms),
+            },
+            entity_buffer: Arc::new(Semaphore::new(cfg.entities_buffer_bytes)),
             metrics,
             limiter,
         })
     }
 
+    /// The listener's time limits.
+    pub fn listener_limits(&self) -> ListenerLimits {
+        self.listener
+    }
+
     /// The subgraph called `name`.
-    pub fn subgraph(&self, name: &str) -> Option<&Arc<Subgraph>> {
+    pub fn subgraph(&self, name: &str) -> Option<Arc<Subgraph>> {
         self.routes
-            .iter()
-            .map(|(_, sg)| sg)
+            .load()
+            .subgraphs()
             .find(|sg| sg.name() == name)
+            .cloned()
     }
 
     /// Every subgraph, for the admin API.
     pub fn describe(&self) -> serde_json::Value {
-        let mut all: Vec<&Arc<Subgraph>> = self.routes.iter().map(|(_, sg)| sg).collect();
+        let routes = self.routes.load();
+        let mut all: Vec<&Arc<Subgraph>> = routes.subgraphs().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
-        serde_json::Value::Array(
-            all.into_iter()
-                .map(|sg| self.describe_subgraph(sg))
-                .collect(),
-        )
-    }
-
-    /// One subgraph: route, breaker, endpoints with health and pool numbers.
-    pub fn describe_subgraph(&self, sg: &Subgraph) -> serde_json::Value {
-        let breaker = match sg.breaker.state() {
-            crate::breaker::State::Closed => "closed",
-            crate::breaker::State::Open => "open",
-            crate::breaker::State::HalfOpen => "half_open",
-        };
-        let endpoints: Vec<serde_json::Value> = sg
-            .endpoints
-            .iter()
-            .map(|e| {
-                let p = e.pool.stats();
-                serde_json::json!({
-                    "url": e.uri.to_string(),
-                    "healthy": e.is_healthy(),
-                    "pool": { "idle": p.idle, "busy": p.busy, "max": p.max, "opened": p.opened },
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "name": sg.name(),
-            "route": sg.cfg.route(),
-            "breaker": breaker,
-            "endpoints": endpoints,
-        })
+        serde_json::Value::Array(all.into_iter().map(|sg| sg.describe()).collect())
     }
 
     /// Subgraphs without a healthy endpoint (for `/readyz`).
     pub fn unready_subgraphs(&self) -> Vec<String> {
         self.routes
-            .iter()
-            .filter(|(_, sg)| !sg.endpoints.iter().any(|e| e.is_healthy()))
-            .map(|(_, sg)| sg.name().to_string())
+            .load()
+            .subgraphs()
+            .filter(|sg| !sg.endpoints.iter().any(|e| e.is_healthy()))
+            .map(|sg| sg.name().to_string())
             .collect()
     }
 
-    fn route(&self, path: &str) -> Option<&Arc<Subgraph>> {
-        self.routes
-            .iter()
-            .find(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .map(|(_, sg)| sg)
-            .or(self.default.as_ref())
-    }
-
-    /// Handles one request through every phase; never fails (errors become
-    /// GraphQL-shaped responses in [`ProxyError::into_response`]).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let path = req.uri().path().to_string();
-        let sg = self.route(&path).cloned();
-        let label = sg.as_ref().map_or("none", |s| s.name()).to_string();
-        let (kind, resp) = match self.phases(req, peer, sg, started).await {
-            Ok((kind, resp)) => (Some(kind), resp),
-            Err((kind, e)) => {
-                tracing::debug!(path, error = %e, "refused");
-                (kind, e.into_response())
+    /// Handles one request through every phase; never fails (refusals
+    /// become GraphQL-shaped responses in [`ProxyError::into_response`]).
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let client = self.trusted.resolve(peer.ip(), req.headers());
+        let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
+        let resp = match self.phases(&mut ctx, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
+                e.into_response()
             }
         };
-        let op = kind.map_or("unknown", OperationKind::as_str);
-        self.metrics
-            .requests
-            .with_label_values(&[&label, resp.status().as_str(), op])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[&label])
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        match (&ctx.subgraph, ctx.operation) {
+            (Some(sg), Some(op)) if resp.status() == http::StatusCode::OK => {
+                let hot = sg.metrics(&self.metrics);
+                hot.ok(op).inc();
+                hot.request_duration.observe(elapsed);
+            }
+            _ => {
+                let op = ctx.operation.map_or("unknown", |k| k.as_str());
+                let label = ctx.subgraph_label();
+                self.metrics
+                    .requests
+                    .with_label_values(&[label, resp.status().as_str(), op])
+                    .inc();
+                self.metrics
+                    .request_duration
+                    .with_label_values(&[label])
+                    .observe(elapsed);
+            }
+        }
         resp
     }
 
-    async fn phases(
+    /// DESIGN's request path, phase by phase.
+    async fn phases<B>(
         &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        sg: Option<Arc<Subgraph>>,
-        started: Instant,
-    ) -> Result<(OperationKind, Response<ProxyBody>), (Option<OperationKind>, ProxyError)> {
-        // 0. degraded mode: the kernel layer's per-client limits.
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .admit_request(peer.ip())
-                .map_err(|r| (None, refusal(r)))?;
-        }
-        // 1. accept/http
-        let (parts, body) = req.into_parts();
-        let query = parts.uri.query().map(str::to_string);
-        let (body, op) = match parts.method {
-            Method::POST => {
-                let json = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|ct| {
-                        let ct = ct.split(';').next().unwrap_or("").trim();
-                        ct.eq_ignore_ascii_case("application/json")
-                            || ct.eq_ignore_ascii_case("application/graphql-response+json")
-                    });
-                if !json {
-                    return Err((None, ProxyError::UnsupportedMediaType));
-                }
-                let body = read_body(body, self.max_body)
-                    .await
-                    .map_err(|e| (None, e))?;
-                let op = operation::from_post_body(&body).map_err(|e| (None, e))?;
-                (body, op)
-            }
-            Method::GET => {
-                let op = operation::from_query_string(query.as_deref().unwrap_or(""))
-                    .map_err(|e| (None, e))?;
-                let kind = op.kind;
-                if kind != OperationKind::Query {
-                    return Err((
-                        Some(kind),
-                        ProxyError::MethodNotAllowed(format!("GET for a {}", kind.as_str())),
-                    ));
-                }
-                (Bytes::new(), op)
-            }
-            other => return Err((None, ProxyError::MethodNotAllowed(other.to_string()))),
-        };
-        let kind = op.kind;
-        // 2. route
-        let sg = sg.ok_or_else(|| {
-            (
-                Some(kind),
-                ProxyError::NotFound(parts.uri.path().to_string()),
-            )
-        })?;
-        // Only an entity fetch pays for a second look at the body.
-        let entity_fetch = op
-            .entity_fetch
-            .then(|| entities::representations(&body))
-            .flatten();
-        // 3. forward
-        let out = Outgoing {
-            method: parts.method.clone(),
-            query: if parts.method == Method::GET {
-                query
-            } else {
-                None
-            },
-            headers: headers::upstream_headers(parts.headers, peer.ip()),
-            body,
-            kind,
-        };
-        let resp = forward::forward(&sg, &out, &self.metrics, started)
-            .await
-            .map_err(|e| {
-                if let ProxyError::UpstreamUnavailable { subgraph, detail } = &e {
-                    tracing::warn!(subgraph, detail, "upstream unavailable");
-                }
-                (Some(kind), e)
-            })?;
-        // 4. respond + observe
-        let resp = match entity_fetch {
-            Some(typenames) => self.observe_entities(sg.name(), &typenames, resp).await,
-            None => resp,
-        };
-        Ok((kind, resp))
+        ctx: &mut RequestContext,
+        req: Request<B>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.client_limits(ctx)?; // 0. client
+        let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
+        let accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
+        // 2. identify, 3. rate limit, 4. graphql, 5. authorize: to come.
+        let typenames = self.entity_typenames(ctx, &accepted);
+        let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
+        Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
     }
 
-    /// Counts `_entities` outcomes; the body is buffered (when its length is
-    /// known and at most [`entities::MAX_INSPECTED_BYTES`]) and sent on unchanged.
+    /// Phase 0: degraded mode enforces the kernel layer's per-client limits.
+    fn client_limits(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
+        match &self.limiter {
+            Some(limiter) => limiter.admit_request(ctx.client_ip()).map_err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// Phase 6a: the subgraph serving the path.
+    fn route(&self, ctx: &mut RequestContext) -> Result<Arc<Subgraph>, ProxyError> {
+        let sg = self
+            .routes
+            .load()
+            .route(&ctx.path)
+            .cloned()
+            .ok_or_else(|| ProxyError::NotFound(ctx.path.clone()))?;
+        ctx.subgraph = Some(Arc::clone(&sg));
+        Ok(sg)
+    }
+
+    /// The `__typename`s of an entity fetch's representations (phase 7
+    /// counts their outcomes).
+    fn entity_typenames(&self, ctx: &RequestContext, accepted: &Accepted) -> Option<Vec<String>> {
+        ctx.entity_fetch
+            .then(|| entities::representations(&accepted.body))
+            .flatten()
+    }
+
+    /// Phase 6b: breaker, endpoint, connection, tries.
+    async fn forward(
+        &self,
+        ctx: &RequestContext,
+        sg: &Arc<Subgraph>,
+        accepted: Accepted,
+    ) -> Result<Forwarded, ProxyError> {
+        let out = Outgoing {
+            method: accepted.method,
+            query: accepted.query,
+            headers: headers::upstream_headers(accepted.headers, &ctx.client),
+            body: accepted.body,
+            kind: ctx.operation.unwrap_or(operation::OperationKind::Mutation),
+        };
+        let deadline = ctx.deadline().unwrap_or_else(Instant::now);
+        forward::forward(sg, &out, &self.metrics, deadline)
+            .await
+            .inspect_err(|e| {
+                if let ProxyError::UpstreamUnavailable { subgraph, detail } = e {
+                    tracing::warn!(subgraph, detail, "upstream unavailable");
+                }
+            })
+    }
+
+    /// Phase 7: the response streams back under the body deadlines;
+    /// `_entities` outcomes are counted.
+    async fn respond(
+        &self,
+        ctx: &RequestContext,
+        sg: &Arc<Subgraph>,
+        forwarded: Forwarded,
+        typenames: Option<Vec<String>>,
+    ) -> Response<ProxyBody> {
+        let Forwarded { response, endpoint } = forwarded;
+        let (parts, body) = response.into_parts();
+        let idle = Duration::from_millis(sg.cfg.timeouts.body_idle_ms);
+        let deadline = ctx.deadline().unwrap_or_else(Instant::now);
+        let on_timeout = {
+            let sg = Arc::clone(sg);
+            let m = self.metrics.clone();
+            Box::new(move |why: BodyTimeout| {
+                tracing::warn!(subgraph = sg.name(), endpoint = %sg.endpoints[endpoint].addr, reason = why.as_str(), "response body cut off");
+                m.body_timeouts
+                    .with_label_values(&[sg.name(), why.as_str()])
+                    .inc();
+                if why == BodyTimeout::Idle {
+                    sg.record_passive(endpoint, false, &m);
+                }
+            })
+        };
+        let body = TimedBody::new(body, idle, deadline.into(), on_timeout).boxed();
+        let resp = Response::from_parts(parts, body);
+        match typenames {
+            Some(t) => self.observe_entities(sg, &t, resp).await,
+            None => resp,
+        }
+    }
+
+    /// Counts `_entities` outcomes. The body is buffered when its length is
+    /// known, at most [`entities::MAX_INSPECTED_BYTES`], and fits in the
+    /// shared inspection budget; otherwise it passes through uncounted.
     async fn observe_entities(
         &self,
-        subgraph: &str,
+        sg: &Subgraph,
         typenames: &[String],
         resp: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        let small = resp
+        let name = sg.name();
+        let len = resp
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n <= entities::MAX_INSPECTED_BYTES);
-        if !small {
+            .filter(|n| *n <= entities::MAX_INSPECTED_BYTES);
+        let Some(len) = len else {
+            self.metrics
+                .entities_uninspected
+                .with_label_values(&[name, "too_large"])
+                .inc();
             return resp;
-        }
+        };
+        let Ok(_budget) = self.entity_buffer.try_acquire_many(len as u32) else {
+            self.metrics
+                .entities_uninspected
+                .with_label_values(&[name, "buffer_full"])
+                .inc();
+            return resp;
+        };
         let (parts, body) = resp.into_parts();
+        // The body carries its deadlines: a stall ends the collection.
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                tracing::warn!(subgraph, error = %e, "reading an _entities response");
+                tracing::warn!(subgraph = name, error = %e, "reading an _entities response");
                 return ProxyError::UpstreamUnavailable {
-                    subgraph: subgraph.to_string(),
+                    subgraph: name.to_string(),
                     detail: e.to_string(),
                 }
                 .into_response();
             }
         };
         for (typename, (ok, failed)) in entities::outcomes(typenames, &bytes) {
+            let label = sg.entity_labels.label(&typename);
             let m = &self.metrics.entities;
-            m.with_label_values(&[subgraph, &typename, "resolved"])
-                .inc_by(ok);
-            m.with_label_values(&[subgraph, &typename, "failed"])
-                .inc_by(failed);
+            m.with_label_values(&[name, label, "resolved"]).inc_by(ok);
+            m.with_label_values(&[name, label, "failed"]).inc_by(failed);
         }
         let body = http_body_util::Full::new(bytes)
             .map_err(|never| match never {})
@@ -324,52 +360,5 @@ fn refusal(r: Refusal) -> ProxyError {
     }
 }
 
-/// Reads a body up to `limit` bytes (413 beyond).
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::PayloadTooLarge(limit))
-        }
-        Err(e) => Err(ProxyError::BadRequest(format!(
-            "reading the request body: {e}"
-        ))),
-    }
-}
-
-/// Serves the proxy on `listener` until the task is dropped.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Degraded mode: the connection cap and block list at accept time.
-        let guard = match &proxy.limiter {
-            Some(limiter) => match limiter.admit_connection(peer.ip()) {
-                Ok(guard) => Some(guard),
-                Err(refusal) => {
-                    tracing::debug!(client = %peer.ip(), %refusal, "connection refused");
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        tokio::spawn(async move {
-            let _guard = guard;
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
+#[cfg(test)]
+mod tests;

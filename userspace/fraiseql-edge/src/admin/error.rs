@@ -39,6 +39,12 @@ pub enum AdminError {
     /// The block list holds as many clients as it can.
     #[error("the block list is full")]
     BlockListFull,
+    /// A mutating call a browser could have sent cross-site without a
+    /// preflight (no `Content-Type`, or a form/text one).
+    #[error(
+        "mutating admin calls need `Content-Type: application/json` (browser simple requests are refused)"
+    )]
+    CrossSiteRequest,
     /// The kernel map failed (details logged).
     #[error("the block list could not be read or written; see the daemon's log")]
     Internal,
@@ -55,6 +61,7 @@ impl AdminError {
             Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Self::KernelDisabled => (StatusCode::CONFLICT, "KERNEL_LAYER_DISABLED"),
+            Self::CrossSiteRequest => (StatusCode::FORBIDDEN, "CSRF_REJECTED"),
             Self::BlockListFull => (StatusCode::SERVICE_UNAVAILABLE, "BLOCK_LIST_FULL"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }

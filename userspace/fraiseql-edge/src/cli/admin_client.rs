@@ -92,13 +92,10 @@ impl AdminClient {
             .method(method)
             .uri(path)
             .header(header::HOST, &self.addr);
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(v.to_string())
-            }
-            None => Bytes::new(),
-        };
+        // Always JSON: the admin listener refuses POSTs a browser could
+        // send cross-site (no content type, or a form/text one).
+        req = req.header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Bytes::new, |v| Bytes::from(v.to_string()));
         let resp = sender.send_request(req.body(Full::new(body))?).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use http::Uri;
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
@@ -18,6 +19,28 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// Subgraph that serves paths no route matches (none: 404).
     pub default_subgraph: Option<String>,
+    /// Peers (CIDRs) whose `X-Forwarded-For`/`Forwarded` headers are
+    /// believed: from them, the client is the rightmost untrusted address of
+    /// those headers. From any other peer, the client is the peer.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request's body, once its headers are in
+    /// (408 after).
+    pub body_read_timeout_ms: u64,
+    /// A write to a client that makes no progress for this long closes the
+    /// connection (a client that stopped reading its response).
+    pub client_write_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight requests get to finish before the
+    /// daemon exits anyway.
+    pub drain_timeout_ms: u64,
+    /// Bytes of `_entities` responses buffered for inspection at any one
+    /// time, across requests; beyond it responses pass through uncounted.
+    pub entities_buffer_bytes: usize,
+    /// Distinct `__typename` labels per subgraph in the entity metrics when
+    /// the subgraph has no SDL (with an SDL, only its entity types).
+    pub entities_max_typenames: usize,
 }
 
 impl Default for ProxyConfig {
@@ -28,6 +51,22 @@ impl Default for ProxyConfig {
             // GraphQL documents are small; 2 MiB leaves room for big variables.
             max_body_bytes: 2 * 1024 * 1024,
             default_subgraph: None,
+            // Nobody's headers are believed until the operator says so.
+            trusted_proxies: Vec::new(),
+            // HAProxy's `timeout http-request` advice; it also bounds
+            // keep-alive idleness, as HAProxy's `http-keep-alive` defaults do.
+            header_read_timeout_ms: 10_000,
+            // A 2 MiB body needs well under this on any working link.
+            body_read_timeout_ms: 10_000,
+            // HAProxy's `timeout client` in its sample configurations.
+            client_write_timeout_ms: 30_000,
+            // Kubernetes' default termination grace period.
+            drain_timeout_ms: 30_000,
+            // Eight of the largest inspected responses at once.
+            entities_buffer_bytes: 64 * 1024 * 1024,
+            // Far above the entity types of real subgraphs, far below a
+            // cardinality problem for Prometheus.
+            entities_max_typenames: 100,
         }
     }
 }
@@ -100,6 +139,9 @@ pub struct HealthConfig {
     pub unhealthy_after: u32,
     /// `GET` this path instead of POSTing `{ __typename }`.
     pub http_path: Option<String>,
+    /// When every endpoint is ejected, send traffic to all of them anyway
+    /// (Envoy's panic threshold) instead of refusing every request.
+    pub panic_mode: bool,
 }
 
 impl Default for HealthConfig {
@@ -110,6 +152,9 @@ impl Default for HealthConfig {
             healthy_after: 2,
             unhealthy_after: 3,
             http_path: None,
+            // Health checks can be wrong (a network partition between the
+            // edge and a live subgraph): trying beats refusing everything.
+            panic_mode: true,
         }
     }
 }
@@ -120,8 +165,12 @@ impl Default for HealthConfig {
 pub struct TimeoutConfig {
     /// Whole request, retries included.
     pub overall_ms: u64,
-    /// One try, until response headers arrive.
+    /// One try, from the moment a connection is in hand until the response
+    /// headers arrive (waiting for a pooled connection is not part of it).
     pub per_try_ms: u64,
+    /// A response body that sends nothing for this long is cut off (the
+    /// whole body is bounded by `overall_ms` as well).
+    pub body_idle_ms: u64,
 }
 
 impl Default for TimeoutConfig {
@@ -129,6 +178,8 @@ impl Default for TimeoutConfig {
         Self {
             overall_ms: 30_000,
             per_try_ms: 2_000,
+            // A live subgraph streams a body without pauses this long.
+            body_idle_ms: 10_000,
         }
     }
 }
@@ -233,11 +284,18 @@ pub fn validate(
             "[proxy] needs at least one [[subgraphs]] entry",
         ));
     }
-    if proxy.max_body_bytes == 0 {
-        return Err(ConfigError::invalid(
-            "proxy.max_body_bytes",
-            "must be positive",
-        ));
+    let positive = [
+        ("proxy.max_body_bytes", proxy.max_body_bytes as u64),
+        ("proxy.header_read_timeout_ms", proxy.header_read_timeout_ms),
+        ("proxy.body_read_timeout_ms", proxy.body_read_timeout_ms),
+        (
+            "proxy.client_write_timeout_ms",
+            proxy.client_write_timeout_ms,
+        ),
+        ("proxy.drain_timeout_ms", proxy.drain_timeout_ms),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(ConfigError::invalid(*key, "must be positive"));
     }
     for (i, sg) in subgraphs.iter().enumerate() {
         let at = format!("subgraphs[{i}]");
@@ -355,5 +413,25 @@ fn validate_subgraph(at: &str, sg: &SubgraphConfig) -> Result<(), ConfigError> {
             "must be positive and at most timeouts.overall_ms",
         ));
     }
+    if t.body_idle_ms == 0 {
+        return Err(ConfigError::invalid(
+            format!("{at}.timeouts.body_idle_ms"),
+            "must be positive",
+        ));
+    }
+    // Waiting for a slot and the try itself are separate budgets, but a
+    // wait longer than a try means a queue that outlives what it protects.
+    if p.acquire_timeout_ms == 0 || p.acquire_timeout_ms >= t.per_try_ms {
+        return Err(ConfigError::invalid(
+            format!("{at}.pool.acquire_timeout_ms"),
+            format!(
+                "must be positive and below timeouts.per_try_ms ({} ms)",
+                t.per_try_ms
+            ),
+        ));
+    }
+    let r = &sg.retry;
+    crate::proxy::budget::validate(r.budget_percent, r.budget_min_per_sec)
+        .map_err(|reason| ConfigError::invalid(format!("{at}.retry.budget_percent"), reason))?;
     Ok(())
 }

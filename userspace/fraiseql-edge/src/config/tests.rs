@@ -145,3 +145,49 @@ fn subgraph_sdl_is_resolved_and_checked() {
         }
     }
 }
+
+const PROXY: &str = "[kernel]\nenabled = false\n[proxy]\n";
+const SUBGRAPH: &str =
+    "[[subgraphs]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:4001/graphql\"]\n";
+
+#[test]
+fn data_path_limits_are_checked_together() {
+    let c = Config::from_toml(&format!("{PROXY}{SUBGRAPH}")).unwrap();
+    let p = c.proxy.as_ref().unwrap();
+    assert!(p.trusted_proxies.is_empty());
+    assert_eq!(
+        (p.header_read_timeout_ms, p.drain_timeout_ms),
+        (10_000, 30_000)
+    );
+    assert!(c.subgraphs[0].health.panic_mode);
+
+    // Waiting for a slot must be shorter than a try.
+    let (key, reason) = err(&format!(
+        "{PROXY}{SUBGRAPH}[subgraphs.pool]\nacquire_timeout_ms = 2000\n"
+    ));
+    assert_eq!(key, "subgraphs[0].pool.acquire_timeout_ms");
+    assert!(
+        reason.contains("below timeouts.per_try_ms (2000 ms)"),
+        "{reason}"
+    );
+    let (key, _) = err(&format!(
+        "{PROXY}{SUBGRAPH}[subgraphs.timeouts]\nper_try_ms = 500\n"
+    ));
+    assert_eq!(key, "subgraphs[0].pool.acquire_timeout_ms");
+
+    let (key, _) = err(&format!("{PROXY}header_read_timeout_ms = 0\n{SUBGRAPH}"));
+    assert_eq!(key, "proxy.header_read_timeout_ms");
+    let (key, reason) = err(&format!(
+        "{PROXY}trusted_proxies = [\"10.0.0.0/33\"]\n{SUBGRAPH}"
+    ));
+    assert!(key.starts_with("proxy.trusted_proxies"), "{key}: {reason}");
+    let (key, _) = err(&format!(
+        "{PROXY}{SUBGRAPH}[subgraphs.retry]\nbudget_percent = 10001\n"
+    ));
+    assert_eq!(key, "subgraphs[0].retry.budget_percent");
+    let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[runtime]\nworker_threads = 0\n"));
+    assert_eq!(key, "runtime.worker_threads");
+    let c =
+        Config::from_toml(&format!("{PROXY}{SUBGRAPH}[runtime]\nworker_threads = 3\n")).unwrap();
+    assert_eq!(c.runtime.workers(), 3);
+}

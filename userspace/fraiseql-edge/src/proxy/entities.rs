@@ -3,11 +3,94 @@
 //! came back `null` (or with an error at their path).
 //!
 //! Only requests whose document mentions `_entities` are inspected; their
-//! response is buffered (bounded), counted, and sent on byte for byte.
+//! response is buffered (bounded per response and in total across
+//! requests), counted, and sent on byte for byte.
+//!
+//! The typenames come from the client's `representations`, so they are
+//! never used as metric labels as they are: with the subgraph's SDL, only
+//! its entity types (those with `@key`) are labels; without it, the first
+//! `proxy.entities_max_typenames` seen; everything else is `other`.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Mutex,
+};
 
+use apollo_parser::cst;
 use serde_json::Value;
+
+/// The label of typenames that are not (or no longer) labelled by name.
+pub const OTHER: &str = "other";
+
+/// The `typename` label values of one subgraph.
+pub enum EntityLabels {
+    /// The entity types of the subgraph's SDL.
+    Declared(HashSet<String>),
+    /// No SDL: the first `cap` typenames seen.
+    Capped {
+        /// Typenames labelled so far.
+        seen: Mutex<HashSet<String>>,
+        /// At most this many.
+        cap: usize,
+    },
+}
+
+impl EntityLabels {
+    /// Labels for a subgraph with `sdl` (its entity types), or without one.
+    pub fn new(sdl: Option<&str>, cap: usize) -> Self {
+        match sdl {
+            Some(sdl) => Self::Declared(entity_types(sdl)),
+            None => Self::Capped {
+                seen: Mutex::new(HashSet::new()),
+                cap,
+            },
+        }
+    }
+
+    /// The label of `typename`: itself, or [`OTHER`].
+    pub fn label<'a>(&self, typename: &'a str) -> &'a str {
+        match self {
+            Self::Declared(types) if types.contains(typename) => typename,
+            Self::Declared(_) => OTHER,
+            Self::Capped { seen, cap } => {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.contains(typename) {
+                    return typename;
+                }
+                if seen.len() < *cap {
+                    seen.insert(typename.to_string());
+                    return typename;
+                }
+                OTHER
+            }
+        }
+    }
+}
+
+/// Object and interface types of an SDL that carry `@key` (federation
+/// entities), in definitions and extensions alike.
+pub fn entity_types(sdl: &str) -> HashSet<String> {
+    let tree = apollo_parser::Parser::new(sdl).parse();
+    let keyed = |name: Option<cst::Name>, directives: Option<cst::Directives>| {
+        let has_key = directives.is_some_and(|d| {
+            d.directives()
+                .any(|d| d.name().is_some_and(|n| n.text() == "key"))
+        });
+        has_key
+            .then(|| name.map(|n| n.text().to_string()))
+            .flatten()
+    };
+    tree.document()
+        .definitions()
+        .filter_map(|def| match def {
+            cst::Definition::ObjectTypeDefinition(d) => keyed(d.name(), d.directives()),
+            cst::Definition::ObjectTypeExtension(d) => keyed(d.name(), d.directives()),
+            cst::Definition::InterfaceTypeDefinition(d) => keyed(d.name(), d.directives()),
+            cst::Definition::InterfaceTypeExtension(d) => keyed(d.name(), d.directives()),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Max response size inspected; larger ones are passed on uncounted.
 pub const MAX_INSPECTED_BYTES: usize = 8 * 1024 * 1024;
@@ -80,6 +163,33 @@ mod tests {
         assert_eq!(o["User"], (1, 1));
         assert_eq!(o["Product"], (0, 1));
         assert_eq!(outcomes(&names, b"not json")["User"], (0, 2));
+    }
+
+    #[test]
+    fn labels_are_declared_entity_types_or_a_bounded_set() {
+        let sdl = r#"
+            extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])
+            type User @key(fields: "id") { id: ID! name: String }
+            extend type Product @key(fields: "upc") { upc: String! }
+            interface Node @key(fields: "id") { id: ID! }
+            type Query { users: [User!]! }
+            type Review { body: String }
+        "#;
+        let declared = EntityLabels::new(Some(sdl), 100);
+        assert_eq!(declared.label("User"), "User");
+        assert_eq!(declared.label("Product"), "Product");
+        assert_eq!(declared.label("Node"), "Node");
+        assert_eq!(declared.label("Review"), OTHER);
+        assert_eq!(declared.label("Query"), OTHER);
+        assert_eq!(declared.label("x".repeat(1000).as_str()), OTHER);
+
+        let capped = EntityLabels::new(None, 3);
+        let labels: HashSet<String> = (0..10_000)
+            .map(|i| capped.label(&format!("T{i}")).to_string())
+            .collect();
+        assert_eq!(labels.len(), 4, "T0, T1, T2 and other: {labels:?}");
+        assert_eq!(capped.label("T0"), "T0", "the first ones keep their label");
+        assert_eq!(capped.label("T3"), OTHER);
     }
 
     #[test]

@@ -9,8 +9,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
 use http_body_util::{Full, combinators::BoxBody};
 
+/// Errors of a response body (an upstream's, or a deadline's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The response body type of the proxy.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Why the proxy answered itself instead of the subgraph.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ pub enum ProxyError {
     /// Content type not JSON.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    /// The client did not send its body within `proxy.body_read_timeout_ms`.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// Degraded mode: the client exceeded the kernel-layer limits.
     #[error("rate limit exceeded")]
     RateLimited,
@@ -42,9 +48,10 @@ pub enum ProxyError {
     /// Every endpoint is ejected.
     #[error("subgraph {0} has no healthy endpoint")]
     NoHealthyUpstream(String),
-    /// The pool had no connection free in time.
+    /// No pooled connection came free in time: the edge's own limit on
+    /// concurrent requests to the subgraph, not the subgraph's failure.
     #[error("subgraph {0} is saturated")]
-    PoolExhausted(String),
+    Saturated(String),
     /// Connection failures / broken connections.
     #[error("subgraph {subgraph} could not be reached")]
     UpstreamUnavailable {
@@ -69,11 +76,12 @@ impl ProxyError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
             Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
-            Self::PoolExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
+            Self::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT"),
         }
@@ -95,6 +103,10 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if status == StatusCode::REQUEST_TIMEOUT {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));

@@ -3,9 +3,13 @@
 //! overall deadline.
 //!
 //! Failures that count against an endpoint's health and the subgraph's
-//! breaker: connect errors, broken connections, timeouts, and 502/503/504
-//! answers. A try is repeated on another healthy endpoint only when it is
-//! safe: always when nothing was sent; after sending, only for queries.
+//! breaker: connect errors, broken connections, per-try timeouts, and
+//! 502/503/504 answers. Waiting for a pooled connection is not a failure of
+//! anyone: it is the edge's own concurrency limit (503
+//! `UPSTREAM_SATURATED`), so the per-try clock starts once a connection is
+//! in hand. A try is repeated on another endpoint only when it is safe:
+//! always when nothing was sent; after sending, only for queries; never
+//! past the deadline (no retry token is spent then).
 
 use std::{
     sync::Arc,
@@ -14,15 +18,15 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 
 use super::{
-    error::{ProxyBody, ProxyError},
+    error::ProxyError,
     headers,
     metrics::ProxyMetrics,
     operation::OperationKind,
     pool::{PoolError, PooledBody, SendError},
-    subgraph::Subgraph,
+    subgraph::{Pick, Subgraph},
 };
 
 /// What is sent upstream, rebuilt for every try.
@@ -59,106 +63,119 @@ impl Outgoing {
     }
 }
 
+/// A response whose headers are in; its body streams from `endpoint`.
+pub struct Forwarded {
+    /// The response (hop-by-hop headers removed).
+    pub response: Response<PooledBody>,
+    /// Index of the endpoint that answered.
+    pub endpoint: usize,
+}
+
+/// Why one try failed.
 enum TryFailure {
-    /// Nothing reached the upstream.
-    NotSent(ProxyError, bool),
-    /// The request may have reached it.
+    /// No connection came free in time: saturation, nobody's failure.
+    Saturated,
+    /// The endpoint went away between the pick and the checkout.
+    Ejected,
+    /// The deadline passed before the try could finish; nobody's failure.
+    Deadline,
+    /// The endpoint failed and nothing reached it: safe to try elsewhere.
+    NotSent(ProxyError),
+    /// The endpoint failed after the request may have reached it.
     MaybeSent(ProxyError),
 }
 
-/// Forwards one request to `sg`.
+/// Forwards one request to `sg`, answering by `deadline`.
 pub async fn forward(
     sg: &Arc<Subgraph>,
     out: &Outgoing,
     m: &ProxyMetrics,
-    started: Instant,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let name = sg.name().to_string();
+    deadline: Instant,
+) -> Result<Forwarded, ProxyError> {
+    let name = sg.name();
     let (permit, transition) = match sg.breaker.admit(Instant::now()) {
         Ok(p) => p,
         Err(_) => {
-            m.breaker_rejections.with_label_values(&[&name]).inc();
-            return Err(ProxyError::CircuitOpen(name));
+            m.breaker_rejections.with_label_values(&[name]).inc();
+            return Err(ProxyError::CircuitOpen(name.to_string()));
         }
     };
     if let Some(t) = transition {
         sg.note_transition(t.from, t.to, m);
     }
     sg.deposit();
-    let deadline = started + Duration::from_millis(sg.cfg.timeouts.overall_ms);
-    let per_try = Duration::from_millis(sg.cfg.timeouts.per_try_ms);
     let mut tried: Vec<usize> = Vec::new();
-    let mut last = ProxyError::NoHealthyUpstream(name.clone());
-    let mut breaker_failure = true;
+    let mut last: Option<TryFailure> = None;
+    // Whether some try failed because of the subgraph (the breaker's input).
+    let mut upstream_failed = false;
 
     for attempt in 0..=sg.cfg.retry.retries {
-        let Some(i) = sg.pick(&tried) else { break };
+        if Instant::now() >= deadline {
+            last = Some(TryFailure::Deadline);
+            break;
+        }
+        let Some(pick) = sg.pick(&tried) else { break };
         if attempt > 0 {
             if !sg.withdraw() {
-                m.retry_budget_exhausted.with_label_values(&[&name]).inc();
+                m.retry_budget_exhausted.with_label_values(&[name]).inc();
                 break;
             }
             let reason = match &last {
-                ProxyError::UpstreamTimeout(_) => "timeout",
-                ProxyError::PoolExhausted(_) => "saturated",
+                Some(TryFailure::Saturated) => "saturated",
+                Some(TryFailure::MaybeSent(ProxyError::UpstreamTimeout(_))) => "timeout",
                 _ => "unavailable",
             };
-            m.failovers.with_label_values(&[&name, reason]).inc();
+            m.failovers.with_label_values(&[name, reason]).inc();
         }
-        tried.push(i);
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            last = ProxyError::UpstreamTimeout(name.clone());
-            break;
+        tried.push(pick.index);
+        if pick.panic {
+            m.panic_requests.with_label_values(&[name]).inc();
         }
-        let ep = &sg.endpoints[i];
-        let req = out.request(&ep.path, &ep.addr)?;
-        let t0 = Instant::now();
-        let result = tokio::time::timeout(per_try.min(remaining), try_once(sg, i, req, m)).await;
-        m.upstream_duration
-            .with_label_values(&[&name, ep.addr.as_str()])
-            .observe(t0.elapsed().as_secs_f64());
-        let failure = match result {
-            Ok(Ok(resp)) => {
+        match try_once(sg, pick, out, m, deadline).await {
+            Ok(response) => {
                 let gateway_error = matches!(
-                    resp.status(),
+                    response.status(),
                     StatusCode::BAD_GATEWAY
                         | StatusCode::SERVICE_UNAVAILABLE
                         | StatusCode::GATEWAY_TIMEOUT
                 );
-                sg.record_health(i, !gateway_error, m);
+                sg.record_passive(pick.index, !gateway_error, m);
                 record(sg, permit, !gateway_error, m);
-                return Ok(resp);
+                return Ok(Forwarded {
+                    response,
+                    endpoint: pick.index,
+                });
             }
-            Ok(Err(f)) => f,
-            Err(_) => {
-                tracing::debug!(subgraph = %name, endpoint = %ep.addr, "try timed out");
-                sg.record_health(i, false, m);
-                TryFailure::MaybeSent(ProxyError::UpstreamTimeout(name.clone()))
-            }
-        };
-        match failure {
-            TryFailure::NotSent(e, endpoint_at_fault) => {
-                if endpoint_at_fault {
-                    sg.record_health(i, false, m);
-                } else {
-                    breaker_failure = false;
-                }
-                last = e;
-            }
-            TryFailure::MaybeSent(e) => {
-                last = e;
-                breaker_failure = true;
-                if out.kind != OperationKind::Query {
-                    break; // a mutation may have run: never twice
+            Err(f) => {
+                let stop = match &f {
+                    TryFailure::Saturated | TryFailure::Ejected => false,
+                    TryFailure::Deadline => true,
+                    TryFailure::NotSent(_) => {
+                        upstream_failed = true;
+                        false
+                    }
+                    TryFailure::MaybeSent(_) => {
+                        upstream_failed = true;
+                        // A mutation may have run: never twice.
+                        out.kind != OperationKind::Query
+                    }
+                };
+                last = Some(f);
+                if stop {
+                    break;
                 }
             }
         }
     }
-    if breaker_failure {
+    if upstream_failed {
         record(sg, permit, false, m);
-    } // else: local saturation, not the subgraph's fault — the permit drops unrecorded
-    Err(last)
+    } // else: saturation or the deadline — the permit drops unrecorded
+    Err(match last {
+        Some(TryFailure::Saturated) => ProxyError::Saturated(name.to_string()),
+        Some(TryFailure::Deadline) => ProxyError::UpstreamTimeout(name.to_string()),
+        Some(TryFailure::NotSent(e) | TryFailure::MaybeSent(e)) => e,
+        Some(TryFailure::Ejected) | None => ProxyError::NoHealthyUpstream(name.to_string()),
+    })
 }
 
 fn record(sg: &Subgraph, permit: crate::breaker::Permit, success: bool, m: &ProxyMetrics) {
@@ -167,43 +184,72 @@ fn record(sg: &Subgraph, permit: crate::breaker::Permit, success: bool, m: &Prox
     }
 }
 
+/// One try on one endpoint: a connection (within the pool's acquire
+/// timeout), then the exchange until response headers (within the per-try
+/// timeout), all inside the deadline. Endpoint failures are recorded here.
 async fn try_once(
     sg: &Subgraph,
-    i: usize,
-    req: Request<Full<Bytes>>,
+    pick: Pick,
+    out: &Outgoing,
     m: &ProxyMetrics,
-) -> Result<Response<ProxyBody>, TryFailure> {
+    deadline: Instant,
+) -> Result<Response<PooledBody>, TryFailure> {
+    let i = pick.index;
     let ep = &sg.endpoints[i];
     let name = sg.name();
     let waited = Instant::now();
-    let mut conn = match ep.pool.get().await {
-        Ok(c) => c,
-        Err(PoolError::Timeout) => {
-            return Err(TryFailure::NotSent(
-                ProxyError::PoolExhausted(name.into()),
-                false,
-            ));
+    let checkout = async {
+        if pick.panic {
+            ep.pool.get_while_ejected().await
+        } else {
+            ep.pool.get().await
         }
-        Err(e) => {
+    };
+    let mut conn = match tokio::time::timeout_at(deadline.into(), checkout).await {
+        Err(_) => return Err(TryFailure::Deadline),
+        Ok(Ok(c)) => c,
+        Ok(Err(PoolError::Timeout)) => return Err(TryFailure::Saturated),
+        Ok(Err(PoolError::Ejected)) => return Err(TryFailure::Ejected),
+        Ok(Err(e)) => {
             tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "no connection");
-            return Err(TryFailure::NotSent(unavailable(name, &e.to_string()), true));
+            sg.record_passive(i, false, m);
+            return Err(TryFailure::NotSent(unavailable(name, &e.to_string())));
         }
     };
     m.pool_wait.observe(waited.elapsed().as_secs_f64());
+    let req = out
+        .request(&ep.path, &ep.addr)
+        .map_err(TryFailure::NotSent)?;
     // Until the response head is in, an interrupted try leaves the
     // connection in an unknown state: never reuse it then.
     conn.discard();
-    match conn.send(req).await {
-        Ok(resp) => {
+    let per_try = Duration::from_millis(sg.cfg.timeouts.per_try_ms);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let t0 = Instant::now();
+    let sent = tokio::time::timeout(per_try.min(remaining), conn.send(req)).await;
+    sg.metrics(m).upstream_duration[i].observe(t0.elapsed().as_secs_f64());
+    match sent {
+        Ok(Ok(resp)) => {
             conn.keep();
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            let body = PooledBody::new(body, conn).boxed();
-            Ok(Response::from_parts(parts, body))
+            Ok(Response::from_parts(parts, PooledBody::new(body, conn)))
         }
-        Err(SendError::NotSent(e)) => Err(TryFailure::NotSent(unavailable(name, &e), true)),
-        Err(SendError::Sent(e)) => {
+        Err(_) if remaining < per_try => Err(TryFailure::Deadline),
+        Err(_) => {
+            tracing::debug!(subgraph = name, endpoint = %ep.addr, "try timed out");
+            sg.record_passive(i, false, m);
+            Err(TryFailure::MaybeSent(ProxyError::UpstreamTimeout(
+                name.to_string(),
+            )))
+        }
+        Ok(Err(SendError::NotSent(e))) => {
+            sg.record_passive(i, false, m);
+            Err(TryFailure::NotSent(unavailable(name, &e)))
+        }
+        Ok(Err(SendError::Sent(e))) => {
             tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "request failed");
+            sg.record_passive(i, false, m);
             Err(TryFailure::MaybeSent(unavailable(name, &e)))
         }
     }
@@ -215,3 +261,6 @@ fn unavailable(subgraph: &str, detail: &str) -> ProxyError {
         detail: detail.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

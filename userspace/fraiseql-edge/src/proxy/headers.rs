@@ -1,11 +1,11 @@
 //! Header handling of the proxy (RFC 9110 §7.6.1): hop-by-hop headers —
 //! the fixed list and any named in `Connection` — are removed in both
-//! directions; `Host` is rewritten to the endpoint; `X-Forwarded-For` gets
-//! the client's address appended.
+//! directions; `Host` is rewritten to the endpoint; the forwarding headers
+//! are rebuilt from the resolved client address ([`super::client_addr`]).
 
-use std::net::IpAddr;
+use http::{HeaderMap, HeaderName, header};
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use super::client_addr::ClientAddr;
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -34,24 +34,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The headers sent upstream for a client request.
-pub fn upstream_headers(mut headers: HeaderMap, client: IpAddr) -> HeaderMap {
+pub fn upstream_headers(mut headers: HeaderMap, client: &ClientAddr) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH); // recomputed from the buffered body
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
-    }
+    client.rewrite(&mut headers);
     headers
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
+    use crate::proxy::client_addr::TrustedProxies;
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
@@ -69,10 +65,14 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         h.insert(header::HOST, HeaderValue::from_static("edge"));
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.1"));
-        let out = upstream_headers(h, "192.0.2.9".parse().unwrap());
+        let client = TrustedProxies::default().resolve("192.0.2.9".parse().unwrap(), &h);
+        let out = upstream_headers(h, &client);
         assert!(out.get("x-secret").is_none() && out.get("keep-alive").is_none());
         assert!(out.get(header::TRANSFER_ENCODING).is_none() && out.get(header::HOST).is_none());
         assert_eq!(out[header::AUTHORIZATION], "Bearer t");
-        assert_eq!(out["x-forwarded-for"], "203.0.113.1, 192.0.2.9");
+        assert_eq!(
+            out["x-forwarded-for"], "192.0.2.9",
+            "an untrusted peer's claim is dropped"
+        );
     }
 }

@@ -2,9 +2,46 @@
 //! Names: prefix `fraiseql_edge_`, base units, `_total` counters.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     exponential_buckets,
 };
+
+use super::operation::OperationKind;
+
+/// One subgraph's hot-path metric handles, resolved once: a label lookup
+/// hashes every label value and takes a lock, on every request otherwise.
+pub struct SubgraphMetrics {
+    /// `requests_total{status="200"}` by operation (query, mutation, subscription).
+    ok: [IntCounter; 3],
+    /// `request_duration_seconds` of the subgraph.
+    pub request_duration: Histogram,
+    /// `upstream_duration_seconds` by endpoint index.
+    pub upstream_duration: Vec<Histogram>,
+}
+
+impl SubgraphMetrics {
+    /// Resolves the handles of subgraph `name` with endpoints `endpoints`.
+    pub fn new(m: &ProxyMetrics, name: &str, endpoints: &[&str]) -> Self {
+        let ok = |op: OperationKind| m.requests.with_label_values(&[name, "200", op.as_str()]);
+        Self {
+            ok: [
+                ok(OperationKind::Query),
+                ok(OperationKind::Mutation),
+                ok(OperationKind::Subscription),
+            ],
+            request_duration: m.request_duration.with_label_values(&[name]),
+            upstream_duration: endpoints
+                .iter()
+                .map(|e| m.upstream_duration.with_label_values(&[name, e]))
+                .collect(),
+        }
+    }
+
+    /// The `requests_total` counter of a 200 answer to `op`.
+    pub fn ok(&self, op: OperationKind) -> &IntCounter {
+        &self.ok[op as usize]
+    }
+}
 
 /// Every metric of the data path.
 #[derive(Clone)]
@@ -37,6 +74,14 @@ pub struct ProxyMetrics {
     pub health_transitions: IntCounterVec,
     /// `_entities` representations by subgraph, typename and outcome.
     pub entities: IntCounterVec,
+    /// `_entities` responses passed on uncounted, by subgraph and reason.
+    pub entities_uninspected: IntCounterVec,
+    /// Tries sent while every endpoint was ejected (panic mode), by subgraph.
+    pub panic_requests: IntCounterVec,
+    /// 1 while a subgraph is in panic mode.
+    pub panic_mode: IntGaugeVec,
+    /// Response bodies cut off by a deadline, by subgraph and reason.
+    pub body_timeouts: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -143,7 +188,39 @@ impl ProxyMetrics {
                 ),
                 &["subgraph", "typename", "outcome"],
             )?,
+            entities_uninspected: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}entities_uninspected_total"),
+                    "Entity fetch responses passed on without counting (too large, or the inspection buffer full)",
+                ),
+                &["subgraph", "reason"],
+            )?,
+            panic_requests: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}panic_mode_requests_total"),
+                    "Tries sent to ejected endpoints because every endpoint of the subgraph was ejected",
+                ),
+                &["subgraph"],
+            )?,
+            panic_mode: IntGaugeVec::new(
+                Opts::new(
+                    format!("{p}panic_mode"),
+                    "1 while every endpoint of the subgraph is ejected and traffic goes to all of them",
+                ),
+                &["subgraph"],
+            )?,
+            body_timeouts: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}response_body_timeouts_total"),
+                    "Upstream response bodies cut off: idle too long, or past the request deadline",
+                ),
+                &["subgraph", "reason"],
+            )?,
         };
+        registry.register(Box::new(m.entities_uninspected.clone()))?;
+        registry.register(Box::new(m.panic_requests.clone()))?;
+        registry.register(Box::new(m.panic_mode.clone()))?;
+        registry.register(Box::new(m.body_timeouts.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.entities.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;

@@ -18,11 +18,11 @@ use super::error::ProxyError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OperationKind {
     /// `query` (and shorthand `{ … }`).
-    Query,
+    Query = 0,
     /// `mutation`.
-    Mutation,
+    Mutation = 1,
     /// `subscription`.
-    Subscription,
+    Subscription = 2,
 }
 
 impl OperationKind {
@@ -113,6 +113,15 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProxyError> {
 pub fn from_query_string(qs: &str) -> Result<Operation, ProxyError> {
     let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = serde_urlencoded::from_str(qs)
         .map_err(|e| ProxyError::BadRequest(format!("bad query string: {e}")))?;
+    // One value each: with two, the edge and the subgraph could each read
+    // a different one (and the edge decides retries on what it read).
+    for name in ["query", "operationName", "variables", "extensions"] {
+        if params.iter().filter(|(n, _)| n == name).count() > 1 {
+            return Err(ProxyError::BadRequest(format!(
+                "`{name}` appears more than once in the query string"
+            )));
+        }
+    }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
     let query = get("query").ok_or_else(|| ProxyError::BadRequest("missing `query`".into()))?;
     Ok(from_document(query, get("operationName")))

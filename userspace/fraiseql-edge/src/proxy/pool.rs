@@ -146,10 +146,14 @@ impl Pool {
 
     /// Checks out a connection (see the module docs for the order).
     pub async fn get(&self) -> Result<Pooled, PoolError> {
+        self.checkout(false).await
+    }
+
+    async fn checkout(&self, while_ejected: bool) -> Result<Pooled, PoolError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.shared.cfg.acquire_timeout_ms);
         loop {
-            if self.shared.ejected.load(Ordering::Acquire) {
+            if !while_ejected && self.shared.ejected.load(Ordering::Acquire) {
                 return Err(PoolError::Ejected);
             }
             // Register for a wake-up before looking, so a release between the
@@ -168,6 +172,13 @@ impl Pool {
                 return Err(PoolError::Timeout);
             }
         }
+    }
+
+    /// Checks out a connection even while the pool is ejected (panic
+    /// routing: every endpoint is ejected and traffic goes to all of them).
+    /// Such connections are closed on release while the pool stays ejected.
+    pub async fn get_while_ejected(&self) -> Result<Pooled, PoolError> {
+        self.checkout(true).await
     }
 
     fn pooled(&self, conn: Conn) -> Pooled {

@@ -1,6 +1,15 @@
 //! A subgraph: its endpoints, breaker, retry budget, and the background work
 //! that keeps them current (pool maintenance every second, health checks
 //! every `health.interval_ms`).
+//!
+//! Health checks never queue behind traffic: each endpoint has a probe
+//! connection of its own, outside the traffic pool, so a saturated pool
+//! cannot fail its endpoint's checks. A check that times out discards its
+//! connection (it may be mid-response).
+//!
+//! When every endpoint is ejected and `health.panic_mode` is on, endpoint
+//! selection ignores health (Envoy's panic threshold): checks may be wrong,
+//! and trying beats refusing every request.
 
 use std::{
     sync::{
@@ -13,11 +22,12 @@ use std::{
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt as _, Full};
-use tower::retry::budget::{Budget as _, TpsBudget};
 
 use super::{
+    budget::{self, RetryBudget},
     endpoint::{Endpoint, HealthChange},
-    metrics::ProxyMetrics,
+    entities::EntityLabels,
+    metrics::{ProxyMetrics, SubgraphMetrics},
     pool::Pool,
 };
 use crate::{
@@ -33,14 +43,31 @@ pub struct Subgraph {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Its circuit breaker.
     pub breaker: Arc<Breaker>,
-    budget: TpsBudget,
+    /// The `typename` labels of its entity metrics.
+    pub entity_labels: EntityLabels,
+    /// One health-check connection per endpoint, outside the traffic pools.
+    probes: Vec<Pool>,
+    /// Hot-path metric handles, resolved by [`Subgraph::spawn_background`].
+    metrics: std::sync::OnceLock<SubgraphMetrics>,
+    budget: RetryBudget,
     next: AtomicUsize,
+}
+
+/// An endpoint chosen for a try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// Index into [`Subgraph::endpoints`].
+    pub index: usize,
+    /// Chosen in panic mode (every endpoint ejected).
+    pub panic: bool,
 }
 
 impl Subgraph {
     /// Builds the subgraph; nothing connects until [`Subgraph::spawn_background`].
-    pub fn new(cfg: SubgraphConfig) -> Arc<Self> {
-        let endpoints = cfg
+    /// Without an SDL, at most `max_typenames` typenames label its entity
+    /// metrics.
+    pub fn new(cfg: SubgraphConfig, max_typenames: usize) -> Arc<Self> {
+        let endpoints: Vec<Arc<Endpoint>> = cfg
             .endpoints
             .iter()
             .map(|uri| {
@@ -51,13 +78,34 @@ impl Subgraph {
                 ))
             })
             .collect();
-        let budget = TpsBudget::new(
-            Duration::from_secs(10),
-            cfg.retry.budget_min_per_sec,
-            cfg.retry.budget_percent as f32 / 100.0,
-        );
+        let probe_cfg = PoolConfig {
+            min_idle: 0,
+            max: 1,
+            acquire_timeout_ms: cfg.health.timeout_ms,
+            ..cfg.pool.clone()
+        };
+        let probes = endpoints
+            .iter()
+            .map(|e| Pool::new(e.addr.clone(), probe_cfg.clone()))
+            .collect();
+        let sdl = cfg.sdl.as_ref().and_then(|path| {
+            std::fs::read_to_string(path)
+                .inspect_err(|e| {
+                    tracing::warn!(subgraph = %cfg.name, sdl = %path.display(), error = %e,
+                        "cannot read the SDL; entity metrics fall back to a capped label set");
+                })
+                .ok()
+        });
+        let now = Instant::now();
+        let r = &cfg.retry;
+        // Validated with the configuration; the fallback is never used.
+        let budget = RetryBudget::new(r.budget_percent, r.budget_min_per_sec, budget::WINDOW, now)
+            .unwrap_or_else(|_| RetryBudget::new(20, 10, budget::WINDOW, now).expect("defaults"));
         Arc::new(Self {
-            breaker: Breaker::new(cfg.breaker.clone(), Instant::now()),
+            breaker: Breaker::new(cfg.breaker.clone(), now),
+            entity_labels: EntityLabels::new(sdl.as_deref(), max_typenames),
+            probes,
+            metrics: std::sync::OnceLock::new(),
             endpoints,
             budget,
             next: AtomicUsize::new(0),
@@ -70,28 +118,60 @@ impl Subgraph {
         &self.cfg.name
     }
 
-    /// Round-robin over healthy endpoints not in `tried`.
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// Round-robin over healthy endpoints not in `tried`; when none is
+    /// healthy (and panic mode is on), over every endpoint not in `tried`.
+    pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
+        let mut order = (0..n).map(|i| (start + i) % n);
+        if let Some(index) = order
+            .clone()
             .find(|i| !tried.contains(i) && self.endpoints[*i].is_healthy())
+        {
+            return Some(Pick {
+                index,
+                panic: false,
+            });
+        }
+        if !self.in_panic() {
+            return None;
+        }
+        order
+            .find(|i| !tried.contains(i))
+            .map(|index| Pick { index, panic: true })
+    }
+
+    /// Hot-path metric handles (resolved on first use when the background
+    /// work was never started, as in unit tests).
+    pub fn metrics(&self, m: &ProxyMetrics) -> &SubgraphMetrics {
+        self.metrics.get_or_init(|| {
+            let addrs: Vec<&str> = self.endpoints.iter().map(|e| e.addr.as_str()).collect();
+            SubgraphMetrics::new(m, self.name(), &addrs)
+        })
+    }
+
+    /// Every endpoint is ejected and panic mode is on.
+    pub fn in_panic(&self) -> bool {
+        self.cfg.health.panic_mode && !self.endpoints.iter().any(|e| e.is_healthy())
     }
 
     /// Counts a request toward the retry budget.
     pub fn deposit(&self) {
-        self.budget.deposit();
+        self.budget.deposit(Instant::now());
     }
 
     /// Takes one retry from the budget.
     pub fn withdraw(&self) -> bool {
-        self.budget.withdraw()
+        self.budget.withdraw(Instant::now())
     }
 
     /// Starts pool maintenance and health checks; they stop when the
     /// subgraph is dropped.
     pub fn spawn_background(self: &Arc<Self>, metrics: ProxyMetrics) {
+        let addrs: Vec<&str> = self.endpoints.iter().map(|e| e.addr.as_str()).collect();
+        let _ = self
+            .metrics
+            .set(SubgraphMetrics::new(&metrics, self.name(), &addrs));
         let weak = Arc::downgrade(self);
         let m = metrics.clone();
         tokio::spawn(async move {
@@ -112,9 +192,15 @@ impl Subgraph {
                     m.pool_max
                         .with_label_values(&[sg.name(), ep.addr.as_str()])
                         .set(i64::from(s.max));
+                    m.endpoint_healthy
+                        .with_label_values(&[sg.name(), ep.addr.as_str()])
+                        .set(i64::from(ep.is_healthy()));
                 }
                 let state = sg.breaker.state() as i64;
                 m.breaker_state.with_label_values(&[sg.name()]).set(state);
+                m.panic_mode
+                    .with_label_values(&[sg.name()])
+                    .set(i64::from(sg.in_panic()));
             }
         });
         for (i, _) in self.endpoints.iter().enumerate() {
@@ -135,25 +221,35 @@ impl Subgraph {
                     tick.tick().await;
                     let Some(sg) = weak.upgrade() else { return };
                     let ok = sg.check(i).await;
-                    sg.record_health(i, ok, &m);
+                    sg.record_check(i, ok, &m);
                 }
             });
         }
     }
 
-    /// Feeds an outcome (active or passive) into an endpoint's health.
-    pub fn record_health(&self, i: usize, ok: bool, m: &ProxyMetrics) {
-        let ep = &self.endpoints[i];
-        let change = ep.report(ok);
-        let labels = [self.name(), ep.addr.as_str()];
-        m.endpoint_healthy
-            .with_label_values(&labels)
-            .set(i64::from(ep.is_healthy()));
+    /// Feeds an active check's outcome into an endpoint's health.
+    pub fn record_check(&self, i: usize, ok: bool, m: &ProxyMetrics) {
+        let change = self.endpoints[i].report_check(ok);
+        self.health_changed(i, change, m);
+    }
+
+    /// Feeds a live request's outcome into an endpoint's health (it can
+    /// eject an endpoint, never bring one back).
+    pub fn record_passive(&self, i: usize, ok: bool, m: &ProxyMetrics) {
+        let change = self.endpoints[i].report_passive(ok);
+        self.health_changed(i, change, m);
+    }
+
+    fn health_changed(&self, i: usize, change: HealthChange, m: &ProxyMetrics) {
         let to = match change {
-            HealthChange::None => return,
+            HealthChange::None => return, // the common case: no metric work
             HealthChange::Ejected => "unhealthy",
             HealthChange::Restored => "healthy",
         };
+        let ep = &self.endpoints[i];
+        m.endpoint_healthy
+            .with_label_values(&[self.name(), ep.addr.as_str()])
+            .set(i64::from(ep.is_healthy()));
         tracing::warn!(subgraph = self.name(), endpoint = %ep.addr, to, "endpoint health changed");
         m.health_transitions
             .with_label_values(&[self.name(), ep.addr.as_str(), to])
@@ -179,33 +275,51 @@ impl Subgraph {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body));
         let Ok(req) = req else { return false };
-        // An ejected endpoint has no pool: probe it over a one-off connection.
-        let one_off;
-        let pool = if ep.pool.is_ejected() {
-            one_off = Pool::new(
-                ep.addr.clone(),
-                PoolConfig {
-                    min_idle: 0,
-                    max: 1,
-                    ..self.cfg.pool.clone()
-                },
-            );
-            &one_off
-        } else {
-            &ep.pool
-        };
+        let probes = &self.probes[i];
         let attempt = async {
-            let mut conn = pool.get().await.ok()?;
+            let mut conn = probes.get().await.ok()?;
+            // Reused only once the whole answer is read: a check cut off by
+            // its timeout leaves the connection mid-response.
+            conn.discard();
             let resp = conn.send(req).await.ok()?;
             let ok = resp.status().is_success();
-            // Read the body so the connection can be reused.
             resp.into_body().collect().await.ok()?;
+            conn.keep();
             Some(ok)
         };
         matches!(
             tokio::time::timeout(Duration::from_millis(h.timeout_ms), attempt).await,
             Ok(Some(true))
         )
+    }
+
+    /// This subgraph for the admin API: route, breaker, endpoints with
+    /// health and pool numbers.
+    pub fn describe(&self) -> serde_json::Value {
+        let breaker = match self.breaker.state() {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        };
+        let endpoints: Vec<serde_json::Value> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let p = e.pool.stats();
+                serde_json::json!({
+                    "url": e.uri.to_string(),
+                    "healthy": e.is_healthy(),
+                    "pool": { "idle": p.idle, "busy": p.busy, "max": p.max, "opened": p.opened },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name(),
+            "route": self.cfg.route(),
+            "breaker": breaker,
+            "panic": self.in_panic(),
+            "endpoints": endpoints,
+        })
     }
 
     /// Notes a breaker transition in logs and metrics.
@@ -229,3 +343,6 @@ impl Subgraph {
             .set(to as i64);
     }
 }
+
+#[cfg(test)]
+mod tests;

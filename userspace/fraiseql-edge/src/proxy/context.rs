@@ -1,0 +1,62 @@
+//! The one per-request context every phase reads and fills in (DESIGN's
+//! "one request context, phases as functions").
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{client_addr::ClientAddr, operation::OperationKind, subgraph::Subgraph};
+
+/// What is known about a request so far.
+pub struct RequestContext {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The client (the peer, or the address a trusted proxy vouched for)
+    /// and the forwarding chain; the address every phase uses.
+    pub client: ClientAddr,
+    /// When the request's headers were in.
+    pub started: Instant,
+    /// The request path.
+    pub path: String,
+    /// The subgraph the path routes to (`None`: no route).
+    pub subgraph: Option<Arc<Subgraph>>,
+    /// The operation type, once the accept phase has read it.
+    pub operation: Option<OperationKind>,
+    /// Whether the document is a federation entity fetch.
+    pub entity_fetch: bool,
+}
+
+impl RequestContext {
+    /// A context for a request from `peer` to `path`, started now.
+    pub fn new(peer: SocketAddr, client: ClientAddr, path: String) -> Self {
+        Self {
+            peer,
+            client,
+            started: Instant::now(),
+            path,
+            subgraph: None,
+            operation: None,
+            entity_fetch: false,
+        }
+    }
+
+    /// The client's address.
+    pub fn client_ip(&self) -> IpAddr {
+        self.client.client
+    }
+
+    /// The subgraph's name, or `none` (the metric label).
+    pub fn subgraph_label(&self) -> &str {
+        self.subgraph.as_deref().map_or("none", Subgraph::name)
+    }
+
+    /// The moment the request must be answered by: the routed subgraph's
+    /// overall timeout after the start (`None` before routing).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.subgraph
+            .as_ref()
+            .map(|sg| self.started + Duration::from_millis(sg.cfg.timeouts.overall_ms))
+    }
+}

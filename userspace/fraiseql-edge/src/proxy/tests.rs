@@ -1,0 +1,111 @@
+//! The phases through [`Proxy::handle`] with in-memory requests (no client
+//! socket) against a real upstream on loopback that echoes what it got.
+
+use std::{convert::Infallible, net::SocketAddr};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use prometheus::Registry;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::config::Config;
+
+/// Answers `{"data":{"path":…,"xff":[…],"realIp":[…],"forwarded":[…]}}`.
+async fn echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let all = |name: &str| -> Vec<String> {
+                            req.headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or("?").to_string())
+                                .collect()
+                        };
+                        let body = serde_json::json!({"data": {
+                            "path": req.uri().path(),
+                            "xff": all("x-forwarded-for"),
+                            "realIp": all("x-real-ip"),
+                            "forwarded": all("forwarded"),
+                        }});
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                            body.to_string(),
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn proxy(extra: &str) -> Arc<Proxy> {
+    let up = echo().await;
+    let toml = format!(
+        "[kernel]\nenabled = false\n[proxy]\n{extra}\n\
+         [[subgraphs]]\nname = \"users\"\nendpoints = [\"http://{up}/graphql\"]\n\
+         [[subgraphs]]\nname = \"api\"\nroute = \"/api/\"\nendpoints = [\"http://{up}/graphql\"]\n"
+    );
+    let cfg = Config::from_toml(&toml).unwrap();
+    let m = ProxyMetrics::new(&Registry::new()).unwrap();
+    Proxy::new(cfg.proxy.as_ref().unwrap(), &cfg.subgraphs, m, None)
+}
+
+async fn call(p: &Proxy, peer: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut b = Request::post(path).header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(Full::new(Bytes::from_static(br#"{"query":"{ a }"}"#)))
+        .unwrap();
+    let resp = p.handle(req, peer.parse().unwrap()).await;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn spoofed_forwarding_headers_from_an_untrusted_peer_are_replaced() {
+    let p = proxy("trusted_proxies = [\"10.0.0.0/8\"]").await;
+    let spoof = [
+        ("x-forwarded-for", "1.1.1.1"),
+        ("x-real-ip", "2.2.2.2"),
+        ("forwarded", "for=3.3.3.3"),
+    ];
+    let (status, v) = call(&p, "198.51.100.7:5000", "/users/graphql", &spoof).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["xff"], serde_json::json!(["198.51.100.7"]));
+    assert_eq!(v["data"]["realIp"], serde_json::json!(["198.51.100.7"]));
+    assert_eq!(v["data"]["forwarded"], serde_json::json!([]));
+
+    // The same headers from a trusted proxy: the rightmost untrusted wins.
+    let via = [("x-forwarded-for", "1.1.1.1, 203.0.113.5")];
+    let (_, v) = call(&p, "10.0.0.9:5000", "/users/graphql", &via).await;
+    assert_eq!(
+        v["data"]["xff"],
+        serde_json::json!(["203.0.113.5, 10.0.0.9"])
+    );
+    assert_eq!(v["data"]["realIp"], serde_json::json!(["203.0.113.5"]));
+}
+
+#[tokio::test]
+async fn a_route_ending_in_a_slash_is_a_prefix() {
+    let p = proxy("").await;
+    let (status, v) = call(&p, "192.0.2.1:1", "/api/anything/below", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["path"], "/graphql");
+    let (status, v) = call(&p, "192.0.2.1:1", "/apix", &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}
