@@ -3,6 +3,7 @@
 //! interfaces in network namespaces they create.
 
 mod config_errors;
+mod data_path;
 mod degraded_e2e;
 mod hardening;
 mod kernel_cli;

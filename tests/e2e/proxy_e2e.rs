@@ -29,7 +29,7 @@ use serde_json::json;
 const QUIET_HEALTH: &str = "interval_ms = 60000, timeout_ms = 5000";
 const QUERY: &str = "{ users(first: 2) { id name } }";
 
-fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -584,6 +584,7 @@ fn timed_out_mutation_is_not_retried_but_a_query_is() {
     let edge = Edge::start(&ProxySetup::one(
         SubgraphSpec::new("users", [&a, &b])
             .table("timeouts", "per_try_ms = 500, overall_ms = 10000")
+            .table("pool", "acquire_timeout_ms = 200")
             .table("health", &format!("{QUIET_HEALTH}, unhealthy_after = 10"))
             .table("breaker", "consecutive_failures = 10"),
     ));
@@ -649,6 +650,7 @@ fn slow_endpoint_is_failed_over_and_the_overall_deadline_holds() {
         let edge = Edge::start(&ProxySetup::one(
             SubgraphSpec::new("users", [&s, &f])
                 .table("timeouts", "per_try_ms = 300, overall_ms = 5000")
+                .table("pool", "acquire_timeout_ms = 200")
                 .table("health", QUIET_HEALTH),
         ));
         for i in 0..20 {
@@ -677,6 +679,7 @@ fn slow_endpoint_is_failed_over_and_the_overall_deadline_holds() {
     let edge = Edge::start(&ProxySetup::one(
         SubgraphSpec::new("users", [&s1, &s2])
             .table("timeouts", "per_try_ms = 800, overall_ms = 1000")
+            .table("pool", "acquire_timeout_ms = 200")
             .table("health", QUIET_HEALTH),
     ));
     wait_settled(&[&s1, &s2]);
@@ -702,6 +705,7 @@ fn bad_requests_are_refused_before_the_subgraph() {
     let edge = Edge::start(&ProxySetup {
         max_body_bytes: Some(1024),
         subgraphs: vec![SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH)],
+        ..ProxySetup::default()
     });
     let c = Client::default();
     let url = edge.route("users");
@@ -825,6 +829,7 @@ fn metrics_and_probes_describe_the_traffic() {
                 .table("health", health),
             SubgraphSpec::new("products", [&p1, &p2]).table("health", health),
         ],
+        ..ProxySetup::default()
     });
     let c = Client::default();
     let (users, products) = (edge.route("users"), edge.route("products"));

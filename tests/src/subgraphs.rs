@@ -277,15 +277,23 @@ pub struct ProxySetup {
     pub max_body_bytes: Option<usize>,
     /// The subgraphs.
     pub subgraphs: Vec<SubgraphSpec>,
+    /// More `[proxy]` keys, one `key = value` line each.
+    pub proxy_keys: Vec<String>,
 }
 
 impl ProxySetup {
     /// One subgraph, daemon defaults otherwise.
     pub fn one(subgraph: SubgraphSpec) -> Self {
         Self {
-            max_body_bytes: None,
             subgraphs: vec![subgraph],
+            ..Self::default()
         }
+    }
+
+    /// Adds a `[proxy]` key: `.proxy("trusted_proxies = [\"127.0.0.0/8\"]")`.
+    pub fn proxy(mut self, line: &str) -> Self {
+        self.proxy_keys.push(line.to_string());
+        self
     }
 
     /// The configuration file's text.
@@ -300,6 +308,10 @@ impl ProxySetup {
         let mut s = format!("[kernel]\n{kernel}\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
         if let Some(max) = self.max_body_bytes {
             s += &format!("max_body_bytes = {max}\n");
+        }
+        for line in &self.proxy_keys {
+            s += line;
+            s += "\n";
         }
         s += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
         for sg in &self.subgraphs {
