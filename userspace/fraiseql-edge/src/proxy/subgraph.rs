@@ -160,6 +160,11 @@ impl Subgraph {
         self.budget.deposit(Instant::now());
     }
 
+    /// Retries the budget would allow now.
+    pub fn retries_left(&self) -> u64 {
+        self.budget.remaining(Instant::now())
+    }
+
     /// Takes one retry from the budget.
     pub fn withdraw(&self) -> bool {
         self.budget.withdraw(Instant::now())

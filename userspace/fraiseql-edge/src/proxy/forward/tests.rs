@@ -248,6 +248,37 @@ async fn nothing_is_tried_or_spent_past_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_try_cut_by_the_deadline_spends_no_retry_token() {
+    let (a, a_seen) = upstream(Behaviour::Answer(Duration::from_secs(2))).await;
+    let (b, b_seen) = upstream(Behaviour::Answer(Duration::ZERO)).await;
+    let timeouts = TimeoutConfig {
+        per_try_ms: 1_000,
+        ..TimeoutConfig::default()
+    };
+    let sg = subgraph(&[&a, &b], PoolConfig::default(), timeouts);
+    let m = metrics();
+    let left = sg.retries_left();
+    // The first try (endpoint a) runs into the deadline, not its own
+    // per-try timeout: no time is left for a second one.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let r = forward(&sg, &query(OperationKind::Query), &m, deadline).await;
+    assert_eq!(status(r).await, Err("UPSTREAM_TIMEOUT"));
+    assert_eq!(
+        (a_seen.load(Ordering::SeqCst), b_seen.load(Ordering::SeqCst)),
+        (1, 0)
+    );
+    assert_eq!(
+        sg.retries_left(),
+        left,
+        "a retry token was spent past the deadline"
+    );
+    assert!(
+        sg.endpoints[0].is_healthy(),
+        "the deadline is not the endpoint's failure"
+    );
+}
+
+#[tokio::test]
 async fn gateway_errors_count_against_the_endpoint_and_pass_through() {
     let (url, _) = upstream(Behaviour::Status(503)).await;
     let sg = subgraph(&[&url], PoolConfig::default(), TimeoutConfig::default());
