@@ -160,44 +160,15 @@ fn send(
     body: Option<&str>,
     close: bool,
 ) -> io::Result<Response> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-    if close {
-        head.push_str("Connection: close\r\n");
-    }
-    if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    head.push_str(body.unwrap_or(""));
-    stream.write_all(head.as_bytes())?;
+    write_request(stream, method, path, &[], body, close)?;
+    read_response(stream)
+}
 
-    let mut reader = BufReader::new(&*stream);
-    let mut status_line = String::new();
-    if reader.read_line(&mut status_line)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end().to_ascii_lowercase();
-        if line.is_empty() {
-            break;
-        }
-        headers.push(line);
-    }
-    let length = headers
-        .iter()
-        .find_map(|h| h.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
+/// Reads one HTTP/1.1 response from `stream`.
+fn read_response(stream: &TcpStream) -> io::Result<Response> {
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader)?;
+    let length = content_length(&headers);
     let mut body = Vec::new();
     match length {
         Some(length) => {
@@ -224,6 +195,64 @@ fn send(
         headers,
         body: String::from_utf8(body).map_err(io::Error::other)?,
     })
+}
+
+/// Writes one HTTP/1.1 request, with `headers` after `Host`.
+fn write_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    close: bool,
+) -> io::Result<()> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or(""));
+    stream.write_all(head.as_bytes())
+}
+
+/// Reads a status line and headers (lower-cased), up to the blank line.
+fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<String>)> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    Ok((status, headers))
+}
+
+fn content_length(headers: &[String]) -> Option<usize> {
+    headers
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Percent-encodes a query-string value.
