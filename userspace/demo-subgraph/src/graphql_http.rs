@@ -21,14 +21,18 @@ use axum::{
     Router,
     body::Bytes,
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{faults::FaultControl, schema::DemoSchema, stats::Stats};
+use crate::{
+    faults::FaultControl,
+    schema::{DemoSchema, RequestHeaders},
+    stats::Stats,
+};
 
 /// The body of an injected error response.
 pub const INJECTED_FAULT_BODY: &str = r#"{"errors":[{"message":"injected fault"}]}"#;
@@ -109,6 +113,7 @@ struct GetParams {
 
 async fn post_graphql(
     State(state): State<GraphqlState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request = body
@@ -117,27 +122,31 @@ async fn post_graphql(
             serde_json::from_slice::<Request>(&body)
                 .map_err(|e| RequestError::BadBody(e.to_string()))
         });
-    run_to_completion(state, request, true).await
+    run_to_completion(state, request, headers, true).await
 }
 
 async fn get_graphql(
     State(state): State<GraphqlState>,
+    headers: HeaderMap,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let request = params
         .map_err(|e| RequestError::BadQueryString(e.body_text()))
         .and_then(|Query(params)| get_request(params));
-    run_to_completion(state, request, false).await
+    run_to_completion(state, request, headers, false).await
 }
 
 /// Runs a request to the end even when its client goes away, as real
 /// servers do: a mutation whose caller timed out still executes (the case
-/// where a proxy retrying it would run it twice).
+/// where a proxy retrying it would run it twice). The request's headers are
+/// handed to the resolvers (`requestHeader`).
 async fn run_to_completion(
     state: GraphqlState,
     request: Result<Request, RequestError>,
+    headers: HeaderMap,
     mutations_allowed: bool,
 ) -> Response {
+    let request = request.map(|r| r.data(RequestHeaders(headers)));
     let task = tokio::spawn(async move {
         let _in_flight = state.stats.request_started();
         respond(&state, request, mutations_allowed).await

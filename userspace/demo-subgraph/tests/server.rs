@@ -502,6 +502,35 @@ fn hang_and_latency_delay_answers() {
 }
 
 #[test]
+fn request_header_returns_the_headers_as_received() {
+    let sg = Subgraph::start(&[]);
+    let query = r#"{ xff: requestHeader(name: "X-Forwarded-For")
+        fwd: requestHeader(name: "forwarded") ip: requestHeader(name: "x-real-ip") }"#;
+    let headers = [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7;proto=https"),
+        ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+    ];
+    let expected = json!({"data": {
+        "xff": ["203.0.113.7", "10.0.0.1, 10.0.0.2"],
+        "fwd": ["for=203.0.113.7;proto=https"],
+        "ip": [],
+    }});
+
+    let mut conn = connect(sg.graphql).unwrap();
+    let body = json!({ "query": query }).to_string();
+    write_request(&mut conn, "POST", "/graphql", &headers, Some(&body), true).unwrap();
+    let resp = read_response(&conn).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json(), expected);
+
+    let mut conn = connect(sg.graphql).unwrap();
+    let uri = format!("/?query={}", encode(query));
+    write_request(&mut conn, "GET", &uri, &headers, None, true).unwrap();
+    assert_eq!(read_response(&conn).unwrap().json(), expected);
+}
+
+#[test]
 fn crash_exits_with_code_1() {
     let mut sg = Subgraph::start(&[]);
     // The process dies before it answers, so the request itself fails.
