@@ -9,7 +9,15 @@
 //! 3. count it as a health check if its query is `{ __typename }`;
 //! 4. obey the faults in force: hang, latency, injected error status;
 //! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
-//! 6. execute it and answer `200 application/json`.
+//! 6. execute it and answer `200 application/json`;
+//! 7. send the body as the body faults say (`slow_body_ms`, `stall_body`; see
+//!    `fault_body.rs`), whatever the answer: health checks, injected errors,
+//!    400 and 405 answers included, since an upstream that stalls mid-body
+//!    does so for every response. (The router's own answers to an unknown
+//!    path or method do not pass through here and are sent as they are.)
+//!
+//! A request counts in `in_flight` until its answer is ready, not while its
+//! body is being sent.
 
 use std::sync::Arc;
 
@@ -29,6 +37,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
+    fault_body,
     faults::FaultControl,
     schema::{DemoSchema, RequestHeaders},
     stats::Stats,
@@ -147,12 +156,15 @@ async fn run_to_completion(
     mutations_allowed: bool,
 ) -> Response {
     let request = request.map(|r| r.data(RequestHeaders(headers)));
+    let faults = state.faults.clone();
     let task = tokio::spawn(async move {
         let _in_flight = state.stats.request_started();
         respond(&state, request, mutations_allowed).await
     });
-    task.await
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let response = task
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    fault_body::apply(&faults, response).await
 }
 
 fn get_request(params: GetParams) -> Result<Request, RequestError> {

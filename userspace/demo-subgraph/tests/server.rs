@@ -255,6 +255,90 @@ fn content_length(headers: &[String]) -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A GraphQL response read as its bytes arrive, to see how the body is sent.
+struct Arrival {
+    stream: TcpStream,
+    status: u16,
+    /// The announced `Content-Length`.
+    length: usize,
+    /// The body bytes received so far.
+    body: Vec<u8>,
+    /// How many reads returned body bytes.
+    reads: usize,
+}
+
+impl Arrival {
+    /// Posts `query` on a fresh connection and reads the response head (and
+    /// any body bytes that came with it). The response must have a length.
+    fn start(addr: SocketAddr, query: &str) -> io::Result<Self> {
+        let mut stream = connect(addr)?;
+        let body = json!({ "query": query }).to_string();
+        write_request(&mut stream, "POST", "/graphql", &[], Some(&body), true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let (status, headers) = read_head(&mut reader)?;
+        let length = content_length(&headers)
+            .ok_or_else(|| io::Error::other(format!("no content-length in {headers:?}")))?;
+        let body = reader.buffer().to_vec();
+        Ok(Self {
+            stream,
+            status,
+            length,
+            reads: usize::from(!body.is_empty()),
+            body,
+        })
+    }
+
+    /// Reads once, waiting at most `wait`; returns how many bytes came (0: none
+    /// in time).
+    fn read_once(&mut self, wait: Duration) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(wait))?;
+        let mut buf = [0; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                self.body.extend_from_slice(&buf[..n]);
+                self.reads += 1;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the first body byte, then reads until `quiet` passes without one.
+    fn read_until_quiet(&mut self, quiet: Duration) -> io::Result<()> {
+        while self.body.is_empty() {
+            if self.read_once(TIMEOUT)? == 0 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        while self.read_once(quiet)? > 0 {}
+        Ok(())
+    }
+
+    /// Reads the rest of the body (each read waiting at most [`TIMEOUT`]).
+    fn finish(&mut self) -> io::Result<()> {
+        while self.body.len() < self.length {
+            if self.read_once(TIMEOUT)? == 0 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
 /// Percent-encodes a query-string value.
 fn encode(value: &str) -> String {
     value
@@ -406,7 +490,8 @@ fn error_rate_answers_with_the_error_status() {
     let faults = sg.set_faults(json!({"error_rate": 1.0}));
     assert_eq!(
         faults,
-        json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false, "hang": false})
+        json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false,
+               "hang": false, "stall_body": false, "slow_body_ms": 0})
     );
     let resp = sg.post("{ echo(value: \"x\") }");
     assert_eq!(resp.status, 503);
@@ -499,6 +584,92 @@ fn hang_and_latency_delay_answers() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn stall_body_sends_the_head_and_half_the_body_until_lifted() {
+    let sg = Subgraph::start(&[]);
+    let faults = sg.set_faults(json!({"stall_body": true}));
+    assert_eq!(faults["stall_body"], true);
+    let bad = json!({"stall_body": "yes"}).to_string();
+    let resp = request(sg.admin, "POST", "/faults", Some(&bad)).unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(
+        request(sg.admin, "GET", "/faults", None).unwrap().json()["stall_body"],
+        true
+    );
+
+    let query = r#"{ echo(value: "stalled in the middle of the body") }"#;
+    let expected = json!({"data": {"echo": "stalled in the middle of the body"}});
+    let mut stalled = Arrival::start(sg.graphql, query).unwrap();
+    assert_eq!(stalled.status, 200);
+    assert_eq!(
+        stalled.length,
+        expected.to_string().len(),
+        "the full length is announced"
+    );
+    stalled
+        .read_until_quiet(Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(
+        stalled.body.len(),
+        stalled.length / 2,
+        "{:?}",
+        String::from_utf8_lossy(&stalled.body)
+    );
+
+    // Health checks stall too, and the admin port is not affected.
+    let mut health = Arrival::start(sg.graphql, "{ __typename }").unwrap();
+    health.read_until_quiet(Duration::from_millis(500)).unwrap();
+    assert_eq!(health.body.len(), health.length / 2);
+    let stats = sg.stats();
+    assert_eq!(
+        (&stats["requests"], &stats["health_checks"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        stats["connections_open"], 2,
+        "stalled connections stay open"
+    );
+    assert_eq!(stalled.read_once(Duration::from_millis(200)).unwrap(), 0);
+
+    // Lifted: the stalled responses finish.
+    sg.set_faults(json!({"stall_body": false}));
+    stalled.finish().unwrap();
+    assert_eq!(stalled.json(), expected);
+    health.finish().unwrap();
+    assert_eq!(health.json(), json!({"data": {"__typename": "Query"}}));
+    assert_eq!(sg.post("{ __typename }").status, 200);
+}
+
+#[test]
+fn slow_body_sends_the_whole_body_spread_over_time() {
+    let sg = Subgraph::start(&[]);
+    assert_eq!(
+        sg.set_faults(json!({"slow_body_ms": 100}))["slow_body_ms"],
+        100
+    );
+    let value = "x".repeat(64);
+    let expected = json!({"data": {"echo": value}});
+    let started = Instant::now();
+    let mut slow = Arrival::start(sg.graphql, &format!(r#"{{ echo(value: "{value}") }}"#)).unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.length, expected.to_string().len());
+    slow.finish().unwrap();
+    assert_eq!(slow.json(), expected);
+    assert!(slow.reads >= 2, "the body came in one piece");
+    // Every 16-byte piece after the first waits 100 ms: a lower bound that
+    // holds however loaded the machine is.
+    let pieces = u32::try_from(slow.length.div_ceil(16)).unwrap();
+    let least = Duration::from_millis(100) * (pieces - 1);
+    assert!(
+        started.elapsed() >= least,
+        "{:?} < {least:?}",
+        started.elapsed()
+    );
+
+    sg.set_faults(json!({"slow_body_ms": 0}));
+    assert_eq!(sg.post("{ __typename }").status, 200);
 }
 
 #[test]
