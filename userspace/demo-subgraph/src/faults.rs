@@ -3,8 +3,9 @@
 //!
 //! The current [`Faults`] live in a `watch` channel: the admin port writes a
 //! new snapshot, every request reads the latest one, and a hung request waits on
-//! the channel until `hang` is lifted. `refuse` is only recorded here; the
-//! listener in `server.rs` acts on it.
+//! the channel until `hang` is lifted (a stalled body, until `stall_body` is).
+//! `refuse` is only recorded here; the listener in `server.rs` acts on it, and
+//! the body faults are carried out by `fault_body.rs`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +26,13 @@ pub struct Faults {
     pub refuse: bool,
     /// GraphQL requests are accepted but not answered.
     pub hang: bool,
+    /// GraphQL responses send their head (with the full `Content-Length`) and
+    /// the first half of their body, then nothing more until this is lifted,
+    /// when they finish.
+    pub stall_body: bool,
+    /// Pause between 16-byte pieces of every GraphQL response body, in
+    /// milliseconds (0: the body goes out at once).
+    pub slow_body_ms: u64,
 }
 
 impl Default for Faults {
@@ -38,6 +46,8 @@ impl Default for Faults {
             error_status: 503,
             refuse: false,
             hang: false,
+            stall_body: false,
+            slow_body_ms: 0,
         }
     }
 }
@@ -56,6 +66,10 @@ pub struct FaultsPatch {
     pub refuse: Option<bool>,
     /// New `hang`.
     pub hang: Option<bool>,
+    /// New `stall_body`.
+    pub stall_body: Option<bool>,
+    /// New `slow_body_ms` (0 turns it off).
+    pub slow_body_ms: Option<u64>,
 }
 
 /// Why a fault setting was refused.
@@ -76,6 +90,8 @@ impl Faults {
             error_status: patch.error_status.unwrap_or(self.error_status),
             refuse: patch.refuse.unwrap_or(self.refuse),
             hang: patch.hang.unwrap_or(self.hang),
+            stall_body: patch.stall_body.unwrap_or(self.stall_body),
+            slow_body_ms: patch.slow_body_ms.unwrap_or(self.slow_body_ms),
         };
         next.validate()?;
         Ok(next)
@@ -151,6 +167,16 @@ impl FaultControl {
         }
         None
     }
+
+    /// Resolves once `stall_body` is off (at once if it already is). Owns its
+    /// receiver, so a response body can hold it.
+    pub fn body_released(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.tx.subscribe();
+        async move {
+            // An error means the sender is gone (shutting down): stop waiting.
+            let _ = rx.wait_for(|f| !f.stall_body).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,9 +219,38 @@ mod tests {
     }
 
     #[test]
+    fn body_faults_are_patched_and_shown() {
+        let patch: FaultsPatch =
+            serde_json::from_str(r#"{"stall_body":true,"slow_body_ms":20}"#).unwrap();
+        let f = Faults::default().patched(patch).unwrap();
+        assert_eq!((f.stall_body, f.slow_body_ms), (true, 20));
+        let shown = serde_json::to_value(f).unwrap();
+        assert_eq!(shown["stall_body"], true);
+        assert_eq!(shown["slow_body_ms"], 20);
+        let off: FaultsPatch = serde_json::from_str(r#"{"slow_body_ms":0}"#).unwrap();
+        let f = f.patched(off).unwrap();
+        assert_eq!((f.stall_body, f.slow_body_ms), (true, 0));
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<FaultsPatch>(r#"{"latency":5}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `latency`"), "{err}");
+        let err = serde_json::from_str::<FaultsPatch>(r#"{"stall":true}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `stall`"), "{err}");
+    }
+
+    #[test]
+    fn body_faults_of_the_wrong_type_are_refused() {
+        for bad in [
+            r#"{"stall_body":1}"#,
+            r#"{"stall_body":"yes"}"#,
+            r#"{"slow_body_ms":-5}"#,
+            r#"{"slow_body_ms":1.5}"#,
+            r#"{"slow_body_ms":true}"#,
+        ] {
+            assert!(serde_json::from_str::<FaultsPatch>(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
@@ -239,5 +294,35 @@ mod tests {
             })
             .unwrap();
         assert_eq!(pending.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn stalled_bodies_are_released_when_stall_body_is_lifted() {
+        let control = FaultControl::new(Faults {
+            stall_body: true,
+            ..Faults::default()
+        })
+        .unwrap();
+        let released = tokio::spawn(control.body_released());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!released.is_finished());
+        // Other faults changing does not release it.
+        control
+            .update(FaultsPatch {
+                latency_ms: Some(1),
+                ..FaultsPatch::default()
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!released.is_finished());
+        control
+            .update(FaultsPatch {
+                stall_body: Some(false),
+                ..FaultsPatch::default()
+            })
+            .unwrap();
+        released.await.unwrap();
+        // Not stalled: resolves at once.
+        control.body_released().await;
     }
 }

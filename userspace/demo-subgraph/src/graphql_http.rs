@@ -9,7 +9,15 @@
 //! 3. count it as a health check if its query is `{ __typename }`;
 //! 4. obey the faults in force: hang, latency, injected error status;
 //! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
-//! 6. execute it and answer `200 application/json`.
+//! 6. execute it and answer `200 application/json`;
+//! 7. send the body as the body faults say (`slow_body_ms`, `stall_body`; see
+//!    `fault_body.rs`), whatever the answer: health checks, injected errors,
+//!    400 and 405 answers included, since an upstream that stalls mid-body
+//!    does so for every response. (The router's own answers to an unknown
+//!    path or method do not pass through here and are sent as they are.)
+//!
+//! A request counts in `in_flight` until its answer is ready, not while its
+//! body is being sent.
 
 use std::sync::Arc;
 
@@ -21,14 +29,19 @@ use axum::{
     Router,
     body::Bytes,
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{faults::FaultControl, schema::DemoSchema, stats::Stats};
+use crate::{
+    fault_body,
+    faults::FaultControl,
+    schema::{DemoSchema, RequestHeaders},
+    stats::Stats,
+};
 
 /// The body of an injected error response.
 pub const INJECTED_FAULT_BODY: &str = r#"{"errors":[{"message":"injected fault"}]}"#;
@@ -109,6 +122,7 @@ struct GetParams {
 
 async fn post_graphql(
     State(state): State<GraphqlState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request = body
@@ -117,33 +131,40 @@ async fn post_graphql(
             serde_json::from_slice::<Request>(&body)
                 .map_err(|e| RequestError::BadBody(e.to_string()))
         });
-    run_to_completion(state, request, true).await
+    run_to_completion(state, request, headers, true).await
 }
 
 async fn get_graphql(
     State(state): State<GraphqlState>,
+    headers: HeaderMap,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let request = params
         .map_err(|e| RequestError::BadQueryString(e.body_text()))
         .and_then(|Query(params)| get_request(params));
-    run_to_completion(state, request, false).await
+    run_to_completion(state, request, headers, false).await
 }
 
 /// Runs a request to the end even when its client goes away, as real
 /// servers do: a mutation whose caller timed out still executes (the case
-/// where a proxy retrying it would run it twice).
+/// where a proxy retrying it would run it twice). The request's headers are
+/// handed to the resolvers (`requestHeader`).
 async fn run_to_completion(
     state: GraphqlState,
     request: Result<Request, RequestError>,
+    headers: HeaderMap,
     mutations_allowed: bool,
 ) -> Response {
+    let request = request.map(|r| r.data(RequestHeaders(headers)));
+    let faults = state.faults.clone();
     let task = tokio::spawn(async move {
         let _in_flight = state.stats.request_started();
         respond(&state, request, mutations_allowed).await
     });
-    task.await
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let response = task
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    fault_body::apply(&faults, response).await
 }
 
 fn get_request(params: GetParams) -> Result<Request, RequestError> {

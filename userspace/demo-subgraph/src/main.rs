@@ -11,6 +11,7 @@
 //! with the addresses actually bound, so `--listen 127.0.0.1:0` works.
 
 mod admin;
+mod fault_body;
 mod faults;
 mod graphql_http;
 mod schema;

@@ -1,7 +1,8 @@
 //! The subgraph's GraphQL schema: federation entities `User @key(fields: "id")`
 //! and `Product @key(fields: "upc")`, queries shaped for tests and benchmarks
-//! (a large list, an always-failing field, an echo), and mutations that are
-//! counted in [`Stats`] so a test can tell how often a mutation really ran.
+//! (a large list, an always-failing field, an echo, the request's headers as
+//! received), and mutations that are counted in [`Stats`] so a test can tell
+//! how often a mutation really ran.
 //!
 //! Seed data is deterministic: users `1..=100` are `user-N` / `user-N@example.com`,
 //! products `upc-1..=upc-10` are `product-N` priced `N * 100`.
@@ -15,6 +16,7 @@ use async_graphql::{
     Context, EmptySubscription, Error, ErrorExtensions, ID, Object, Result, SDLExportOptions,
     Schema, SimpleObject,
 };
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::stats::Stats;
 
@@ -104,6 +106,11 @@ fn new_user(n: u32, name: String) -> User {
     }
 }
 
+/// The headers of the HTTP request being executed, as the subgraph received
+/// them (request data, attached by `graphql_http.rs`).
+#[derive(Debug)]
+pub struct RequestHeaders(pub HeaderMap);
+
 /// Builds the schema over `store`, counting mutations into `stats`.
 pub fn build(store: Arc<Store>, stats: Arc<Stats>) -> DemoSchema {
     Schema::build(Query, Mutation, EmptySubscription)
@@ -178,6 +185,23 @@ impl Query {
     /// Returns its argument.
     async fn echo(&self, value: String) -> String {
         value
+    }
+
+    /// Every value of the request header `name` (any case), in the order
+    /// received: one entry per header line, so repeated headers give several
+    /// and a comma-separated line gives one. Empty if the header is absent.
+    /// Bytes that are not UTF-8 become U+FFFD.
+    async fn request_header(&self, ctx: &Context<'_>, name: String) -> Result<Vec<String>> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| coded(format!("{name:?} is not a header name"), "BAD_ARGUMENT"))?;
+        let Some(RequestHeaders(headers)) = ctx.data_opt::<RequestHeaders>() else {
+            return Ok(Vec::new());
+        };
+        Ok(headers
+            .get_all(name)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .collect())
     }
 
     #[graphql(entity)]

@@ -160,44 +160,15 @@ fn send(
     body: Option<&str>,
     close: bool,
 ) -> io::Result<Response> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-    if close {
-        head.push_str("Connection: close\r\n");
-    }
-    if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    head.push_str(body.unwrap_or(""));
-    stream.write_all(head.as_bytes())?;
+    write_request(stream, method, path, &[], body, close)?;
+    read_response(stream)
+}
 
-    let mut reader = BufReader::new(&*stream);
-    let mut status_line = String::new();
-    if reader.read_line(&mut status_line)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end().to_ascii_lowercase();
-        if line.is_empty() {
-            break;
-        }
-        headers.push(line);
-    }
-    let length = headers
-        .iter()
-        .find_map(|h| h.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
+/// Reads one HTTP/1.1 response from `stream`.
+fn read_response(stream: &TcpStream) -> io::Result<Response> {
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader)?;
+    let length = content_length(&headers);
     let mut body = Vec::new();
     match length {
         Some(length) => {
@@ -224,6 +195,148 @@ fn send(
         headers,
         body: String::from_utf8(body).map_err(io::Error::other)?,
     })
+}
+
+/// Writes one HTTP/1.1 request, with `headers` after `Host`.
+fn write_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    close: bool,
+) -> io::Result<()> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or(""));
+    stream.write_all(head.as_bytes())
+}
+
+/// Reads a status line and headers (lower-cased), up to the blank line.
+fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<String>)> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        headers.push(line);
+    }
+    Ok((status, headers))
+}
+
+fn content_length(headers: &[String]) -> Option<usize> {
+    headers
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A GraphQL response read as its bytes arrive, to see how the body is sent.
+struct Arrival {
+    stream: TcpStream,
+    status: u16,
+    /// The announced `Content-Length`.
+    length: usize,
+    /// The body bytes received so far.
+    body: Vec<u8>,
+    /// How many reads returned body bytes.
+    reads: usize,
+}
+
+impl Arrival {
+    /// Posts `query` on a fresh connection and reads the response head (and
+    /// any body bytes that came with it). The response must have a length.
+    fn start(addr: SocketAddr, query: &str) -> io::Result<Self> {
+        let mut stream = connect(addr)?;
+        let body = json!({ "query": query }).to_string();
+        write_request(&mut stream, "POST", "/graphql", &[], Some(&body), true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let (status, headers) = read_head(&mut reader)?;
+        let length = content_length(&headers)
+            .ok_or_else(|| io::Error::other(format!("no content-length in {headers:?}")))?;
+        let body = reader.buffer().to_vec();
+        Ok(Self {
+            stream,
+            status,
+            length,
+            reads: usize::from(!body.is_empty()),
+            body,
+        })
+    }
+
+    /// Reads once, waiting at most `wait`; returns how many bytes came (0: none
+    /// in time).
+    fn read_once(&mut self, wait: Duration) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(wait))?;
+        let mut buf = [0; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                self.body.extend_from_slice(&buf[..n]);
+                self.reads += 1;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the first body byte, then reads until `quiet` passes without one.
+    fn read_until_quiet(&mut self, quiet: Duration) -> io::Result<()> {
+        while self.body.is_empty() {
+            if self.read_once(TIMEOUT)? == 0 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        while self.read_once(quiet)? > 0 {}
+        Ok(())
+    }
+
+    /// Reads the rest of the body (each read waiting at most [`TIMEOUT`]).
+    fn finish(&mut self) -> io::Result<()> {
+        while self.body.len() < self.length {
+            if self.read_once(TIMEOUT)? == 0 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
 }
 
 /// Percent-encodes a query-string value.
@@ -377,7 +490,8 @@ fn error_rate_answers_with_the_error_status() {
     let faults = sg.set_faults(json!({"error_rate": 1.0}));
     assert_eq!(
         faults,
-        json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false, "hang": false})
+        json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false,
+               "hang": false, "stall_body": false, "slow_body_ms": 0})
     );
     let resp = sg.post("{ echo(value: \"x\") }");
     assert_eq!(resp.status, 503);
@@ -470,6 +584,121 @@ fn hang_and_latency_delay_answers() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn stall_body_sends_the_head_and_half_the_body_until_lifted() {
+    let sg = Subgraph::start(&[]);
+    let faults = sg.set_faults(json!({"stall_body": true}));
+    assert_eq!(faults["stall_body"], true);
+    let bad = json!({"stall_body": "yes"}).to_string();
+    let resp = request(sg.admin, "POST", "/faults", Some(&bad)).unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(
+        request(sg.admin, "GET", "/faults", None).unwrap().json()["stall_body"],
+        true
+    );
+
+    let query = r#"{ echo(value: "stalled in the middle of the body") }"#;
+    let expected = json!({"data": {"echo": "stalled in the middle of the body"}});
+    let mut stalled = Arrival::start(sg.graphql, query).unwrap();
+    assert_eq!(stalled.status, 200);
+    assert_eq!(
+        stalled.length,
+        expected.to_string().len(),
+        "the full length is announced"
+    );
+    stalled
+        .read_until_quiet(Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(
+        stalled.body.len(),
+        stalled.length / 2,
+        "{:?}",
+        String::from_utf8_lossy(&stalled.body)
+    );
+
+    // Health checks stall too, and the admin port is not affected.
+    let mut health = Arrival::start(sg.graphql, "{ __typename }").unwrap();
+    health.read_until_quiet(Duration::from_millis(500)).unwrap();
+    assert_eq!(health.body.len(), health.length / 2);
+    let stats = sg.stats();
+    assert_eq!(
+        (&stats["requests"], &stats["health_checks"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        stats["connections_open"], 2,
+        "stalled connections stay open"
+    );
+    assert_eq!(stalled.read_once(Duration::from_millis(200)).unwrap(), 0);
+
+    // Lifted: the stalled responses finish.
+    sg.set_faults(json!({"stall_body": false}));
+    stalled.finish().unwrap();
+    assert_eq!(stalled.json(), expected);
+    health.finish().unwrap();
+    assert_eq!(health.json(), json!({"data": {"__typename": "Query"}}));
+    assert_eq!(sg.post("{ __typename }").status, 200);
+}
+
+#[test]
+fn slow_body_sends_the_whole_body_spread_over_time() {
+    let sg = Subgraph::start(&[]);
+    assert_eq!(
+        sg.set_faults(json!({"slow_body_ms": 100}))["slow_body_ms"],
+        100
+    );
+    let value = "x".repeat(64);
+    let expected = json!({"data": {"echo": value}});
+    let started = Instant::now();
+    let mut slow = Arrival::start(sg.graphql, &format!(r#"{{ echo(value: "{value}") }}"#)).unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.length, expected.to_string().len());
+    slow.finish().unwrap();
+    assert_eq!(slow.json(), expected);
+    assert!(slow.reads >= 2, "the body came in one piece");
+    // Every 16-byte piece after the first waits 100 ms: a lower bound that
+    // holds however loaded the machine is.
+    let pieces = u32::try_from(slow.length.div_ceil(16)).unwrap();
+    let least = Duration::from_millis(100) * (pieces - 1);
+    assert!(
+        started.elapsed() >= least,
+        "{:?} < {least:?}",
+        started.elapsed()
+    );
+
+    sg.set_faults(json!({"slow_body_ms": 0}));
+    assert_eq!(sg.post("{ __typename }").status, 200);
+}
+
+#[test]
+fn request_header_returns_the_headers_as_received() {
+    let sg = Subgraph::start(&[]);
+    let query = r#"{ xff: requestHeader(name: "X-Forwarded-For")
+        fwd: requestHeader(name: "forwarded") ip: requestHeader(name: "x-real-ip") }"#;
+    let headers = [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7;proto=https"),
+        ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+    ];
+    let expected = json!({"data": {
+        "xff": ["203.0.113.7", "10.0.0.1, 10.0.0.2"],
+        "fwd": ["for=203.0.113.7;proto=https"],
+        "ip": [],
+    }});
+
+    let mut conn = connect(sg.graphql).unwrap();
+    let body = json!({ "query": query }).to_string();
+    write_request(&mut conn, "POST", "/graphql", &headers, Some(&body), true).unwrap();
+    let resp = read_response(&conn).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json(), expected);
+
+    let mut conn = connect(sg.graphql).unwrap();
+    let uri = format!("/?query={}", encode(query));
+    write_request(&mut conn, "GET", &uri, &headers, None, true).unwrap();
+    assert_eq!(read_response(&conn).unwrap().json(), expected);
 }
 
 #[test]

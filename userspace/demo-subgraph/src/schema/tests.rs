@@ -3,7 +3,9 @@ use std::sync::Arc;
 use async_graphql::{Request, Variables};
 use serde_json::{Value, json};
 
-use super::{DemoSchema, Store, build, sdl};
+use axum::http::{HeaderMap, HeaderValue};
+
+use super::{DemoSchema, RequestHeaders, Store, build, sdl};
 use crate::stats::Stats;
 
 fn schema() -> (DemoSchema, Arc<Stats>) {
@@ -115,6 +117,7 @@ async fn service_sdl_declares_the_keys() {
         "users(first: Int = 10): [User!]!",
         "createUser(name: String!): User!",
         "incrementCounter: Int!",
+        "requestHeader(name: String!): [String!]!",
     ] {
         assert!(served.contains(needle), "missing {needle:?} in:\n{served}");
     }
@@ -146,4 +149,37 @@ async fn each_mutation_execution_is_counted_once() {
     let body = run(&schema, "mutation { incrementCounter }").await;
     assert_eq!(body["data"]["incrementCounter"], 2);
     assert_eq!(stats.snapshot().mutations, 3, "queries are not counted");
+}
+
+#[tokio::test]
+async fn request_header_returns_every_value_as_received() {
+    let (schema, _) = schema();
+    let mut headers = HeaderMap::new();
+    headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+    headers.append(
+        "x-forwarded-for",
+        HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+    );
+    headers.append("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+    let query = r#"{ xff: requestHeader(name: "X-Forwarded-For")
+        raw: requestHeader(name: "x-raw") none: requestHeader(name: "x-real-ip") }"#;
+    let body = run(&schema, Request::new(query).data(RequestHeaders(headers))).await;
+    assert_eq!(
+        body,
+        json!({"data": {
+            "xff": ["10.0.0.1", "10.0.0.2, 10.0.0.3"],
+            "raw": ["caf\u{fffd}"],
+            "none": [],
+        }})
+    );
+
+    // Executed without an HTTP request (as here): no headers at all.
+    let body = run(&schema, r#"{ requestHeader(name: "host") }"#).await;
+    assert_eq!(body, json!({"data": {"requestHeader": []}}));
+
+    let body = run(&schema, r#"{ requestHeader(name: "bad name") }"#).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_ARGUMENT",
+        "{body}"
+    );
 }
