@@ -160,6 +160,70 @@ fn a_subgraph_stalling_mid_body_frees_its_slot_and_the_client_gets_an_error() {
 }
 
 #[test]
+fn a_client_that_stops_reading_is_cut_off_and_frees_the_slot() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    let edge = Edge::start(
+        &ProxySetup::one(
+            SubgraphSpec::new("users", [&sg])
+                .table("pool", "min_idle = 0, max = 1, acquire_timeout_ms = 500")
+                .table("health", QUIET_HEALTH),
+        )
+        .proxy("client_write_timeout_ms = 1000"),
+    );
+    // A 20 MB answer: far more than the socket buffers on the way hold.
+    let aliases: String = (0..20).map(|i| format!(" a{i}: echo(value: $v)")).collect();
+    let body = json!({
+        "query": format!("query($v: String!) {{{aliases} }}"),
+        "variables": {"v": "x".repeat(1_000_000)},
+    })
+    .to_string();
+    // A small receive buffer, as a slow mobile client's window would be.
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    sock.connect(&edge.graphql.into()).expect("connect");
+    let mut stuck: TcpStream = sock.into();
+    write!(
+        stuck,
+        "POST /users/graphql HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    assert!(
+        eventually(Duration::from_secs(10), || sg.stats().graphql() == 1),
+        "the big request reached the subgraph"
+    );
+    // The client never reads. Its connection holds the only pool slot
+    // until the edge gives up writing to it.
+    let c = Client::new(Duration::from_secs(10));
+    let url = edge.route("users");
+    assert!(
+        eventually(Duration::from_secs(15), || c.query(&url, QUERY).is_data()),
+        "the stuck reader kept the pool slot"
+    );
+    let mut buf = [0u8; 65536];
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = 0usize;
+    let closed = loop {
+        match stuck.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                break false;
+            }
+            Err(_) => break true,
+        }
+    };
+    println!("the stuck reader got {got} bytes before the close");
+    assert!(closed, "the edge closed the stuck reader's connection");
+    assert!(got < 20_000_000, "the answer was cut, not completed");
+}
+
+#[test]
 fn a_slow_but_live_body_is_not_cut_off() {
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
