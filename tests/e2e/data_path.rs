@@ -28,6 +28,13 @@ const QUERY: &str = "{ users(first: 2) { id name } }";
 /// Health checks that stay out of the way: one at start, then none for a minute.
 const QUIET_HEALTH: &str = "interval_ms = 60000, timeout_ms = 5000";
 
+/// The edge in front of `sg` alone, health checks out of the way.
+fn quiet_edge(sg: &DemoSubgraph) -> Edge {
+    Edge::start(&ProxySetup::one(
+        SubgraphSpec::new("users", [sg]).table("health", QUIET_HEALTH),
+    ))
+}
+
 /// Opens `n` connections that each send a request line and then a header
 /// one byte at a time, forever (until closed by the server or dropped).
 struct Slowloris {
@@ -76,9 +83,7 @@ fn slowloris_connections_are_cut_at_the_header_deadline_and_queries_still_flow()
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
     // The default header deadline (10 s): what a user runs.
-    let edge = Edge::start(&ProxySetup::one(
-        SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH),
-    ));
+    let edge = quiet_edge(&sg);
     let c = Client::new(Duration::from_secs(10));
     let url = edge.route("users");
     let mut attack = Slowloris::open(edge.graphql, 300);
@@ -358,9 +363,7 @@ fn random_typenames_add_a_bounded_number_of_series() {
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
     // Default settings: no SDL, so the first 100 typenames are labels.
-    let edge = Edge::start(&ProxySetup::one(
-        SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH),
-    ));
+    let edge = quiet_edge(&sg);
     let c = Client::default();
     let url = edge.route("users");
     let doc = "query($representations: [_Any!]!) { _entities(representations: $representations) { ... on User { id } } }";
@@ -456,9 +459,7 @@ fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
 fn smaller_edges_of_the_http_contract() {
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
-    let edge = Edge::start(&ProxySetup::one(
-        SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH),
-    ));
+    let edge = quiet_edge(&sg);
     let c = Client::default();
     let url = edge.route("users");
     let r = c.get(

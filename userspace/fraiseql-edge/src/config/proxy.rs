@@ -256,6 +256,21 @@ fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Uri>, D::Error> {
 }
 
 impl SubgraphConfig {
+    /// A subgraph `name` served by `endpoints`, with every default.
+    pub fn new(name: &str, endpoints: Vec<Uri>) -> Self {
+        Self {
+            name: name.to_string(),
+            route: None,
+            endpoints,
+            sdl: None,
+            pool: PoolConfig::default(),
+            health: HealthConfig::default(),
+            breaker: BreakerConfig::default(),
+            timeouts: TimeoutConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+
     /// The path prefix routed to this subgraph.
     pub fn route(&self) -> String {
         self.route

@@ -18,7 +18,7 @@ use prometheus::Registry;
 use tokio::{io::AsyncReadExt as _, net::TcpListener};
 
 use super::*;
-use crate::config::{HealthConfig, PoolConfig, RetryConfig, SubgraphConfig, TimeoutConfig};
+use crate::config::{PoolConfig, SubgraphConfig, TimeoutConfig};
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -74,23 +74,24 @@ async fn upstream(b: Behaviour) -> (String, Arc<AtomicUsize>) {
 }
 
 fn subgraph(urls: &[&str], pool: PoolConfig, timeouts: TimeoutConfig) -> Arc<Subgraph> {
-    Subgraph::new(
-        SubgraphConfig {
-            name: "sg".into(),
-            route: None,
-            endpoints: urls.iter().map(|u| u.parse().unwrap()).collect(),
-            sdl: None,
-            pool,
-            health: HealthConfig {
-                unhealthy_after: 1,
-                ..HealthConfig::default()
-            },
-            breaker: Default::default(),
-            timeouts,
-            retry: RetryConfig::default(),
-        },
-        100,
-    )
+    let endpoints = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let mut cfg = SubgraphConfig::new("sg", endpoints);
+    cfg.health.unhealthy_after = 1;
+    (cfg.pool, cfg.timeouts) = (pool, timeouts);
+    Subgraph::new(cfg, 100)
+}
+
+/// Endpoint 0 hangs up on every request, endpoint 1 answers; with the
+/// request counters of each.
+async fn bad_then_good() -> (Arc<Subgraph>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (bad, bad_seen) = upstream(Behaviour::Hangup).await;
+    let (good, good_seen) = upstream(Behaviour::Answer(Duration::ZERO)).await;
+    let pool = PoolConfig {
+        min_idle: 0,
+        ..PoolConfig::default()
+    };
+    let sg = subgraph(&[&bad, &good], pool, TimeoutConfig::default());
+    (sg, bad_seen, good_seen)
 }
 
 fn query(kind: OperationKind) -> Outgoing {
@@ -186,13 +187,7 @@ async fn the_per_try_clock_starts_with_a_connection_in_hand() {
 
 #[tokio::test]
 async fn a_failover_records_the_first_endpoints_failure() {
-    let (bad, bad_seen) = upstream(Behaviour::Hangup).await;
-    let (good, good_seen) = upstream(Behaviour::Answer(Duration::ZERO)).await;
-    let pool = PoolConfig {
-        min_idle: 0,
-        ..PoolConfig::default()
-    };
-    let sg = subgraph(&[&bad, &good], pool, TimeoutConfig::default());
+    let (sg, bad_seen, good_seen) = bad_then_good().await;
     let m = metrics();
     // Round-robin: within two requests, one starts on the bad endpoint.
     for _ in 0..2 {
@@ -213,13 +208,7 @@ async fn a_failover_records_the_first_endpoints_failure() {
 
 #[tokio::test]
 async fn a_mutation_that_may_have_run_is_not_retried() {
-    let (bad, bad_seen) = upstream(Behaviour::Hangup).await;
-    let (good, good_seen) = upstream(Behaviour::Answer(Duration::ZERO)).await;
-    let pool = PoolConfig {
-        min_idle: 0,
-        ..PoolConfig::default()
-    };
-    let sg = subgraph(&[&bad, &good], pool, TimeoutConfig::default());
+    let (sg, bad_seen, good_seen) = bad_then_good().await;
     let m = metrics();
     let mut outcomes = Vec::new();
     for _ in 0..2 {

@@ -58,20 +58,10 @@ async fn server() -> (String, Arc<Server>) {
 }
 
 fn subgraph(urls: &[&str], pool: PoolConfig, health: HealthConfig) -> Arc<Subgraph> {
-    Subgraph::new(
-        SubgraphConfig {
-            name: "sg".into(),
-            route: None,
-            endpoints: urls.iter().map(|u| u.parse().unwrap()).collect(),
-            sdl: None,
-            pool,
-            health,
-            breaker: Default::default(),
-            timeouts: Default::default(),
-            retry: Default::default(),
-        },
-        100,
-    )
+    let endpoints = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let mut cfg = SubgraphConfig::new("sg", endpoints);
+    (cfg.pool, cfg.health) = (pool, health);
+    Subgraph::new(cfg, 100)
 }
 
 #[tokio::test]
