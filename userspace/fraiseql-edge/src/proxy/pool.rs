@@ -178,12 +178,15 @@ impl Pool {
         }
     }
 
-    /// Pops a usable idle connection, dropping broken or expired ones.
+    /// Pops a usable idle connection, dropping closed or expired ones. (Not
+    /// `is_ready`: a connection whose task has not run since its handshake or
+    /// its last response is not "ready" yet, but perfectly usable;
+    /// [`Pooled::send`] waits for it.)
     fn take_idle(&self) -> Option<Conn> {
         let max_lifetime = Duration::from_secs(self.shared.cfg.max_lifetime_secs);
         let mut idle = self.idle();
         while let Some(conn) = idle.pop_back() {
-            if conn.sender.is_ready() && conn.created.elapsed() < max_lifetime {
+            if !conn.sender.is_closed() && conn.created.elapsed() < max_lifetime {
                 return Some(conn);
             }
         }

@@ -66,6 +66,14 @@ fn request() -> http::Request<UpstreamBody> {
         .unwrap()
 }
 
+/// Sends one request on a checked-out connection and reads the answer.
+async fn exchange(pool: &Pool) {
+    let mut conn = pool.get().await.unwrap();
+    let resp = conn.send(request()).await.unwrap();
+    let body = PooledBody::new(resp.into_body(), conn);
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+}
+
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..200 {
         if f() {
@@ -160,4 +168,75 @@ async fn a_response_dropped_half_read_closes_its_connection() {
     drop(PooledBody::new(resp.into_body(), conn));
     assert_eq!(pool.stats().idle, 0);
     eventually("closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_hold_at_most_one_connection_each_plus_min_idle() {
+    const CLIENTS: usize = 20;
+    const MIN_IDLE: u32 = 2;
+    let bound = CLIENTS + MIN_IDLE as usize;
+    let (addr, counts) = server(Duration::from_millis(2)).await;
+    let pool = Pool::new(
+        addr,
+        PoolConfig {
+            acquire_timeout_ms: 10_000,
+            ..cfg(MIN_IDLE, 100)
+        },
+    );
+    pool.maintain().await;
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (peak, counts) = (Arc::clone(&peak), Arc::clone(&counts));
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(counts.open.load(Ordering::SeqCst), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let maintainer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                pool.maintain().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for _round in 0..10 {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        exchange(&pool).await;
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+    }
+    sampler.abort();
+    maintainer.abort();
+    let opened = pool.stats().opened;
+    assert!(
+        opened <= bound as u64,
+        "{opened} connections opened for {CLIENTS} clients"
+    );
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= bound, "{peak} connections open at once");
+}
+
+#[tokio::test]
+async fn a_connection_just_opened_by_maintain_is_used() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(1, 4));
+    pool.maintain().await;
+    // Straight away: the connection's task has not run yet, so hyper does
+    // not report it ready; it is usable all the same.
+    exchange(&pool).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.stats().opened, 1);
 }
