@@ -5,16 +5,21 @@
 //! endpoint must lose every connection; the generic pools only report a
 //! checkout timeout and keep their idle set. This pool is small:
 //!
-//! * a semaphore of `max` slots; every live connection (idle or busy) holds
-//!   one, so `max` is never exceeded;
+//! * `max` slots; every live connection (idle or busy) and every connect in
+//!   progress holds one, so `max` is never exceeded;
 //! * an idle stack (LIFO keeps the hottest connections warm); a checkout takes
-//!   an idle connection, else opens one if a slot is free, else waits for a
-//!   release or a free slot until `acquire_timeout`;
+//!   an idle connection, else opens one if a slot is free, else queues until
+//!   `acquire_timeout`;
+//! * waiters are served strictly in arrival order ([`queue`]): a released
+//!   connection is handed straight to the oldest waiter, a freed slot lets
+//!   the oldest waiter open a connection, and a newcomer never goes ahead of
+//!   a waiter. So `n` concurrent clients hold at most `n` connections, plus
+//!   the maintainer's `min_idle`;
 //! * a maintainer (driven by [`Pool::maintain`]) keeps `min_idle` connections
 //!   open, closes idle ones above `min_idle` after `idle_timeout` and any after
 //!   `max_lifetime`;
-//! * [`Pool::eject`] drops every idle connection and makes busy ones close on
-//!   release; [`Pool::restore`] lets the maintainer refill.
+//! * [`Pool::eject`] drops every idle connection, fails the waiters and makes
+//!   busy ones close on release; [`Pool::restore`] lets the maintainer refill.
 //!
 //! A connection is handed back by dropping its [`Pooled`] guard. The guard
 //! travels with the response body ([`PooledBody`]), so a connection returns
@@ -25,8 +30,8 @@ use std::{
     collections::VecDeque,
     pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -37,12 +42,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::{
-    net::TcpStream,
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
-};
+use tokio::net::TcpStream;
 
+use self::queue::{Grant, Slot, Waiters, Waiting};
 use crate::config::PoolConfig;
+
+mod queue;
 
 /// Request body type sent upstream: bodies are buffered (bounded by
 /// `proxy.max_body_bytes`) so a request can be replayed on failover.
@@ -74,26 +79,132 @@ struct Conn {
     _slot: Slot,
 }
 
-/// A semaphore permit that wakes waiters when the connection holding it closes.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    notify: Arc<Notify>,
+impl Conn {
+    /// Worth keeping: not closed by the peer and not too old. (Not
+    /// `is_ready`: a connection whose task has not run since its handshake
+    /// or its last response is not "ready" yet, but perfectly usable;
+    /// [`Pooled::send`] waits for it.)
+    fn reusable(&self, max_lifetime: Duration) -> bool {
+        !self.sender.is_closed() && self.created.elapsed() < max_lifetime
+    }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.notify.notify_one();
-    }
+/// Everything behind the pool's one lock. No [`Conn`] or [`Slot`] may be
+/// dropped while it is held (see [`queue`]).
+#[derive(Default)]
+struct State {
+    /// Oldest-used first.
+    idle: VecDeque<Conn>,
+    waiters: Waiters,
+    /// Slots taken: live connections plus connects in progress. Never above
+    /// `max`.
+    live: u32,
+    ejected: bool,
 }
 
 struct Shared {
     addr: String,
     cfg: PoolConfig,
-    slots: Arc<Semaphore>,
-    idle: Mutex<VecDeque<Conn>>,
-    notify: Arc<Notify>,
-    ejected: AtomicBool,
+    state: Mutex<State>,
     opened: AtomicU64,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.cfg.max_lifetime_secs)
+    }
+
+    /// Gives a connection back: to the oldest waiter, else to the idle set;
+    /// closes it instead if it must not be reused.
+    fn release(&self, mut conn: Conn) {
+        let unclaimed = {
+            let mut st = self.state();
+            if st.ejected || !conn.reusable(self.max_lifetime()) {
+                Some(Grant::Conn(conn))
+            } else {
+                conn.last_used = Instant::now();
+                match st.waiters.hand_over(Grant::Conn(conn)) {
+                    Some(Grant::Conn(conn)) => {
+                        st.idle.push_back(conn);
+                        None
+                    }
+                    other => other,
+                }
+            }
+        };
+        // Closing it frees its slot for the oldest waiter.
+        drop(unclaimed);
+    }
+
+    /// A checkout's first look: an idle connection, else a free slot, else a
+    /// place at the back of the queue. Nobody is served ahead of a waiter.
+    fn first_look(self: &Arc<Self>) -> Result<Turn, PoolError> {
+        let mut stale = Vec::new();
+        let turn = {
+            let mut st = self.state();
+            if st.ejected {
+                return Err(PoolError::Ejected);
+            }
+            let mut turn = None;
+            if st.waiters.is_empty() {
+                // LIFO: the most recently used connection is the warmest.
+                while let Some(conn) = st.idle.pop_back() {
+                    if conn.reusable(self.max_lifetime()) {
+                        turn = Some(Turn::Now(Grant::Conn(conn)));
+                        break;
+                    }
+                    stale.push(conn);
+                }
+                if turn.is_none() && st.live < self.cfg.max {
+                    st.live += 1;
+                    turn = Some(Turn::Now(Grant::Slot(Slot::counted(self))));
+                }
+            }
+            turn.unwrap_or_else(|| Turn::Queued(Waiting::join(self, &mut st.waiters)))
+        };
+        drop(stale);
+        Ok(turn)
+    }
+
+    /// Opens a connection in `slot`.
+    async fn connect(&self, slot: Slot) -> Result<Conn, PoolError> {
+        let addr = &self.addr;
+        let err = |reason: String| PoolError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str()))
+            .await
+            .map_err(|_| err(format!("timed out after {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        tokio::spawn(async move {
+            // Ends when the peer closes or every sender is dropped.
+            let _ = connection.await;
+        });
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        Ok(Conn {
+            sender,
+            created: now,
+            last_used: now,
+            _slot: slot,
+        })
+    }
+}
+
+/// Where a checkout stands after its first look.
+enum Turn {
+    Now(Grant),
+    Queued(Waiting),
 }
 
 /// The pool. Cheap to clone.
@@ -115,7 +226,7 @@ pub struct Pooled {
 pub struct PoolStats {
     /// Idle connections.
     pub idle: u32,
-    /// Busy connections (checked out).
+    /// Busy connections (checked out, or being opened).
     pub busy: u32,
     /// The configured maximum.
     pub max: u32,
@@ -130,99 +241,29 @@ impl Pool {
         Self {
             shared: Arc::new(Shared {
                 addr,
-                slots: Arc::new(Semaphore::new(cfg.max as usize)),
                 cfg,
-                idle: Mutex::new(VecDeque::new()),
-                notify: Arc::new(Notify::new()),
-                ejected: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
                 opened: AtomicU64::new(0),
             }),
         }
-    }
-
-    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Conn>> {
-        self.shared.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks out a connection (see the module docs for the order).
     pub async fn get(&self) -> Result<Pooled, PoolError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.shared.cfg.acquire_timeout_ms);
-        loop {
-            if self.shared.ejected.load(Ordering::Acquire) {
-                return Err(PoolError::Ejected);
-            }
-            // Register for a wake-up before looking, so a release between the
-            // look and the wait is not missed.
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(conn) = self.take_idle() {
-                return Ok(self.pooled(conn));
-            }
-            if let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() {
-                let conn = self.connect(permit).await?;
-                return Ok(self.pooled(conn));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(PoolError::Timeout);
-            }
-        }
-    }
-
-    fn pooled(&self, conn: Conn) -> Pooled {
-        Pooled {
+        let grant = match self.shared.first_look()? {
+            Turn::Now(grant) => grant,
+            Turn::Queued(waiting) => waiting.wait(deadline).await?,
+        };
+        let conn = match grant {
+            Grant::Conn(conn) => conn,
+            Grant::Slot(slot) => self.shared.connect(slot).await?,
+        };
+        Ok(Pooled {
             conn: Some(conn),
             shared: Arc::clone(&self.shared),
             discard: false,
-        }
-    }
-
-    /// Pops a usable idle connection, dropping closed or expired ones. (Not
-    /// `is_ready`: a connection whose task has not run since its handshake or
-    /// its last response is not "ready" yet, but perfectly usable;
-    /// [`Pooled::send`] waits for it.)
-    fn take_idle(&self) -> Option<Conn> {
-        let max_lifetime = Duration::from_secs(self.shared.cfg.max_lifetime_secs);
-        let mut idle = self.idle();
-        while let Some(conn) = idle.pop_back() {
-            if !conn.sender.is_closed() && conn.created.elapsed() < max_lifetime {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Conn, PoolError> {
-        let slot = Slot {
-            _permit: permit,
-            notify: Arc::clone(&self.shared.notify),
-        };
-        let addr = &self.shared.addr;
-        let err = |reason: String| PoolError::Connect {
-            addr: addr.clone(),
-            reason,
-        };
-        let timeout = Duration::from_millis(self.shared.cfg.connect_timeout_ms);
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str()))
-            .await
-            .map_err(|_| err(format!("timed out after {timeout:?}")))?
-            .map_err(|e| err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        tokio::spawn(async move {
-            // Ends when the peer closes or every sender is dropped.
-            let _ = connection.await;
-        });
-        self.shared.opened.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        Ok(Conn {
-            sender,
-            created: now,
-            last_used: now,
-            _slot: slot,
         })
     }
 
@@ -231,30 +272,39 @@ impl Pool {
     pub async fn maintain(&self) {
         let cfg = &self.shared.cfg;
         let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs);
-        let max_lifetime = Duration::from_secs(cfg.max_lifetime_secs);
-        {
-            let mut idle = self.idle();
-            idle.retain(|c| !c.sender.is_closed() && c.created.elapsed() < max_lifetime);
+        let max_lifetime = self.shared.max_lifetime();
+        let stale = {
+            let mut st = self.shared.state();
+            let (keep, mut stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|c| c.reusable(max_lifetime));
+            st.idle = keep;
             // Oldest-used first; keep min_idle regardless of idleness.
-            while idle.len() > cfg.min_idle as usize
-                && idle
+            while st.idle.len() > cfg.min_idle as usize
+                && st
+                    .idle
                     .front()
                     .is_some_and(|c| c.last_used.elapsed() >= idle_timeout)
             {
-                idle.pop_front();
+                stale.extend(st.idle.pop_front());
             }
-        }
-        while !self.shared.ejected.load(Ordering::Acquire)
-            && self.idle().len() < cfg.min_idle as usize
-        {
-            let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
-                break;
-            };
-            match self.connect(permit).await {
-                Ok(conn) => {
-                    self.idle().push_front(conn);
-                    self.shared.notify.notify_one();
+            stale
+        };
+        drop(stale);
+        // Bounded: a peer that closes every new connection at once must not
+        // keep this pass reconnecting.
+        for _ in 0..cfg.min_idle {
+            let slot = {
+                let mut st = self.shared.state();
+                // With waiters queued there is nothing idle and no free slot.
+                if st.ejected || st.idle.len() >= cfg.min_idle as usize || st.live >= cfg.max {
+                    break;
                 }
+                st.live += 1;
+                Slot::counted(&self.shared)
+            };
+            match self.shared.connect(slot).await {
+                Ok(conn) => self.shared.release(conn),
                 Err(e) => {
                     tracing::debug!(endpoint = %self.shared.addr, error = %e, "pool refill failed");
                     break;
@@ -263,32 +313,38 @@ impl Pool {
         }
     }
 
-    /// Drops every idle connection and refuses checkouts until [`Self::restore`].
+    /// Drops every idle connection, fails every waiter and refuses checkouts
+    /// until [`Self::restore`]; busy connections close on release.
     pub fn eject(&self) {
-        self.shared.ejected.store(true, Ordering::Release);
-        self.idle().clear();
-        self.shared.notify.notify_waiters();
+        let (idle, waiters) = {
+            let mut st = self.shared.state();
+            st.ejected = true;
+            (std::mem::take(&mut st.idle), st.waiters.clear())
+        };
+        drop(waiters);
+        drop(idle);
     }
 
     /// Accepts checkouts again; the next [`Self::maintain`] refills.
     pub fn restore(&self) {
-        self.shared.ejected.store(false, Ordering::Release);
+        self.shared.state().ejected = false;
     }
 
     /// Whether the pool is ejected.
     pub fn is_ejected(&self) -> bool {
-        self.shared.ejected.load(Ordering::Acquire)
+        self.shared.state().ejected
     }
 
     /// Current numbers.
     pub fn stats(&self) -> PoolStats {
-        let max = self.shared.cfg.max;
-        let idle = self.idle().len() as u32;
-        let live = max - self.shared.slots.available_permits() as u32;
+        let (idle, live) = {
+            let st = self.shared.state();
+            (st.idle.len() as u32, st.live)
+        };
         PoolStats {
             idle,
             busy: live.saturating_sub(idle),
-            max,
+            max: self.shared.cfg.max,
             opened: self.shared.opened.load(Ordering::Relaxed),
         }
     }
@@ -343,24 +399,13 @@ pub enum SendError {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
-        let max_lifetime = Duration::from_secs(self.shared.cfg.max_lifetime_secs);
-        if self.discard
-            || self.shared.ejected.load(Ordering::Acquire)
-            || conn.sender.is_closed()
-            || conn.created.elapsed() >= max_lifetime
-        {
-            return; // the slot's drop wakes a waiter
+        if self.discard {
+            return; // closing frees the slot for the oldest waiter
         }
-        conn.last_used = Instant::now();
-        self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(conn);
-        self.shared.notify.notify_one();
+        self.shared.release(conn);
     }
 }
 

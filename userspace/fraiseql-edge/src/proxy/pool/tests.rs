@@ -3,10 +3,12 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -72,6 +74,11 @@ async fn exchange(pool: &Pool) {
     let resp = conn.send(request()).await.unwrap();
     let body = PooledBody::new(resp.into_body(), conn);
     assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+}
+
+/// Polls `fut` once from this task, before any task it woke gets to run.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
 
 async fn eventually(what: &str, f: impl Fn() -> bool) {
@@ -168,6 +175,81 @@ async fn a_response_dropped_half_read_closes_its_connection() {
     drop(PooledBody::new(resp.into_body(), conn));
     assert_eq!(pool.stats().idle, 0);
     eventually("closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+}
+
+#[tokio::test]
+async fn waiters_are_served_in_arrival_order() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(
+        addr,
+        PoolConfig {
+            acquire_timeout_ms: 10_000,
+            ..cfg(0, 1)
+        },
+    );
+    let held = pool.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let take = |id: u32| {
+        let pool = pool.clone();
+        let order = Arc::clone(&order);
+        async move {
+            let conn = pool.get().await.unwrap();
+            order.lock().unwrap().push(id);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(conn);
+        }
+    };
+    let mut tasks = Vec::new();
+    for id in 1..=4 {
+        tasks.push(tokio::spawn(take(id)));
+        // The runtime is single-threaded: the waiter queues up before the
+        // sleep ends.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held);
+    // A newcomer checking out at the very moment of the release, before the
+    // woken waiter runs, must still queue behind the four.
+    let mut newcomer = Box::pin(take(5));
+    assert!(poll_once(&mut newcomer).await.is_pending());
+    tasks.push(tokio::spawn(newcomer));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_loses_no_connection() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(
+        addr,
+        PoolConfig {
+            acquire_timeout_ms: 10_000,
+            ..cfg(0, 1)
+        },
+    );
+    let held = pool.get().await.unwrap();
+    let waiter = |pool: &Pool| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    // Gives up while queued: skipped.
+    let quitter = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    quitter.abort();
+    assert!(quitter.await.unwrap_err().is_cancelled());
+    // Gives up after the connection was handed to it but before it ran: the
+    // connection goes back to the pool.
+    let late = waiter(&pool);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(held);
+    late.abort();
+    assert!(late.await.unwrap_err().is_cancelled());
+    let stats = pool.stats();
+    assert_eq!((stats.idle, stats.busy), (1, 0));
+    exchange(&pool).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
