@@ -20,6 +20,10 @@
 //!   `max_lifetime`;
 //! * [`Pool::eject`] drops every idle connection, fails the waiters and makes
 //!   busy ones close on release; [`Pool::restore`] lets the maintainer refill.
+//!   Each eject starts a new epoch: a connection is pooled only in the epoch
+//!   its connect started in, so a connect that completes after an eject (even
+//!   one followed by a restore) is closed, and a checkout's fails with
+//!   [`PoolError::Ejected`].
 //!
 //! A connection is handed back by dropping its [`Pooled`] guard. The guard
 //! travels with the response body ([`PooledBody`]), so a connection returns
@@ -76,6 +80,8 @@ struct Conn {
     sender: SendRequest<UpstreamBody>,
     created: Instant,
     last_used: Instant,
+    /// [`State::epoch`] when the connect started.
+    epoch: u64,
     _slot: Slot,
 }
 
@@ -100,6 +106,9 @@ struct State {
     /// `max`.
     live: u32,
     ejected: bool,
+    /// Bumped by every eject: a connection from an earlier epoch is never
+    /// pooled, even if the pool was restored in the meantime.
+    epoch: u64,
 }
 
 struct Shared {
@@ -123,7 +132,7 @@ impl Shared {
     fn release(&self, mut conn: Conn) {
         let unclaimed = {
             let mut st = self.state();
-            if st.ejected || !conn.reusable(self.max_lifetime()) {
+            if st.ejected || conn.epoch != st.epoch || !conn.reusable(self.max_lifetime()) {
                 Some(Grant::Conn(conn))
             } else {
                 conn.last_used = Instant::now();
@@ -142,7 +151,8 @@ impl Shared {
 
     /// A checkout's first look: an idle connection, else a free slot, else a
     /// place at the back of the queue. Nobody is served ahead of a waiter.
-    fn first_look(self: &Arc<Self>) -> Result<Turn, PoolError> {
+    /// Also returns the epoch a new connection must belong to.
+    fn first_look(self: &Arc<Self>) -> Result<(Turn, u64), PoolError> {
         let mut stale = Vec::new();
         let turn = {
             let mut st = self.state();
@@ -164,14 +174,29 @@ impl Shared {
                     turn = Some(Turn::Now(Grant::Slot(Slot::counted(self))));
                 }
             }
-            turn.unwrap_or_else(|| Turn::Queued(Waiting::join(self, &mut st.waiters)))
+            let turn = turn.unwrap_or_else(|| Turn::Queued(Waiting::join(self, &mut st.waiters)));
+            (turn, st.epoch)
         };
         drop(stale);
         Ok(turn)
     }
 
-    /// Opens a connection in `slot`.
-    async fn connect(&self, slot: Slot) -> Result<Conn, PoolError> {
+    /// Lets a checkout keep the connection it opened, unless the pool was
+    /// ejected while it was connecting.
+    fn admit(&self, conn: Conn) -> Result<Conn, PoolError> {
+        let current = {
+            let st = self.state();
+            !st.ejected && st.epoch == conn.epoch
+        };
+        if current {
+            Ok(conn)
+        } else {
+            Err(PoolError::Ejected) // `conn` closes here, outside the lock
+        }
+    }
+
+    /// Opens a connection in `slot`, for `epoch`.
+    async fn connect(&self, slot: Slot, epoch: u64) -> Result<Conn, PoolError> {
         let addr = &self.addr;
         let err = |reason: String| PoolError::Connect {
             addr: addr.clone(),
@@ -196,6 +221,7 @@ impl Shared {
             sender,
             created: now,
             last_used: now,
+            epoch,
             _slot: slot,
         })
     }
@@ -252,13 +278,17 @@ impl Pool {
     pub async fn get(&self) -> Result<Pooled, PoolError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.shared.cfg.acquire_timeout_ms);
-        let grant = match self.shared.first_look()? {
+        let (turn, epoch) = self.shared.first_look()?;
+        let grant = match turn {
             Turn::Now(grant) => grant,
             Turn::Queued(waiting) => waiting.wait(deadline).await?,
         };
         let conn = match grant {
             Grant::Conn(conn) => conn,
-            Grant::Slot(slot) => self.shared.connect(slot).await?,
+            Grant::Slot(slot) => {
+                let conn = self.shared.connect(slot, epoch).await?;
+                self.shared.admit(conn)?
+            }
         };
         Ok(Pooled {
             conn: Some(conn),
@@ -294,16 +324,17 @@ impl Pool {
         // Bounded: a peer that closes every new connection at once must not
         // keep this pass reconnecting.
         for _ in 0..cfg.min_idle {
-            let slot = {
+            let (slot, epoch) = {
                 let mut st = self.shared.state();
                 // With waiters queued there is nothing idle and no free slot.
                 if st.ejected || st.idle.len() >= cfg.min_idle as usize || st.live >= cfg.max {
                     break;
                 }
                 st.live += 1;
-                Slot::counted(&self.shared)
+                (Slot::counted(&self.shared), st.epoch)
             };
-            match self.shared.connect(slot).await {
+            match self.shared.connect(slot, epoch).await {
+                // Closed instead if the pool was ejected meanwhile.
                 Ok(conn) => self.shared.release(conn),
                 Err(e) => {
                     tracing::debug!(endpoint = %self.shared.addr, error = %e, "pool refill failed");
@@ -319,6 +350,7 @@ impl Pool {
         let (idle, waiters) = {
             let mut st = self.shared.state();
             st.ejected = true;
+            st.epoch = st.epoch.wrapping_add(1);
             (std::mem::take(&mut st.idle), st.waiters.clear())
         };
         drop(waiters);

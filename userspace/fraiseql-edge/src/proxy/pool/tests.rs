@@ -29,6 +29,11 @@ struct Counts {
 async fn server(delay: Duration) -> (String, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    (addr, serve(listener, delay))
+}
+
+/// Answers "ok" after `delay` on every connection `listener` accepts.
+fn serve(listener: TcpListener, delay: Duration) -> Arc<Counts> {
     let counts = Arc::new(Counts::default());
     let c = Arc::clone(&counts);
     tokio::spawn(async move {
@@ -49,7 +54,35 @@ async fn server(delay: Duration) -> (String, Arc<Counts>) {
             });
         }
     });
-    (addr, counts)
+    counts
+}
+
+/// A listener with a full accept queue: a connect to it hangs (the kernel
+/// drops its SYN, the client retries about a second later) until the
+/// listener is served. Returns the address, the listener and the connection
+/// filling the queue.
+async fn stalling_listener() -> (String, TcpListener, tokio::net::TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let filler = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    (addr, listener, filler)
+}
+
+/// A pool whose connects may stall for a few seconds.
+fn patient_cfg(min_idle: u32, max: u32) -> PoolConfig {
+    PoolConfig {
+        connect_timeout_ms: 20_000,
+        acquire_timeout_ms: 20_000,
+        ..cfg(min_idle, max)
+    }
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 fn cfg(min_idle: u32, max: u32) -> PoolConfig {
@@ -321,4 +354,80 @@ async fn a_connection_just_opened_by_maintain_is_used() {
     exchange(&pool).await;
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(pool.stats().opened, 1);
+}
+
+/// Ejects (and, if `restore`, restores) the pool while `maintain` is
+/// connecting, then lets the connect complete.
+async fn refill_across_eject(restore: bool) {
+    let (addr, listener, filler) = stalling_listener().await;
+    let pool = Pool::new(addr, patient_cfg(1, 4));
+    let refill = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.maintain().await })
+    };
+    eventually("the connect under way", || pool.stats().busy == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!refill.is_finished(), "the connect stalls");
+    pool.eject();
+    if restore {
+        pool.restore();
+    }
+    let counts = serve(listener, Duration::ZERO);
+    drop(filler);
+    within("the refill", refill).await.unwrap();
+    assert_eq!(pool.stats().opened, 1, "the connect completed");
+    let stats = pool.stats();
+    assert_eq!((stats.idle, stats.busy), (0, 0), "and was closed");
+    eventually("closed upstream", || {
+        counts.accepted.load(Ordering::SeqCst) == 2 && counts.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    if restore {
+        pool.maintain().await;
+        assert_eq!(pool.stats().idle, 1, "a restored pool refills afresh");
+    }
+}
+
+#[tokio::test]
+async fn a_refill_completing_after_eject_is_closed() {
+    refill_across_eject(false).await;
+}
+
+#[tokio::test]
+async fn a_refill_started_before_an_eject_and_restore_is_closed() {
+    refill_across_eject(true).await;
+}
+
+#[tokio::test]
+async fn a_checkout_connecting_across_an_eject_fails() {
+    let (addr, listener, filler) = stalling_listener().await;
+    let pool = Pool::new(addr, patient_cfg(0, 4));
+    let checkout = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    eventually("the connect under way", || pool.stats().busy == 1).await;
+    pool.eject();
+    let counts = serve(listener, Duration::ZERO);
+    drop(filler);
+    let got = within("the checkout", checkout).await.unwrap();
+    assert!(matches!(got, Err(PoolError::Ejected)), "{got:?}");
+    assert_eq!(pool.stats().opened, 1, "the connect completed");
+    assert_eq!(pool.stats().busy, 0);
+    eventually("closed upstream", || {
+        counts.accepted.load(Ordering::SeqCst) == 2 && counts.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_busy_across_an_eject_and_restore_closes_on_release() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(0, 4));
+    let conn = pool.get().await.unwrap();
+    pool.eject();
+    pool.restore();
+    drop(conn);
+    assert_eq!(pool.stats().idle, 0);
+    eventually("closed", || counts.open.load(Ordering::SeqCst) == 0).await;
 }
