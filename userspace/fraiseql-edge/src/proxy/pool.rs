@@ -16,8 +16,10 @@
 //!   a waiter. So `n` concurrent clients hold at most `n` connections, plus
 //!   the maintainer's `min_idle`;
 //! * a maintainer (driven by [`Pool::maintain`]) keeps `min_idle` connections
-//!   open, closes idle ones above `min_idle` after `idle_timeout` and any after
-//!   `max_lifetime`;
+//!   open, closes idle ones above `min_idle` after `idle_timeout` and any at
+//!   the end of its lifetime: `max_lifetime` less a random jitter of up to a
+//!   tenth, drawn per connection ([`lifetime`]), so connections opened
+//!   together are not all replaced together;
 //! * [`Pool::eject`] drops every idle connection, fails the waiters and makes
 //!   busy ones close on release; [`Pool::restore`] lets the maintainer refill.
 //!   Each eject starts a new epoch: a connection is pooled only in the epoch
@@ -48,9 +50,13 @@ use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use self::queue::{Grant, Slot, Waiters, Waiting};
+use self::{
+    lifetime::Jitter,
+    queue::{Grant, Slot, Waiters, Waiting},
+};
 use crate::config::PoolConfig;
 
+mod lifetime;
 mod queue;
 
 /// Request body type sent upstream: bodies are buffered (bounded by
@@ -78,7 +84,8 @@ pub enum PoolError {
 
 struct Conn {
     sender: SendRequest<UpstreamBody>,
-    created: Instant,
+    /// When it is replaced; `None` if `max_lifetime` is beyond the clock.
+    expires: Option<Instant>,
     last_used: Instant,
     /// [`State::epoch`] when the connect started.
     epoch: u64,
@@ -86,12 +93,12 @@ struct Conn {
 }
 
 impl Conn {
-    /// Worth keeping: not closed by the peer and not too old. (Not
+    /// Worth keeping: not closed by the peer and not expired. (Not
     /// `is_ready`: a connection whose task has not run since its handshake
     /// or its last response is not "ready" yet, but perfectly usable;
     /// [`Pooled::send`] waits for it.)
-    fn reusable(&self, max_lifetime: Duration) -> bool {
-        !self.sender.is_closed() && self.created.elapsed() < max_lifetime
+    fn reusable(&self) -> bool {
+        !self.sender.is_closed() && self.expires.is_none_or(|at| Instant::now() < at)
     }
 }
 
@@ -116,15 +123,16 @@ struct Shared {
     cfg: PoolConfig,
     state: Mutex<State>,
     opened: AtomicU64,
+    jitter: Jitter,
 }
 
 impl Shared {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn max_lifetime(&self) -> Duration {
         Duration::from_secs(self.cfg.max_lifetime_secs)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives a connection back: to the oldest waiter, else to the idle set;
@@ -132,7 +140,7 @@ impl Shared {
     fn release(&self, mut conn: Conn) {
         let unclaimed = {
             let mut st = self.state();
-            if st.ejected || conn.epoch != st.epoch || !conn.reusable(self.max_lifetime()) {
+            if st.ejected || conn.epoch != st.epoch || !conn.reusable() {
                 Some(Grant::Conn(conn))
             } else {
                 conn.last_used = Instant::now();
@@ -163,7 +171,7 @@ impl Shared {
             if st.waiters.is_empty() {
                 // LIFO: the most recently used connection is the warmest.
                 while let Some(conn) = st.idle.pop_back() {
-                    if conn.reusable(self.max_lifetime()) {
+                    if conn.reusable() {
                         turn = Some(Turn::Now(Grant::Conn(conn)));
                         break;
                     }
@@ -219,7 +227,7 @@ impl Shared {
         let now = Instant::now();
         Ok(Conn {
             sender,
-            created: now,
+            expires: now.checked_add(self.jitter.lifetime(self.max_lifetime())),
             last_used: now,
             epoch,
             _slot: slot,
@@ -270,6 +278,7 @@ impl Pool {
                 cfg,
                 state: Mutex::new(State::default()),
                 opened: AtomicU64::new(0),
+                jitter: Jitter::default(),
             }),
         }
     }
@@ -302,12 +311,11 @@ impl Pool {
     pub async fn maintain(&self) {
         let cfg = &self.shared.cfg;
         let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs);
-        let max_lifetime = self.shared.max_lifetime();
         let stale = {
             let mut st = self.shared.state();
             let (keep, mut stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.idle)
                 .into_iter()
-                .partition(|c| c.reusable(max_lifetime));
+                .partition(Conn::reusable);
             st.idle = keep;
             // Oldest-used first; keep min_idle regardless of idleness.
             while st.idle.len() > cfg.min_idle as usize

@@ -431,3 +431,64 @@ async fn a_connection_busy_across_an_eject_and_restore_closes_on_release() {
     assert_eq!(pool.stats().idle, 0);
     eventually("closed", || counts.open.load(Ordering::SeqCst) == 0).await;
 }
+
+#[test]
+fn lifetime_jitter_takes_off_at_most_a_tenth() {
+    let max = Duration::from_secs(1_800);
+    assert_eq!(lifetime::jittered(max, 0), max);
+    let shortest = lifetime::jittered(max, u64::MAX);
+    assert!(
+        shortest > max * 9 / 10 && shortest < max * 91 / 100,
+        "{shortest:?}"
+    );
+    let half = lifetime::jittered(max, u64::MAX / 2);
+    assert!(half > max * 94 / 100 && half < max * 96 / 100, "{half:?}");
+    // Whole-second and sub-second maxima, and one beyond the clock.
+    assert!(lifetime::jittered(Duration::from_secs(1), u64::MAX) >= Duration::from_millis(900));
+    assert!(lifetime::jittered(Duration::MAX, u64::MAX) >= Duration::MAX / 10 * 9);
+}
+
+#[test]
+fn lifetime_jitter_spreads_over_the_tenth() {
+    let max = Duration::from_secs(1_800);
+    let jitter = lifetime::Jitter::default();
+    let mut lifetimes: Vec<_> = (0..1_000).map(|_| jitter.lifetime(max)).collect();
+    assert!(lifetimes.iter().all(|l| *l > max * 9 / 10 && *l <= max));
+    lifetimes.sort();
+    lifetimes.dedup();
+    assert!(lifetimes.len() > 990, "{} distinct", lifetimes.len());
+    // Both ends of the range are reached (each misses with odds of 0.8^1000).
+    assert!(lifetimes[0] < max * 92 / 100, "{:?}", lifetimes[0]);
+    assert!(lifetimes[lifetimes.len() - 1] > max * 98 / 100);
+    // Another pool draws differently.
+    let other = lifetime::Jitter::default();
+    assert_ne!(
+        (0..10).map(|_| other.draw()).collect::<Vec<_>>(),
+        (0..10).map(|_| jitter.draw()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn connections_opened_together_expire_apart() {
+    let (addr, _counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(10, 10));
+    let before = Instant::now();
+    pool.maintain().await;
+    let after = Instant::now();
+    let max = Duration::from_secs(pool.shared.cfg.max_lifetime_secs);
+    let mut expiries: Vec<_> = {
+        let st = pool.shared.state();
+        st.idle.iter().map(|c| c.expires.unwrap()).collect()
+    };
+    assert_eq!(expiries.len(), 10);
+    assert!(
+        expiries
+            .iter()
+            .all(|at| *at > before + max * 9 / 10 && *at <= after + max),
+        "max_lifetime stays the upper bound"
+    );
+    expiries.sort();
+    // Without jitter they would all fall within the time it took to open them.
+    let spread = expiries[9] - expiries[0];
+    assert!(spread > after - before, "expiries spread over {spread:?}");
+}
