@@ -4,6 +4,7 @@
 use std::{
     convert::Infallible,
     future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
