@@ -24,8 +24,10 @@
 //!   busy ones close on release; [`Pool::restore`] lets the maintainer refill.
 //!   Each eject starts a new epoch: a connection is pooled only in the epoch
 //!   its connect started in, so a connect that completes after an eject (even
-//!   one followed by a restore) is closed, and a checkout's fails with
-//!   [`PoolError::Ejected`].
+//!   one followed by a restore) is closed, and a [`Pool::get`] connecting
+//!   across one fails with [`PoolError::Ejected`];
+//! * [`Pool::get_while_ejected`] checks out regardless of ejection (panic
+//!   routing); while the pool is ejected its connections close on release.
 //!
 //! A connection is handed back by dropping its [`Pooled`] guard. The guard
 //! travels with the response body ([`PooledBody`]), so a connection returns
@@ -160,11 +162,11 @@ impl Shared {
     /// A checkout's first look: an idle connection, else a free slot, else a
     /// place at the back of the queue. Nobody is served ahead of a waiter.
     /// Also returns the epoch a new connection must belong to.
-    fn first_look(self: &Arc<Self>) -> Result<(Turn, u64), PoolError> {
+    fn first_look(self: &Arc<Self>, while_ejected: bool) -> Result<(Turn, u64), PoolError> {
         let mut stale = Vec::new();
         let turn = {
             let mut st = self.state();
-            if st.ejected {
+            if st.ejected && !while_ejected {
                 return Err(PoolError::Ejected);
             }
             let mut turn = None;
@@ -182,7 +184,9 @@ impl Shared {
                     turn = Some(Turn::Now(Grant::Slot(Slot::counted(self))));
                 }
             }
-            let turn = turn.unwrap_or_else(|| Turn::Queued(Waiting::join(self, &mut st.waiters)));
+            let turn = turn.unwrap_or_else(|| {
+                Turn::Queued(Waiting::join(self, &mut st.waiters, while_ejected))
+            });
             (turn, st.epoch)
         };
         drop(stale);
@@ -275,11 +279,25 @@ impl Pool {
         }
     }
 
-    /// Checks out a connection (see the module docs for the order).
+    /// Checks out a connection (see the module docs for the order); refused
+    /// while the pool is ejected.
     pub async fn get(&self) -> Result<Pooled, PoolError> {
+        self.checkout(false).await
+    }
+
+    /// Checks out a connection even while the pool is ejected: for panic
+    /// routing, when every endpoint of a subgraph is ejected and traffic goes
+    /// to all of them anyway. Waits in the same queue as [`Self::get`], but an
+    /// eject does not fail it, nor one during its connect. While the pool is
+    /// ejected the connection is closed on release, never kept idle.
+    pub async fn get_while_ejected(&self) -> Result<Pooled, PoolError> {
+        self.checkout(true).await
+    }
+
+    async fn checkout(&self, while_ejected: bool) -> Result<Pooled, PoolError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.shared.cfg.acquire_timeout_ms);
-        let (turn, epoch) = self.shared.first_look()?;
+        let (turn, epoch) = self.shared.first_look(while_ejected)?;
         let grant = match turn {
             Turn::Now(grant) => grant,
             Turn::Queued(waiting) => waiting.wait(deadline).await?,
@@ -288,7 +306,11 @@ impl Pool {
             Grant::Conn(conn) => conn,
             Grant::Slot(slot) => {
                 let conn = self.shared.connect(slot, epoch).await?;
-                self.shared.admit(conn)?
+                if while_ejected {
+                    conn
+                } else {
+                    self.shared.admit(conn)?
+                }
             }
         };
         Ok(Pooled::new(conn, Arc::clone(&self.shared)))
@@ -340,14 +362,15 @@ impl Pool {
         }
     }
 
-    /// Drops every idle connection, fails every waiter and refuses checkouts
-    /// until [`Self::restore`]; busy connections close on release.
+    /// Drops every idle connection, fails the waiters and refuses checkouts
+    /// until [`Self::restore`] (except [`Self::get_while_ejected`]); busy
+    /// connections close on release.
     pub fn eject(&self) {
         let (idle, waiters) = {
             let mut st = self.shared.state();
             st.ejected = true;
             st.epoch = st.epoch.wrapping_add(1);
-            (std::mem::take(&mut st.idle), st.waiters.clear())
+            (std::mem::take(&mut st.idle), st.waiters.eject())
         };
         drop(waiters);
         drop(idle);

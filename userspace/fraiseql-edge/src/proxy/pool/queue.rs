@@ -70,8 +70,15 @@ impl Drop for Slot {
 /// The waiters, oldest first.
 #[derive(Default)]
 pub(super) struct Waiters {
-    queue: VecDeque<(u64, oneshot::Sender<Grant>)>,
+    queue: VecDeque<Waiter>,
     next_id: u64,
+}
+
+struct Waiter {
+    id: u64,
+    /// Checked out with `Pool::get_while_ejected`: an eject does not fail it.
+    while_ejected: bool,
+    tx: oneshot::Sender<Grant>,
 }
 
 impl Waiters {
@@ -80,11 +87,15 @@ impl Waiters {
     }
 
     /// Queues a new waiter at the back.
-    fn push(&mut self) -> (u64, oneshot::Receiver<Grant>) {
+    fn push(&mut self, while_ejected: bool) -> (u64, oneshot::Receiver<Grant>) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
-        self.queue.push_back((id, tx));
+        self.queue.push_back(Waiter {
+            id,
+            while_ejected,
+            tx,
+        });
         (id, rx)
     }
 
@@ -92,15 +103,15 @@ impl Waiters {
     /// sent to it (or the queue was cleared).
     fn remove(&mut self, id: u64) -> bool {
         let before = self.queue.len();
-        self.queue.retain(|(w, _)| *w != id);
+        self.queue.retain(|w| w.id != id);
         self.queue.len() != before
     }
 
     /// Gives `grant` to the oldest waiter still listening; returns it when
     /// there is none. Call with the pool's lock held.
     pub(super) fn hand_over(&mut self, mut grant: Grant) -> Option<Grant> {
-        while let Some((_, tx)) = self.queue.pop_front() {
-            match tx.send(grant) {
+        while let Some(w) = self.queue.pop_front() {
+            match w.tx.send(grant) {
                 Ok(()) => return None,
                 // That waiter's receiver is gone: try the next one.
                 Err(back) => grant = back,
@@ -109,9 +120,13 @@ impl Waiters {
         Some(grant)
     }
 
-    /// Empties the queue: the waiters see their sender dropped.
-    pub(super) fn clear(&mut self) -> Vec<oneshot::Sender<Grant>> {
-        self.queue.drain(..).map(|(_, tx)| tx).collect()
+    /// Takes out every waiter not allowed while ejected; they see their
+    /// sender dropped (once the caller drops what this returns).
+    pub(super) fn eject(&mut self) -> Vec<oneshot::Sender<Grant>> {
+        let (stay, leave): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|w| w.while_ejected);
+        self.queue = stay;
+        leave.into_iter().map(|w| w.tx).collect()
     }
 }
 
@@ -128,8 +143,8 @@ pub(super) struct Waiting {
 impl Waiting {
     /// Joins the back of the queue. Call with the pool's lock held, `waiters`
     /// being that lock's queue.
-    pub(super) fn join(shared: &Arc<Shared>, waiters: &mut Waiters) -> Self {
-        let (id, rx) = waiters.push();
+    pub(super) fn join(shared: &Arc<Shared>, waiters: &mut Waiters, while_ejected: bool) -> Self {
+        let (id, rx) = waiters.push(while_ejected);
         Self {
             id,
             rx,
@@ -142,7 +157,8 @@ impl Waiting {
     pub(super) async fn wait(mut self, deadline: tokio::time::Instant) -> Result<Grant, PoolError> {
         let outcome = match tokio::time::timeout_at(deadline, &mut self.rx).await {
             Ok(Ok(grant)) => Ok(grant),
-            // Dropped unsent: the pool was ejected.
+            // Dropped unsent: the pool was ejected (never happens to a
+            // waiter allowed while ejected).
             Ok(Err(_)) => Err(PoolError::Ejected),
             // A grant sent at the last moment is taken rather than wasted.
             Err(_) => self.leave().ok_or(PoolError::Timeout),

@@ -493,3 +493,66 @@ async fn connections_opened_together_expire_apart() {
     let spread = expiries[9] - expiries[0];
     assert!(spread > after - before, "expiries spread over {spread:?}");
 }
+
+#[tokio::test]
+async fn a_checkout_while_ejected_connects_and_closes_on_release() {
+    let (addr, counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(addr, cfg(2, 4));
+    pool.maintain().await;
+    pool.eject();
+    eventually("idle closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+    assert!(matches!(pool.get().await, Err(PoolError::Ejected)));
+    for _ in 0..3 {
+        let mut conn = pool.get_while_ejected().await.unwrap();
+        let resp = conn.send(request()).await.unwrap();
+        let body = PooledBody::new(resp.into_body(), conn);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        let stats = pool.stats();
+        assert_eq!((stats.idle, stats.busy), (0, 0), "not kept while ejected");
+    }
+    pool.maintain().await;
+    assert_eq!(pool.stats().idle, 0, "no refill while ejected");
+    eventually("all closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2 + 3);
+    pool.restore();
+    exchange(&pool).await;
+    assert_eq!(pool.stats().idle, 1, "kept again once restored");
+}
+
+#[tokio::test]
+async fn an_eject_fails_ordinary_waiters_but_not_those_allowed_while_ejected() {
+    let (addr, _counts) = server(Duration::ZERO).await;
+    let pool = Pool::new(
+        addr,
+        PoolConfig {
+            acquire_timeout_ms: 10_000,
+            ..cfg(0, 1)
+        },
+    );
+    let held = pool.get().await.unwrap();
+    let ordinary = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|_| ()) })
+    };
+    let panicking = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.get_while_ejected().await.map_err(|e| e.to_string())?;
+            conn.send(request()).await.map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pool.eject();
+    let got = within("the ordinary waiter", ordinary).await.unwrap();
+    assert!(matches!(got, Err(PoolError::Ejected)), "{got:?}");
+    assert!(!panicking.is_finished());
+    // The release closes the connection (ejected); its slot goes to the
+    // waiter allowed while ejected, which connects afresh.
+    drop(held);
+    within("the panic waiter", panicking)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pool.stats().opened, 2);
+}
