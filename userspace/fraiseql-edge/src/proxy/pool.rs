@@ -5,16 +5,29 @@
 //! endpoint must lose every connection; the generic pools only report a
 //! checkout timeout and keep their idle set. This pool is small:
 //!
-//! * a semaphore of `max` slots; every live connection (idle or busy) holds
-//!   one, so `max` is never exceeded;
+//! * `max` slots; every live connection (idle or busy) and every connect in
+//!   progress holds one, so `max` is never exceeded;
 //! * an idle stack (LIFO keeps the hottest connections warm); a checkout takes
-//!   an idle connection, else opens one if a slot is free, else waits for a
-//!   release or a free slot until `acquire_timeout`;
+//!   an idle connection, else opens one if a slot is free, else queues until
+//!   `acquire_timeout`;
+//! * waiters are served strictly in arrival order ([`queue`]): a released
+//!   connection is handed straight to the oldest waiter, a freed slot lets
+//!   the oldest waiter open a connection, and a newcomer never goes ahead of
+//!   a waiter. So `n` concurrent clients hold at most `n` connections, plus
+//!   the maintainer's `min_idle`;
 //! * a maintainer (driven by [`Pool::maintain`]) keeps `min_idle` connections
-//!   open, closes idle ones above `min_idle` after `idle_timeout` and any after
-//!   `max_lifetime`;
-//! * [`Pool::eject`] drops every idle connection and makes busy ones close on
-//!   release; [`Pool::restore`] lets the maintainer refill.
+//!   open, closes idle ones above `min_idle` after `idle_timeout` and any at
+//!   the end of its lifetime: `max_lifetime` less a random jitter of up to a
+//!   tenth, drawn per connection ([`lifetime`]), so connections opened
+//!   together are not all replaced together;
+//! * [`Pool::eject`] drops every idle connection, fails the waiters and makes
+//!   busy ones close on release; [`Pool::restore`] lets the maintainer refill.
+//!   Each eject starts a new epoch: a connection is pooled only in the epoch
+//!   its connect started in, so a connect that completes after an eject (even
+//!   one followed by a restore) is closed, and a [`Pool::get`] connecting
+//!   across one fails with [`PoolError::Ejected`];
+//! * [`Pool::get_while_ejected`] checks out regardless of ejection (panic
+//!   routing); while the pool is ejected its connections close on release.
 //!
 //! A connection is handed back by dropping its [`Pooled`] guard. The guard
 //! travels with the response body ([`PooledBody`]), so a connection returns
@@ -23,26 +36,30 @@
 
 use std::{
     collections::VecDeque,
-    pin::Pin,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::{
-    net::TcpStream,
-    sync::{Notify, OwnedSemaphorePermit, Semaphore},
-};
+use tokio::net::TcpStream;
 
+use self::{
+    lifetime::Jitter,
+    queue::{Grant, Slot, Waiters, Waiting},
+};
 use crate::config::PoolConfig;
+
+mod lifetime;
+mod pooled;
+mod queue;
+
+pub use self::pooled::{Pooled, PooledBody, SendError};
 
 /// Request body type sent upstream: bodies are buffered (bounded by
 /// `proxy.max_body_bytes`) so a request can be replayed on failover.
@@ -69,31 +86,163 @@ pub enum PoolError {
 
 struct Conn {
     sender: SendRequest<UpstreamBody>,
-    created: Instant,
+    /// When it is replaced; `None` if `max_lifetime` is beyond the clock.
+    expires: Option<Instant>,
     last_used: Instant,
+    /// [`State::epoch`] when the connect started.
+    epoch: u64,
     _slot: Slot,
 }
 
-/// A semaphore permit that wakes waiters when the connection holding it closes.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    notify: Arc<Notify>,
+impl Conn {
+    /// Worth keeping: not closed by the peer and not expired. (Not
+    /// `is_ready`: a connection whose task has not run since its handshake
+    /// or its last response is not "ready" yet, but perfectly usable;
+    /// [`Pooled::send`] waits for it.)
+    fn reusable(&self) -> bool {
+        !self.sender.is_closed() && self.expires.is_none_or(|at| Instant::now() < at)
+    }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.notify.notify_one();
-    }
+/// Everything behind the pool's one lock. No [`Conn`] or [`Slot`] may be
+/// dropped while it is held (see [`queue`]).
+#[derive(Default)]
+struct State {
+    /// Oldest-used first.
+    idle: VecDeque<Conn>,
+    waiters: Waiters,
+    /// Slots taken: live connections plus connects in progress. Never above
+    /// `max`.
+    live: u32,
+    ejected: bool,
+    /// Bumped by every eject: a connection from an earlier epoch is never
+    /// pooled, even if the pool was restored in the meantime.
+    epoch: u64,
 }
 
 struct Shared {
     addr: String,
     cfg: PoolConfig,
-    slots: Arc<Semaphore>,
-    idle: Mutex<VecDeque<Conn>>,
-    notify: Arc<Notify>,
-    ejected: AtomicBool,
+    state: Mutex<State>,
     opened: AtomicU64,
+    jitter: Jitter,
+}
+
+impl Shared {
+    fn max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.cfg.max_lifetime_secs)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives a connection back: to the oldest waiter, else to the idle set;
+    /// closes it instead if it must not be reused.
+    fn release(&self, mut conn: Conn) {
+        let unclaimed = {
+            let mut st = self.state();
+            if st.ejected || conn.epoch != st.epoch || !conn.reusable() {
+                Some(Grant::Conn(conn))
+            } else {
+                conn.last_used = Instant::now();
+                match st.waiters.hand_over(Grant::Conn(conn)) {
+                    Some(Grant::Conn(conn)) => {
+                        st.idle.push_back(conn);
+                        None
+                    }
+                    other => other,
+                }
+            }
+        };
+        // Closing it frees its slot for the oldest waiter.
+        drop(unclaimed);
+    }
+
+    /// A checkout's first look: an idle connection, else a free slot, else a
+    /// place at the back of the queue. Nobody is served ahead of a waiter.
+    /// Also returns the epoch a new connection must belong to.
+    fn first_look(self: &Arc<Self>, while_ejected: bool) -> Result<(Turn, u64), PoolError> {
+        let mut stale = Vec::new();
+        let turn = {
+            let mut st = self.state();
+            if st.ejected && !while_ejected {
+                return Err(PoolError::Ejected);
+            }
+            let mut turn = None;
+            if st.waiters.is_empty() {
+                // LIFO: the most recently used connection is the warmest.
+                while let Some(conn) = st.idle.pop_back() {
+                    if conn.reusable() {
+                        turn = Some(Turn::Now(Grant::Conn(conn)));
+                        break;
+                    }
+                    stale.push(conn);
+                }
+                if turn.is_none() && st.live < self.cfg.max {
+                    st.live += 1;
+                    turn = Some(Turn::Now(Grant::Slot(Slot::counted(self))));
+                }
+            }
+            let turn = turn.unwrap_or_else(|| {
+                Turn::Queued(Waiting::join(self, &mut st.waiters, while_ejected))
+            });
+            (turn, st.epoch)
+        };
+        drop(stale);
+        Ok(turn)
+    }
+
+    /// Lets a checkout keep the connection it opened, unless the pool was
+    /// ejected while it was connecting.
+    fn admit(&self, conn: Conn) -> Result<Conn, PoolError> {
+        let current = {
+            let st = self.state();
+            !st.ejected && st.epoch == conn.epoch
+        };
+        if current {
+            Ok(conn)
+        } else {
+            Err(PoolError::Ejected) // `conn` closes here, outside the lock
+        }
+    }
+
+    /// Opens a connection in `slot`, for `epoch`.
+    async fn connect(&self, slot: Slot, epoch: u64) -> Result<Conn, PoolError> {
+        let addr = &self.addr;
+        let err = |reason: String| PoolError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str()))
+            .await
+            .map_err(|_| err(format!("timed out after {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        tokio::spawn(async move {
+            // Ends when the peer closes or every sender is dropped.
+            let _ = connection.await;
+        });
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        Ok(Conn {
+            sender,
+            expires: now.checked_add(self.jitter.lifetime(self.max_lifetime())),
+            last_used: now,
+            epoch,
+            _slot: slot,
+        })
+    }
+}
+
+/// Where a checkout stands after its first look.
+enum Turn {
+    Now(Grant),
+    Queued(Waiting),
 }
 
 /// The pool. Cheap to clone.
@@ -102,20 +251,12 @@ pub struct Pool {
     shared: Arc<Shared>,
 }
 
-/// A checked-out connection; dropping it returns the connection to the pool.
-pub struct Pooled {
-    conn: Option<Conn>,
-    shared: Arc<Shared>,
-    /// Set when the connection must not be reused (response not fully read).
-    discard: bool,
-}
-
 /// Numbers for metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStats {
     /// Idle connections.
     pub idle: u32,
-    /// Busy connections (checked out).
+    /// Busy connections (checked out, or being opened).
     pub busy: u32,
     /// The configured maximum.
     pub max: u32,
@@ -130,108 +271,49 @@ impl Pool {
         Self {
             shared: Arc::new(Shared {
                 addr,
-                slots: Arc::new(Semaphore::new(cfg.max as usize)),
                 cfg,
-                idle: Mutex::new(VecDeque::new()),
-                notify: Arc::new(Notify::new()),
-                ejected: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
                 opened: AtomicU64::new(0),
+                jitter: Jitter::default(),
             }),
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Conn>> {
-        self.shared.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Checks out a connection (see the module docs for the order).
+    /// Checks out a connection (see the module docs for the order); refused
+    /// while the pool is ejected.
     pub async fn get(&self) -> Result<Pooled, PoolError> {
         self.checkout(false).await
+    }
+
+    /// Checks out a connection even while the pool is ejected: for panic
+    /// routing, when every endpoint of a subgraph is ejected and traffic goes
+    /// to all of them anyway. Waits in the same queue as [`Self::get`], but an
+    /// eject does not fail it, nor one during its connect. While the pool is
+    /// ejected the connection is closed on release, never kept idle.
+    pub async fn get_while_ejected(&self) -> Result<Pooled, PoolError> {
+        self.checkout(true).await
     }
 
     async fn checkout(&self, while_ejected: bool) -> Result<Pooled, PoolError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.shared.cfg.acquire_timeout_ms);
-        loop {
-            if !while_ejected && self.shared.ejected.load(Ordering::Acquire) {
-                return Err(PoolError::Ejected);
-            }
-            // Register for a wake-up before looking, so a release between the
-            // look and the wait is not missed.
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(conn) = self.take_idle() {
-                return Ok(self.pooled(conn));
-            }
-            if let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() {
-                let conn = self.connect(permit).await?;
-                return Ok(self.pooled(conn));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(PoolError::Timeout);
-            }
-        }
-    }
-
-    /// Checks out a connection even while the pool is ejected (panic
-    /// routing: every endpoint is ejected and traffic goes to all of them).
-    /// Such connections are closed on release while the pool stays ejected.
-    pub async fn get_while_ejected(&self) -> Result<Pooled, PoolError> {
-        self.checkout(true).await
-    }
-
-    fn pooled(&self, conn: Conn) -> Pooled {
-        Pooled {
-            conn: Some(conn),
-            shared: Arc::clone(&self.shared),
-            discard: false,
-        }
-    }
-
-    /// Pops a usable idle connection, dropping broken or expired ones.
-    fn take_idle(&self) -> Option<Conn> {
-        let max_lifetime = Duration::from_secs(self.shared.cfg.max_lifetime_secs);
-        let mut idle = self.idle();
-        while let Some(conn) = idle.pop_back() {
-            if conn.sender.is_ready() && conn.created.elapsed() < max_lifetime {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Conn, PoolError> {
-        let slot = Slot {
-            _permit: permit,
-            notify: Arc::clone(&self.shared.notify),
+        let (turn, epoch) = self.shared.first_look(while_ejected)?;
+        let grant = match turn {
+            Turn::Now(grant) => grant,
+            Turn::Queued(waiting) => waiting.wait(deadline).await?,
         };
-        let addr = &self.shared.addr;
-        let err = |reason: String| PoolError::Connect {
-            addr: addr.clone(),
-            reason,
+        let conn = match grant {
+            Grant::Conn(conn) => conn,
+            Grant::Slot(slot) => {
+                let conn = self.shared.connect(slot, epoch).await?;
+                if while_ejected {
+                    conn
+                } else {
+                    self.shared.admit(conn)?
+                }
+            }
         };
-        let timeout = Duration::from_millis(self.shared.cfg.connect_timeout_ms);
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str()))
-            .await
-            .map_err(|_| err(format!("timed out after {timeout:?}")))?
-            .map_err(|e| err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        tokio::spawn(async move {
-            // Ends when the peer closes or every sender is dropped.
-            let _ = connection.await;
-        });
-        self.shared.opened.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        Ok(Conn {
-            sender,
-            created: now,
-            last_used: now,
-            _slot: slot,
-        })
+        Ok(Pooled::new(conn, Arc::clone(&self.shared)))
     }
 
     /// One maintenance pass: drop broken and expired idle connections and
@@ -239,30 +321,39 @@ impl Pool {
     pub async fn maintain(&self) {
         let cfg = &self.shared.cfg;
         let idle_timeout = Duration::from_secs(cfg.idle_timeout_secs);
-        let max_lifetime = Duration::from_secs(cfg.max_lifetime_secs);
-        {
-            let mut idle = self.idle();
-            idle.retain(|c| !c.sender.is_closed() && c.created.elapsed() < max_lifetime);
+        let stale = {
+            let mut st = self.shared.state();
+            let (keep, mut stale): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(Conn::reusable);
+            st.idle = keep;
             // Oldest-used first; keep min_idle regardless of idleness.
-            while idle.len() > cfg.min_idle as usize
-                && idle
+            while st.idle.len() > cfg.min_idle as usize
+                && st
+                    .idle
                     .front()
                     .is_some_and(|c| c.last_used.elapsed() >= idle_timeout)
             {
-                idle.pop_front();
+                stale.extend(st.idle.pop_front());
             }
-        }
-        while !self.shared.ejected.load(Ordering::Acquire)
-            && self.idle().len() < cfg.min_idle as usize
-        {
-            let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() else {
-                break;
-            };
-            match self.connect(permit).await {
-                Ok(conn) => {
-                    self.idle().push_front(conn);
-                    self.shared.notify.notify_one();
+            stale
+        };
+        drop(stale);
+        // Bounded: a peer that closes every new connection at once must not
+        // keep this pass reconnecting.
+        for _ in 0..cfg.min_idle {
+            let (slot, epoch) = {
+                let mut st = self.shared.state();
+                // With waiters queued there is nothing idle and no free slot.
+                if st.ejected || st.idle.len() >= cfg.min_idle as usize || st.live >= cfg.max {
+                    break;
                 }
+                st.live += 1;
+                (Slot::counted(&self.shared), st.epoch)
+            };
+            match self.shared.connect(slot, epoch).await {
+                // Closed instead if the pool was ejected meanwhile.
+                Ok(conn) => self.shared.release(conn),
                 Err(e) => {
                     tracing::debug!(endpoint = %self.shared.addr, error = %e, "pool refill failed");
                     break;
@@ -271,166 +362,42 @@ impl Pool {
         }
     }
 
-    /// Drops every idle connection and refuses checkouts until [`Self::restore`].
+    /// Drops every idle connection, fails the waiters and refuses checkouts
+    /// until [`Self::restore`] (except [`Self::get_while_ejected`]); busy
+    /// connections close on release.
     pub fn eject(&self) {
-        self.shared.ejected.store(true, Ordering::Release);
-        self.idle().clear();
-        self.shared.notify.notify_waiters();
+        let (idle, waiters) = {
+            let mut st = self.shared.state();
+            st.ejected = true;
+            st.epoch = st.epoch.wrapping_add(1);
+            (std::mem::take(&mut st.idle), st.waiters.eject())
+        };
+        drop(waiters);
+        drop(idle);
     }
 
     /// Accepts checkouts again; the next [`Self::maintain`] refills.
     pub fn restore(&self) {
-        self.shared.ejected.store(false, Ordering::Release);
+        self.shared.state().ejected = false;
     }
 
     /// Whether the pool is ejected.
     pub fn is_ejected(&self) -> bool {
-        self.shared.ejected.load(Ordering::Acquire)
+        self.shared.state().ejected
     }
 
     /// Current numbers.
     pub fn stats(&self) -> PoolStats {
-        let max = self.shared.cfg.max;
-        let idle = self.idle().len() as u32;
-        let live = max - self.shared.slots.available_permits() as u32;
+        let (idle, live) = {
+            let st = self.shared.state();
+            (st.idle.len() as u32, st.live)
+        };
         PoolStats {
             idle,
             busy: live.saturating_sub(idle),
-            max,
+            max: self.shared.cfg.max,
             opened: self.shared.opened.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl Pooled {
-    /// Sends a request; the error says whether it certainly was not sent.
-    pub async fn send(
-        &mut self,
-        req: http::Request<UpstreamBody>,
-    ) -> Result<http::Response<Incoming>, SendError> {
-        let conn = self.conn.as_mut().expect("connection present until drop");
-        conn.last_used = Instant::now();
-        if let Err(e) = conn.sender.ready().await {
-            self.discard = true;
-            return Err(SendError::NotSent(e.to_string()));
-        }
-        match conn.sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp),
-            Err(mut e) => {
-                self.discard = true;
-                let not_sent = e.take_message().is_some();
-                let reason = e.into_error().to_string();
-                Err(if not_sent {
-                    SendError::NotSent(reason)
-                } else {
-                    SendError::Sent(reason)
-                })
-            }
-        }
-    }
-
-    /// Marks the connection as not reusable.
-    pub fn discard(&mut self) {
-        self.discard = true;
-    }
-
-    /// Lifts [`Self::discard`]: the exchange reached a clean state.
-    pub fn keep(&mut self) {
-        self.discard = false;
-    }
-}
-
-/// A failed send.
-#[derive(Debug)]
-pub enum SendError {
-    /// Certainly not sent: safe to try another endpoint.
-    NotSent(String),
-    /// The request may have reached the upstream.
-    Sent(String),
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let max_lifetime = Duration::from_secs(self.shared.cfg.max_lifetime_secs);
-        if self.discard
-            || self.shared.ejected.load(Ordering::Acquire)
-            || conn.sender.is_closed()
-            || conn.created.elapsed() >= max_lifetime
-        {
-            return; // the slot's drop wakes a waiter
-        }
-        conn.last_used = Instant::now();
-        self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(conn);
-        self.shared.notify.notify_one();
-    }
-}
-
-/// A response body that keeps its connection checked out until the body has
-/// been read to the end (then the connection goes back to the pool).
-pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<Pooled>,
-}
-
-impl PooledBody {
-    /// Wraps `inner`, holding `conn` until it ends.
-    pub fn new(inner: Incoming, conn: Pooled) -> Self {
-        Self {
-            inner,
-            conn: Some(conn),
-        }
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            // Dropped before the end: unread bytes make the connection unusable.
-            conn.discard();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                self.conn = None; // complete: back to the pool
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(c) = self.conn.as_mut() {
-                    c.discard();
-                }
-            }
-            _ => {
-                if self.inner.is_end_stream() {
-                    self.conn = None;
-                }
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
