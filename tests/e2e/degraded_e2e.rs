@@ -309,7 +309,11 @@ fn degraded_blocks_are_set_and_lifted_through_the_admin_api() {
     assert!(o.query(PATH, QUERY).expect("an answer").is_data());
 
     let r = api
-        .try_post(&edge.admin(&format!("/v1/blocks/{blocked}")), None, b"")
+        .try_post(
+            &edge.admin(&format!("/v1/blocks/{blocked}")),
+            Some("application/json"),
+            b"",
+        )
         .expect("POST");
     assert_refused(&r, 405, "METHOD_NOT_ALLOWED");
     let r = api.delete(&edge.admin(&format!("/v1/blocks/{blocked}")));

@@ -862,7 +862,8 @@ fn metrics_and_probes_describe_the_traffic() {
     assert_eq!(requests("users", "200", "query"), Some(5.0));
     assert_eq!(requests("users", "200", "mutation"), Some(1.0));
     assert_eq!(requests("users", "400", "unknown"), Some(2.0));
-    assert_eq!(requests("none", "404", "query"), Some(1.0));
+    // An unknown path is refused before its body is read: operation unknown.
+    assert_eq!(requests("none", "404", "unknown"), Some(1.0));
     assert_eq!(requests("products", "200", "query"), Some(3.0));
     assert_eq!(m.sum("fraiseql_edge_requests_total", &[]), 12.0);
     assert_eq!(
@@ -935,10 +936,24 @@ fn metrics_and_probes_describe_the_traffic() {
         "{}",
         r.text()
     );
+    // Panic mode (the default): with every endpoint ejected, requests are
+    // still tried on them — here they refuse connections, so 502.
     assert_refused(
         &c.query(&products, "{ products { upc } }"),
-        503,
-        "NO_HEALTHY_UPSTREAM",
+        502,
+        "UPSTREAM_UNAVAILABLE",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || metrics(&c, &edge)
+            .get("fraiseql_edge_panic_mode", &[("subgraph", "products")])
+            == Some(1.0)),
+        "the panic-mode gauge shows products"
+    );
+    assert!(
+        metrics(&c, &edge).get(
+            "fraiseql_edge_panic_mode_requests_total",
+            &[("subgraph", "products")]
+        ) >= Some(1.0)
     );
     assert!(c.query(&users, QUERY).is_data(), "users is unaffected");
     assert_eq!(c.get(&edge.admin_url("/healthz"), &[]).status, 200);
