@@ -9,14 +9,18 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 7] = [
+const PACKAGES: [&str; 8] = [
     "nftables",
     "bpftool",
     "iproute2",
     "util-linux",
-    // `cargo xtask bench proxy`: the load generator and the reference proxy.
+    // `cargo xtask bench proxy`: the load generator, the reference proxy and
+    // the fixed-response upstream. The benchmark runs its own nginx with its
+    // own config; where an init system is allowed to start services, apt also
+    // starts Debian's default site on port 80, which the benchmark ignores.
     "haproxy",
     "wrk",
+    "nginx",
     // `promtool check metrics` in the tests.
     "prometheus",
 ];
