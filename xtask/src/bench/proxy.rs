@@ -1,20 +1,26 @@
 //! `cargo xtask bench proxy`: what the user-space proxy costs, measured side
 //! by side in one run and reported as ratios.
 //!
-//! One `demo-subgraph` on loopback is loaded by `wrk` three ways: directly,
-//! through fraiseql-edge (`kernel.enabled = false`) and through HAProxy set up
-//! as the equivalent reverse proxy. Same generator, query, duration and
-//! connection counts for all three; the targets take turns within each
-//! concurrency level and each repetition starts with a different one, so slow
-//! drift of a shared machine spreads over all of them. Every measured run is
-//! preceded by a warm-up run on the same target; both must be free of error
-//! responses and socket errors, and the subgraph must have served at least as
-//! many queries as wrk counted, or the benchmark fails.
+//! Each kind of upstream on loopback — `demo-subgraph`, and nginx answering
+//! with a fixed response so the proxy is the bottleneck — is loaded by `wrk`
+//! three ways: directly, through fraiseql-edge (`kernel.enabled = false`) and
+//! through HAProxy set up as the equivalent reverse proxy. The upstreams take
+//! turns, one block each, with only that upstream and its two proxies
+//! running. Same generator, query, duration and connection counts for all
+//! three targets; they take turns within each concurrency level and each
+//! repetition starts with a different one, so slow drift of a shared machine
+//! spreads over all of them. Every measured run is preceded by a warm-up run
+//! on the same target; both must be free of error responses and socket
+//! errors, and the upstream must have served at least as many requests as
+//! wrk counted, or the benchmark fails.
 
 mod http;
+mod nginx;
 mod procs;
 mod report;
+mod subgraph;
 mod targets;
+mod upstream;
 mod wrk;
 
 use std::path::Path;
@@ -29,21 +35,31 @@ use crate::setup::ensure_setup;
 use crate::{compile, paths};
 use report::Cell;
 use targets::{Kind, Target};
+use upstream::{Served, Upstream};
+
+/// How long the defaults take; a unit test keeps it equal to [`estimate`].
+const DEFAULT_TIME: &str = "With the defaults: 2 upstreams x 3 levels x 3 targets x 3 repetitions \
+    = 54 runs of 8 s, each after a 2 s warm-up: about 10 minutes, plus the build.";
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask bench proxy",
-    about = "Load the same subgraph directly, through fraiseql-edge and through HAProxy; print medians and ratios"
+    about = "Load each upstream directly, through fraiseql-edge and through HAProxy; print medians and ratios",
+    after_help = DEFAULT_TIME
 )]
 struct Args {
+    /// Upstream kinds, measured one after the other (comma-separated):
+    /// `demo` is demo-subgraph, `fixed` is nginx with a fixed response.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Upstream::ALL)]
+    upstreams: Vec<Upstream>,
     /// Seconds of each measured run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 8)]
     duration: u64,
     /// Seconds of the warm-up run before each measured run (discarded).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Concurrent connections, one level per value (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [8, 64])]
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 64, 256])]
     connections: Vec<u32>,
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
@@ -72,7 +88,11 @@ pub fn run(raw: &[String]) -> Result<()> {
     };
     check_args(&args)?;
     ensure_setup()?;
-    for tool in ["wrk", "haproxy"] {
+    let mut tools = vec!["wrk", "haproxy"];
+    if args.upstreams.contains(&Upstream::Fixed) {
+        tools.push("nginx");
+    }
+    for tool in tools {
         if which::which(tool).is_err() {
             bail!(
                 "`{tool}` is not installed: run `cargo xtask setup` as root (or apt-get install {tool})"
@@ -92,24 +112,36 @@ pub fn run(raw: &[String]) -> Result<()> {
 
     let machine = machine();
     println!("bench: {machine}");
-    // Dropped in reverse: HAProxy, the edge, then the subgraph.
-    let subgraph = targets::start_subgraph(&release.join("demo-subgraph"))?;
-    let edge = targets::start_edge(&release.join("fraiseql-edge"), &dir, subgraph.target.addr)?;
-    let haproxy = targets::start_haproxy(&dir, subgraph.target.addr)?;
-
-    let runs = args.repeats * args.connections.len() * Kind::ALL.len();
-    let secs = runs as u64 * (args.warmup + args.duration);
+    let runs = run_count(&args);
+    let secs = estimate(&args).as_secs();
     println!(
-        "bench: {runs} runs of {}s (+{}s warm-up each): about {}m{:02}s of load",
+        "bench: {runs} runs of {}s (+{}s warm-up each): about {}m{:02}s",
         args.duration,
         args.warmup,
         secs / 60,
         secs % 60
     );
-    let mut all = [subgraph.target, edge, haproxy];
-    let cells = measure(&args, &mut all, subgraph.admin, &script)?;
+    let started = Instant::now();
+    let mut cells = Vec::new();
+    for &upstream in &args.upstreams {
+        println!("bench: upstream {}", upstream.label());
+        let (direct, served) = upstream.start(&release, &dir)?;
+        let edge =
+            targets::start_edge(&release.join("fraiseql-edge"), &dir, upstream, direct.addr)?;
+        let haproxy = targets::start_haproxy(&dir, upstream, direct.addr)?;
+        let mut all = [direct, edge, haproxy];
+        let measured = measure(&args, upstream, &mut all, served, &script, started);
+        // Stopped in reverse: HAProxy, the edge, then the upstream.
+        let [direct, edge, haproxy] = all;
+        drop(haproxy);
+        drop(edge);
+        drop(direct);
+        cells.extend(measured?);
+    }
+    let elapsed = started.elapsed().as_secs();
+    println!("bench: done in {}m{:02}s", elapsed / 60, elapsed % 60);
 
-    let table = report::render(&cells, &args.connections);
+    let table = report::render(&cells, &args.upstreams, &args.connections);
     let text = format!(
         "{machine}\n\nwrk -t{} -c<connections> -d{}s (after a {}s warm-up), {} repetitions interleaved; medians.\n\n{table}",
         args.threads, args.duration, args.warmup, args.repeats
@@ -120,12 +152,32 @@ pub fn run(raw: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Measured runs (each with its warm-up) of the whole schedule.
+fn run_count(args: &Args) -> usize {
+    args.upstreams.len() * args.repeats * args.connections.len() * Kind::ALL.len()
+}
+
+/// How long the schedule takes: load, warm-up and the pauses between runs,
+/// plus a few seconds to start each upstream and its proxies.
+fn estimate(args: &Args) -> Duration {
+    const START: Duration = Duration::from_secs(3);
+    let pauses = if args.warmup > 0 { 2 } else { 1 };
+    let per_run = Duration::from_secs(args.warmup + args.duration) + SETTLE * pauses;
+    let runs = u32::try_from(run_count(args)).unwrap_or(u32::MAX);
+    let upstreams = u32::try_from(args.upstreams.len()).unwrap_or(u32::MAX);
+    per_run.saturating_mul(runs) + START.saturating_mul(upstreams)
+}
+
 fn check_args(args: &Args) -> Result<()> {
     if args.duration == 0 || args.repeats == 0 || args.threads == 0 {
         bail!("--duration, --repeats and --threads must be at least 1");
     }
-    if args.connections.is_empty() {
-        bail!("--connections needs at least one value");
+    if args.connections.is_empty() || args.upstreams.is_empty() {
+        bail!("--connections and --upstreams need at least one value");
+    }
+    let list = &args.upstreams;
+    if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
+        bail!("--upstreams names an upstream twice");
     }
     if let Some(c) = args.connections.iter().find(|&&c| c < args.threads) {
         bail!(
@@ -136,25 +188,27 @@ fn check_args(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The schedule: repetition → concurrency → every target, the first target
-/// rotating with the repetition.
+/// The schedule of one upstream: repetition → concurrency → every target,
+/// the first target rotating with the repetition.
 fn measure(
     args: &Args,
+    upstream: Upstream,
     targets: &mut [Target; 3],
-    admin: std::net::SocketAddr,
+    served: Served,
     script: &Path,
+    started: Instant,
 ) -> Result<Vec<Cell>> {
     let mut cells: Vec<Cell> = Vec::new();
     for &connections in &args.connections {
         for kind in Kind::ALL {
             cells.push(Cell {
+                upstream,
                 kind,
                 connections,
                 samples: Vec::new(),
             });
         }
     }
-    let started = Instant::now();
     for rep in 0..args.repeats {
         for &connections in &args.connections {
             for i in 0..targets.len() {
@@ -163,10 +217,11 @@ fn measure(
                     t.proc.check_alive()?;
                 }
                 let target = &targets[index];
-                let sample = one_run(args, target, connections, admin, script)?;
+                let sample = one_run(args, target, connections, served, script)?;
                 println!(
-                    "bench: [{:>3}s] run {}/{} c={connections:<3} {:<8} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
+                    "bench: [{:>3}s] {:<5} run {}/{} c={connections:<3} {:<8} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
                     started.elapsed().as_secs(),
+                    upstream.short(),
                     rep + 1,
                     args.repeats,
                     target.kind.short(),
@@ -191,7 +246,7 @@ fn one_run(
     args: &Args,
     target: &Target,
     connections: u32,
-    admin: std::net::SocketAddr,
+    served: Served,
     script: &Path,
 ) -> Result<wrk::Sample> {
     let url = target.url();
@@ -207,14 +262,14 @@ fn one_run(
         thread::sleep(SETTLE);
     }
     load.seconds = args.duration;
-    let before = targets::served(admin)?;
+    let before = served.read()?;
     let sample = wrk::run(script, &load)?;
-    let after = targets::served(admin)?;
+    let after = served.read()?;
     check_clean(target, connections, "run", &sample)?;
-    let served = after - before;
-    if served < sample.requests {
+    let count = after.saturating_sub(before);
+    if count < sample.requests {
         bail!(
-            "{} at {connections} connections: wrk counted {} responses but the subgraph served only {served} queries",
+            "{} at {connections} connections: wrk counted {} responses but the upstream served only {count} requests",
             target.kind.label(),
             sample.requests
         );
@@ -239,7 +294,7 @@ fn check_clean(target: &Target, connections: u32, what: &str, s: &wrk::Sample) -
     Ok(())
 }
 
-/// CPUs, CPU model, kernel, and the versions of wrk and HAProxy.
+/// CPUs, CPU model, kernel, and the versions of wrk, HAProxy and nginx.
 fn machine() -> String {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -263,9 +318,46 @@ fn machine() -> String {
             .unwrap_or_default()
     };
     format!(
-        "machine: {cpus} CPUs ({model}), Linux {}; {}; {}",
+        "machine: {cpus} CPUs ({model}), Linux {}; {}; {}; {}",
         kernel.trim(),
         first_line("wrk", "-v"),
-        first_line("haproxy", "-v")
+        first_line("haproxy", "-v"),
+        first_line("nginx", "-v")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_help_tells_how_long_the_defaults_take() {
+        let args = parse(&[]);
+        assert_eq!(args.upstreams, Upstream::ALL);
+        assert_eq!(args.connections, [8, 64, 256]);
+        let runs = run_count(&args);
+        let minutes = (estimate(&args).as_secs() + 30) / 60;
+        let told = format!(
+            "{} upstreams x {} levels x 3 targets x {} repetitions = {runs} runs of {} s, \
+             each after a {} s warm-up: about {minutes} minutes",
+            args.upstreams.len(),
+            args.connections.len(),
+            args.repeats,
+            args.duration,
+            args.warmup
+        );
+        assert!(DEFAULT_TIME.contains(&told), "{DEFAULT_TIME:?} vs {told:?}");
+    }
+
+    #[test]
+    fn upstreams_are_named_on_the_command_line() {
+        let args = parse(&["--upstreams", "fixed", "--connections", "64"]);
+        assert_eq!(args.upstreams, [Upstream::Fixed]);
+        assert!(check_args(&args).is_ok());
+        assert!(check_args(&parse(&["--upstreams", "demo,demo"])).is_err());
+    }
 }

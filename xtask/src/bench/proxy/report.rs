@@ -1,12 +1,16 @@
-//! The markdown tables: medians per target and concurrency, then the ratios.
+//! The markdown tables: medians per upstream, target and concurrency, then
+//! the ratios per upstream and concurrency, with the goal checked.
 
 use std::fmt::Write;
 
 use super::targets::Kind;
+use super::upstream::Upstream;
 use super::wrk::Sample;
 
-/// The samples of one target at one concurrency, in run order.
+/// The samples of one target in front of one upstream at one concurrency,
+/// in run order.
 pub struct Cell {
+    pub upstream: Upstream,
     pub kind: Kind,
     pub connections: u32,
     pub samples: Vec<Sample>,
@@ -52,60 +56,76 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// Both tables, for `connections` in the order given.
-pub fn render(cells: &[Cell], connections: &[u32]) -> String {
-    let find = |kind: Kind, c: u32| {
+/// Both tables, for `upstreams` and `connections` in the order given.
+pub fn render(cells: &[Cell], upstreams: &[Upstream], connections: &[u32]) -> String {
+    let find = |upstream: Upstream, kind: Kind, c: u32| {
         cells
             .iter()
-            .find(|cell| cell.kind == kind && cell.connections == c)
+            .find(|cell| cell.upstream == upstream && cell.kind == kind && cell.connections == c)
             .map(Cell::median)
     };
     let runs = cells.first().map_or(0, |c| c.samples.len());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| target | connections | req/s (median of {runs}) | req/s range | p50 ms | p99 ms | p99.9 ms |"
+        "| upstream | target | connections | req/s (median of {runs}) | req/s range | p50 ms | p99 ms | p99.9 ms |"
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-    for &c in connections {
-        for kind in Kind::ALL {
-            let Some(m) = find(kind, c) else { continue };
-            let _ = writeln!(
-                out,
-                "| {} | {c} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} |",
-                kind.label(),
-                m.rps,
-                m.rps_min,
-                m.rps_max,
-                m.p50_ms,
-                m.p99_ms,
-                m.p999_ms
-            );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for &u in upstreams {
+        for &c in connections {
+            for kind in Kind::ALL {
+                let Some(m) = find(u, kind, c) else { continue };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {c} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} |",
+                    u.label(),
+                    kind.label(),
+                    m.rps,
+                    m.rps_min,
+                    m.rps_max,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.p999_ms
+                );
+            }
         }
     }
     out.push('\n');
     out.push_str(
-        "| connections | edge/direct req/s | edge/HAProxy req/s | edge/direct p99 | edge/HAProxy p99 |\n",
+        "| upstream | connections | edge/direct req/s | edge/HAProxy req/s | edge/direct p99 | edge/HAProxy p99 | goal met |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|\n");
-    for &c in connections {
-        let (Some(d), Some(e), Some(h)) = (
-            find(Kind::Direct, c),
-            find(Kind::Edge, c),
-            find(Kind::Haproxy, c),
-        ) else {
-            continue;
-        };
-        let _ = writeln!(
-            out,
-            "| {c} | {:.2} | {:.2} | {:.2} | {:.2} |",
-            e.rps / d.rps,
-            e.rps / h.rps,
-            e.p99_ms / d.p99_ms,
-            e.p99_ms / h.p99_ms
-        );
+    out.push_str("|---|---:|---:|---:|---:|---:|---|\n");
+    for &u in upstreams {
+        for &c in connections {
+            let (Some(d), Some(e), Some(h)) = (
+                find(u, Kind::Direct, c),
+                find(u, Kind::Edge, c),
+                find(u, Kind::Haproxy, c),
+            ) else {
+                continue;
+            };
+            let rps = e.rps / h.rps;
+            let p99 = e.p99_ms / h.p99_ms;
+            let _ = writeln!(
+                out,
+                "| {} | {c} | {:.2} | {rps:.2} | {:.2} | {p99:.2} | {} |",
+                u.label(),
+                e.rps / d.rps,
+                e.p99_ms / d.p99_ms,
+                if goal_met(rps, p99) { "yes" } else { "no" }
+            );
+        }
     }
+    out.push_str(
+        "\ngoal met: the edge's median req/s is at least HAProxy's and its median p99 no higher.\n",
+    );
     out
+}
+
+/// The goal for the edge against HAProxy, on the medians: at least 1.0× the
+/// req/s, and a p99 no higher.
+fn goal_met(rps_ratio: f64, p99_ratio: f64) -> bool {
+    rps_ratio >= 1.0 && p99_ratio <= 1.0
 }
 
 #[cfg(test)]
@@ -134,6 +154,7 @@ mod tests {
     #[test]
     fn renders_ratios_from_medians() {
         let cell = |kind, rps, p99| Cell {
+            upstream: Upstream::Fixed,
             kind,
             connections: 8,
             samples: vec![sample(rps, p99), sample(rps, p99), sample(0.0, 100.0)],
@@ -143,14 +164,25 @@ mod tests {
             cell(Kind::Edge, 500.0, 2.0),
             cell(Kind::Haproxy, 400.0, 4.0),
         ];
-        let table = render(&cells, &[8]);
+        let table = render(&cells, &Upstream::ALL, &[8]);
         assert!(
-            table.contains("| fraiseql-edge | 8 | 500 | 0–500 | 0.50 | 2.00 | 4.00 |"),
+            table.contains(
+                "| nginx (fixed) | fraiseql-edge | 8 | 500 | 0–500 | 0.50 | 2.00 | 4.00 |"
+            ),
             "{table}"
         );
         assert!(
-            table.contains("| 8 | 0.50 | 1.25 | 2.00 | 0.50 |"),
+            table.contains("| nginx (fixed) | 8 | 0.50 | 1.25 | 2.00 | 0.50 | yes |"),
             "{table}"
         );
+        // No cells for demo-subgraph: no rows either.
+        assert!(!table.contains("| demo-subgraph |"), "{table}");
+    }
+
+    #[test]
+    fn the_goal_needs_both_throughput_and_tail() {
+        assert!(goal_met(1.0, 1.0));
+        assert!(!goal_met(0.99, 0.5));
+        assert!(!goal_met(1.5, 1.01));
     }
 }

@@ -1,7 +1,7 @@
-//! The processes under test, all on loopback: one `demo-subgraph`, and in
-//! front of it fraiseql-edge and HAProxy configured alike (HTTP/1.1 keep-alive
-//! to the client and to the subgraph, connection reuse, two worker threads,
-//! no access log).
+//! The targets wrk loads, all on loopback: the upstream itself (direct), and
+//! in front of it fraiseql-edge and HAProxy configured alike (HTTP/1.1
+//! keep-alive to the client and to the upstream, connection reuse, two
+//! worker threads, no access log).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -12,19 +12,19 @@ use anyhow::{Context, Result, bail};
 
 use super::http;
 use super::procs::{Proc, check_interrupted};
+use super::subgraph;
+use super::upstream::Upstream;
 
 /// The query every request sends.
 pub const QUERY: &str = r#"{ user(id: "1") { id name email } }"#;
 /// The path the proxies serve the subgraph under.
 pub const PROXY_PATH: &str = "/bench/graphql";
-/// The subgraph's own path.
+/// The upstream's own path (both kinds).
 pub const SUBGRAPH_PATH: &str = "/graphql";
-/// The subgraph's name (and the edge's route `/bench/graphql`).
-const NAME: &str = "bench";
 /// Worker threads of both proxies: the edge's tokio runtime has two.
 pub const PROXY_THREADS: u32 = 2;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The JSON body of every request.
 pub fn request_body() -> String {
@@ -44,7 +44,7 @@ impl Kind {
 
     pub fn label(self) -> &'static str {
         match self {
-            Kind::Direct => "direct (subgraph)",
+            Kind::Direct => "direct",
             Kind::Edge => "fraiseql-edge",
             Kind::Haproxy => "HAProxy",
         }
@@ -64,6 +64,8 @@ pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
     pub path: &'static str,
+    /// A fragment of every good answer (see [`Upstream::answer`]).
+    pub answer: &'static str,
     pub proc: Proc,
 }
 
@@ -73,54 +75,10 @@ impl Target {
     }
 }
 
-/// The subgraph, with the address of its admin port (`/stats`).
-pub struct Subgraph {
-    pub target: Target,
-    pub admin: SocketAddr,
-}
-
-/// Starts `demo-subgraph` on free loopback ports and waits for its ready line.
-pub fn start_subgraph(binary: &Path) -> Result<Subgraph> {
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--name",
-        NAME,
-    ];
-    let mut proc = Proc::spawn("demo-subgraph", binary, args)?;
-    println!("bench: starting `{}`", proc.describe());
-    let line = proc.wait_for_line(|l| l.contains(" listening on "), READY_TIMEOUT)?;
-    let (addr, admin) = parse_ready(&line)?;
-    println!("bench: {line}");
-    let target = Target {
-        kind: Kind::Direct,
-        addr,
-        path: SUBGRAPH_PATH,
-        proc,
-    };
-    probe(&target)?;
-    Ok(Subgraph { target, admin })
-}
-
-/// `demo-subgraph <name> listening on <addr> (admin <addr>)` → the two addresses.
-fn parse_ready(line: &str) -> Result<(SocketAddr, SocketAddr)> {
-    let rest = line
-        .split_once(" listening on ")
-        .map(|(_, r)| r)
-        .context("no address")?;
-    let (addr, admin) = rest.split_once(" (admin ").context("no admin address")?;
-    let admin = admin.trim_end().trim_end_matches(')');
-    let parse = |s: &str| {
-        s.parse::<SocketAddr>()
-            .with_context(|| format!("bad address {s:?} in the ready line {line:?}"))
-    };
-    Ok((parse(addr)?, parse(admin)?))
-}
-
-/// The daemon's config: no kernel layer, one subgraph at `/bench/graphql`.
-pub fn edge_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
+/// The daemon's config: no kernel layer, one subgraph at `/bench/graphql`
+/// whose one endpoint is the upstream, the admin port on a free port too.
+pub fn edge_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> String {
+    let name = subgraph::NAME;
     format!(
         "[kernel]\n\
          enabled = false\n\
@@ -128,17 +86,27 @@ pub fn edge_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
          [proxy]\n\
          listen = \"{listen}\"\n\
          \n\
+         [admin]\n\
+         listen = \"{admin}\"\n\
+         \n\
          [[subgraphs]]\n\
-         name = \"{NAME}\"\n\
-         endpoints = [\"http://{subgraph}{SUBGRAPH_PATH}\"]\n"
+         name = \"{name}\"\n\
+         endpoints = [\"http://{upstream}{SUBGRAPH_PATH}\"]\n"
     )
 }
 
-/// Starts fraiseql-edge on a free port and waits for `ready` and a 200.
-pub fn start_edge(binary: &Path, dir: &Path, subgraph: SocketAddr) -> Result<Target> {
+/// Starts fraiseql-edge in front of `upstream` on a free port and waits for
+/// `ready` and a 200.
+pub fn start_edge(
+    binary: &Path,
+    dir: &Path,
+    kind: Upstream,
+    upstream: SocketAddr,
+) -> Result<Target> {
     let addr = free_port()?;
-    let config = dir.join("edge.toml");
-    std::fs::write(&config, edge_config(addr, subgraph))
+    let admin = free_port()?;
+    let config = dir.join(format!("edge-{}.toml", kind.short()));
+    std::fs::write(&config, edge_config(addr, admin, upstream))
         .with_context(|| format!("writing {}", config.display()))?;
     let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
     let mut proc = Proc::spawn("fraiseql-edge", binary, args)?;
@@ -148,6 +116,7 @@ pub fn start_edge(binary: &Path, dir: &Path, subgraph: SocketAddr) -> Result<Tar
         kind: Kind::Edge,
         addr,
         path: PROXY_PATH,
+        answer: kind.answer(),
         proc,
     };
     probe(&target)?;
@@ -156,8 +125,8 @@ pub fn start_edge(binary: &Path, dir: &Path, subgraph: SocketAddr) -> Result<Tar
 }
 
 /// HAProxy doing what the edge does for this route: `/bench/graphql` to the
-/// subgraph's `/graphql` over reused keep-alive connections, anything else 404.
-pub fn haproxy_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
+/// upstream's `/graphql` over reused keep-alive connections, anything else 404.
+pub fn haproxy_config(listen: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         "global\n\
         \x20   nbthread {PROXY_THREADS}\n\
@@ -182,17 +151,18 @@ pub fn haproxy_config(listen: SocketAddr, subgraph: SocketAddr) -> String {
         \n\
         backend subgraph\n\
         \x20   http-request set-path {SUBGRAPH_PATH}\n\
-        \x20   server bench {subgraph} maxconn 100\n"
+        \x20   server bench {upstream} maxconn 100\n"
     )
 }
 
-/// Starts HAProxy (foreground, no log) on a free port and waits for a 200.
-pub fn start_haproxy(dir: &Path, subgraph: SocketAddr) -> Result<Target> {
+/// Starts HAProxy (foreground, no log) in front of `upstream` on a free port
+/// and waits for a 200.
+pub fn start_haproxy(dir: &Path, kind: Upstream, upstream: SocketAddr) -> Result<Target> {
     let binary = which::which("haproxy")
         .context("haproxy is not installed (as root, `cargo xtask setup` installs it)")?;
     let addr = free_port()?;
-    let config = dir.join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config(addr, subgraph))
+    let config = dir.join(format!("haproxy-{}.cfg", kind.short()));
+    std::fs::write(&config, haproxy_config(addr, upstream))
         .with_context(|| format!("writing {}", config.display()))?;
     let mut proc = Proc::spawn(
         "haproxy",
@@ -204,22 +174,12 @@ pub fn start_haproxy(dir: &Path, subgraph: SocketAddr) -> Result<Target> {
         ],
     )?;
     println!("bench: starting `{}`", proc.describe());
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while std::net::TcpStream::connect(addr).is_err() {
-        check_interrupted()?;
-        proc.check_alive()?;
-        if Instant::now() > deadline {
-            bail!(
-                "haproxy did not listen on {addr} within {READY_TIMEOUT:?}\n{}",
-                proc.tail()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&mut proc, "haproxy", addr)?;
     let target = Target {
         kind: Kind::Haproxy,
         addr,
         path: PROXY_PATH,
+        answer: kind.answer(),
         proc,
     };
     probe(&target)?;
@@ -227,15 +187,32 @@ pub fn start_haproxy(dir: &Path, subgraph: SocketAddr) -> Result<Target> {
     Ok(target)
 }
 
-/// Sends the benchmark's query once, insisting on a 200 with the user in it
-/// (retrying while the target warms up, e.g. a pool filling).
+/// Waits until `addr` accepts connections, failing if `proc` exits first.
+pub fn wait_listening(proc: &mut Proc, name: &str, addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        check_interrupted()?;
+        proc.check_alive()?;
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not listen on {addr} within {READY_TIMEOUT:?}\n{}",
+                proc.tail()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Sends the benchmark's query once, insisting on a 200 with the expected
+/// answer in it (retrying while the target warms up, e.g. a pool filling).
 pub fn probe(target: &Target) -> Result<()> {
     let body = request_body();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         check_interrupted()?;
         let last = match http::request(target.addr, "POST", target.path, Some(&body)) {
-            Ok(r) if r.status == 200 && r.body.contains("user-1@example.com") => return Ok(()),
+            Ok(r) if r.status == 200 && r.body.contains(target.answer) => return Ok(()),
             Ok(r) => format!("HTTP {}: {}", r.status, r.body.trim()),
             Err(e) => format!("{e:#}"),
         };
@@ -251,24 +228,8 @@ pub fn probe(target: &Target) -> Result<()> {
     }
 }
 
-/// GraphQL requests the subgraph has received, health checks not counted.
-pub fn served(admin: SocketAddr) -> Result<u64> {
-    let r = http::request(admin, "GET", "/stats", None)?;
-    if r.status != 200 {
-        bail!("GET http://{admin}/stats: HTTP {}", r.status);
-    }
-    let stats: serde_json::Value =
-        serde_json::from_str(&r.body).context("the subgraph's /stats is not JSON")?;
-    let field = |name: &str| {
-        stats[name]
-            .as_u64()
-            .with_context(|| format!("no {name} in /stats: {}", r.body))
-    };
-    Ok(field("requests")? - field("health_checks")?)
-}
-
 /// A loopback port nothing listens on right now.
-fn free_port() -> Result<SocketAddr> {
+pub fn free_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(listener.local_addr()?)
 }
@@ -278,19 +239,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_subgraph_ready_line() {
-        let line = "demo-subgraph bench listening on 127.0.0.1:4001 (admin 127.0.0.1:5001)";
-        let (addr, admin) = parse_ready(line).unwrap();
-        assert_eq!(addr.port(), 4001);
-        assert_eq!(admin.port(), 5001);
-    }
-
-    #[test]
-    fn configs_route_bench_to_the_subgraph() {
+    fn configs_route_bench_to_the_upstream() {
         let listen: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let sub: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let edge = edge_config(listen, sub);
+        let admin: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let edge = edge_config(listen, admin, sub);
         assert!(edge.contains("enabled = false"));
+        assert!(edge.contains("[admin]\nlisten = \"127.0.0.1:3\"\n"));
         assert!(edge.contains("endpoints = [\"http://127.0.0.1:2/graphql\"]"));
         let ha = haproxy_config(listen, sub);
         assert!(ha.contains("    http-reuse always\n"));
