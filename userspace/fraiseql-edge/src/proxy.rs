@@ -74,7 +74,7 @@ pub struct Proxy {
     trusted: TrustedProxies,
     accept: AcceptLimits,
     listener: ListenerLimits,
-    metrics: ProxyMetrics,
+    metrics: Arc<ProxyMetrics>,
     /// Bytes of `_entities` responses that may be buffered at once.
     entity_buffer: Arc<Semaphore>,
     /// Degraded mode only: the kernel layer's limits, enforced here.
@@ -112,7 +112,7 @@ impl Proxy {
                 drain: ms(cfg.drain_timeout_ms),
             },
             entity_buffer: Arc::new(Semaphore::new(cfg.entities_buffer_bytes)),
-            metrics,
+            metrics: Arc::new(metrics),
             limiter,
         })
     }
@@ -254,7 +254,7 @@ impl Proxy {
             kind: ctx.operation.unwrap_or(operation::OperationKind::Mutation),
         };
         let deadline = ctx.deadline().unwrap_or_else(Instant::now);
-        forward::forward(sg, &out, &self.metrics, deadline)
+        forward::forward(sg, out, &self.metrics, deadline)
             .await
             .inspect_err(|e| {
                 if let ProxyError::UpstreamUnavailable { subgraph, detail } = e {
@@ -278,7 +278,7 @@ impl Proxy {
         let deadline = ctx.deadline().unwrap_or_else(Instant::now);
         let on_timeout = {
             let sg = Arc::clone(sg);
-            let m = self.metrics.clone();
+            let m = Arc::clone(&self.metrics);
             Box::new(move |why: BodyTimeout| {
                 tracing::warn!(subgraph = sg.name(), endpoint = %sg.endpoints[endpoint].addr, reason = why.as_str(), "response body cut off");
                 m.body_timeouts

@@ -101,18 +101,24 @@ impl ClientAddr {
                 headers.remove(name);
             }
         }
-        let xff = self
-            .chain
-            .iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(XFF, v);
+        let Ok(client) = HeaderValue::from_str(&self.client.to_string()) else {
+            return;
+        };
+        if self.chain.len() == 1 {
+            // The common case, a direct client: one value for both headers.
+            headers.insert(XFF, client.clone());
+        } else {
+            let xff = self
+                .chain
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                headers.insert(XFF, v);
+            }
         }
-        if let Ok(v) = HeaderValue::from_str(&self.client.to_string()) {
-            headers.insert(X_REAL_IP, v);
-        }
+        headers.insert(X_REAL_IP, client);
     }
 }
 

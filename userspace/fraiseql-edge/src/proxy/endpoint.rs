@@ -45,6 +45,10 @@ pub struct Endpoint {
     pub addr: String,
     /// Path and query sent upstream (`/graphql`).
     pub path: String,
+    /// `path` as a request target, built once.
+    pub target: Uri,
+    /// The `Host` header sent upstream, built once.
+    pub host: http::HeaderValue,
     /// Its connection pool.
     pub pool: Pool,
     healthy: AtomicBool,
@@ -68,11 +72,16 @@ impl Endpoint {
             .map(|p| p.as_str().to_string())
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/".to_string());
+        let target = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        let host = http::HeaderValue::from_str(&addr)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"));
         Self {
             pool: Pool::new(addr.clone(), pool_cfg),
             uri,
             addr,
             path,
+            target,
+            host,
             healthy: AtomicBool::new(true),
             streaks: Mutex::new(Streaks::default()),
             health,

@@ -17,10 +17,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 
 use super::{
+    endpoint::Endpoint,
     error::ProxyError,
     headers,
     metrics::ProxyMetrics,
@@ -44,21 +45,28 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    fn request(&self, path: &str, authority: &str) -> Result<Request<Full<Bytes>>, ProxyError> {
+    /// The request for one try at `ep`. The client's headers move into
+    /// the last request that may need them: `keep` leaves a copy for a
+    /// possible retry.
+    fn request(&mut self, ep: &Endpoint, keep: bool) -> Result<Request<Full<Bytes>>, ProxyError> {
         let uri = match &self.query {
-            Some(q) if !path.contains('?') => format!("{path}?{q}"),
-            Some(q) => format!("{path}&{q}"),
-            None => path.to_string(),
+            None => ep.target.clone(),
+            Some(q) => {
+                let sep = if ep.path.contains('?') { '&' } else { '?' };
+                format!("{}{sep}{q}", ep.path).parse().map_err(|e| {
+                    ProxyError::BadRequest(format!("cannot forward this request: {e}"))
+                })?
+            }
         };
-        let mut req = Request::builder()
-            .method(self.method.clone())
-            .uri(uri)
-            .body(Full::new(self.body.clone()))
-            .map_err(|e| ProxyError::BadRequest(format!("cannot forward this request: {e}")))?;
-        *req.headers_mut() = self.headers.clone();
-        if let Ok(host) = HeaderValue::from_str(authority) {
-            req.headers_mut().insert(header::HOST, host);
-        }
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = if keep {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        req.headers_mut().insert(header::HOST, ep.host.clone());
         Ok(req)
     }
 }
@@ -88,7 +96,7 @@ enum TryFailure {
 /// Forwards one request to `sg`, answering by `deadline`.
 pub async fn forward(
     sg: &Arc<Subgraph>,
-    out: &Outgoing,
+    mut out: Outgoing,
     m: &ProxyMetrics,
     deadline: Instant,
 ) -> Result<Forwarded, ProxyError> {
@@ -131,7 +139,9 @@ pub async fn forward(
         if pick.panic {
             m.panic_requests.with_label_values(&[name]).inc();
         }
-        match try_once(sg, pick, out, m, deadline).await {
+        // A later try needs the headers again only if one can happen.
+        let keep = attempt < sg.cfg.retry.retries && tried.len() < sg.endpoints.len();
+        match try_once(sg, pick, &mut out, keep, m, deadline).await {
             Ok(response) => {
                 let gateway_error = matches!(
                     response.status(),
@@ -190,7 +200,8 @@ fn record(sg: &Subgraph, permit: crate::breaker::Permit, success: bool, m: &Prox
 async fn try_once(
     sg: &Subgraph,
     pick: Pick,
-    out: &Outgoing,
+    out: &mut Outgoing,
+    keep: bool,
     m: &ProxyMetrics,
     deadline: Instant,
 ) -> Result<Response<PooledBody>, TryFailure> {
@@ -217,9 +228,7 @@ async fn try_once(
         }
     };
     m.pool_wait.observe(waited.elapsed().as_secs_f64());
-    let req = out
-        .request(&ep.path, &ep.addr)
-        .map_err(TryFailure::NotSent)?;
+    let req = out.request(ep, keep).map_err(TryFailure::NotSent)?;
     // Until the response head is in, an interrupted try leaves the
     // connection in an unknown state: never reuse it then.
     conn.discard();

@@ -134,10 +134,9 @@ async fn waiting_for_a_connection_is_saturation_not_a_failure() {
     };
     let sg = subgraph(&[&url], pool, TimeoutConfig::default());
     let m = metrics();
-    let out = query(OperationKind::Query);
     let results = futures_join((0..4).map(|_| {
-        let (sg, m, out) = (Arc::clone(&sg), m.clone(), &out);
-        async move { status(forward(&sg, out, &m, far()).await).await }
+        let (sg, m) = (Arc::clone(&sg), m.clone());
+        async move { status(forward(&sg, query(OperationKind::Query), &m, far()).await).await }
     }))
     .await;
     assert_eq!(
@@ -175,10 +174,9 @@ async fn the_per_try_clock_starts_with_a_connection_in_hand() {
     };
     let sg = subgraph(&[&url], pool, timeouts);
     let m = metrics();
-    let out = query(OperationKind::Query);
     let results = futures_join((0..2).map(|_| {
-        let (sg, m, out) = (Arc::clone(&sg), m.clone(), &out);
-        async move { status(forward(&sg, out, &m, far()).await).await }
+        let (sg, m) = (Arc::clone(&sg), m.clone());
+        async move { status(forward(&sg, query(OperationKind::Query), &m, far()).await).await }
     }))
     .await;
     assert_eq!(results, [Ok(200), Ok(200)]);
@@ -191,7 +189,7 @@ async fn a_failover_records_the_first_endpoints_failure() {
     let m = metrics();
     // Round-robin: within two requests, one starts on the bad endpoint.
     for _ in 0..2 {
-        let r = status(forward(&sg, &query(OperationKind::Query), &m, far()).await).await;
+        let r = status(forward(&sg, query(OperationKind::Query), &m, far()).await).await;
         assert_eq!(r, Ok(200));
     }
     assert_eq!(bad_seen.load(Ordering::SeqCst), 1);
@@ -212,7 +210,7 @@ async fn a_mutation_that_may_have_run_is_not_retried() {
     let m = metrics();
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        outcomes.push(status(forward(&sg, &query(OperationKind::Mutation), &m, far()).await).await);
+        outcomes.push(status(forward(&sg, query(OperationKind::Mutation), &m, far()).await).await);
     }
     assert!(
         outcomes.contains(&Err("UPSTREAM_UNAVAILABLE")),
@@ -229,7 +227,7 @@ async fn nothing_is_tried_or_spent_past_the_deadline() {
     let (url, seen) = upstream(Behaviour::Answer(Duration::ZERO)).await;
     let sg = subgraph(&[&url], PoolConfig::default(), TimeoutConfig::default());
     let m = metrics();
-    let r = forward(&sg, &query(OperationKind::Query), &m, Instant::now()).await;
+    let r = forward(&sg, query(OperationKind::Query), &m, Instant::now()).await;
     assert_eq!(status(r).await, Err("UPSTREAM_TIMEOUT"));
     assert_eq!(seen.load(Ordering::SeqCst), 0);
     assert_eq!(m.failovers.with_label_values(&["sg", "timeout"]).get(), 0);
@@ -250,7 +248,7 @@ async fn a_try_cut_by_the_deadline_spends_no_retry_token() {
     // The first try (endpoint a) runs into the deadline, not its own
     // per-try timeout: no time is left for a second one.
     let deadline = Instant::now() + Duration::from_millis(300);
-    let r = forward(&sg, &query(OperationKind::Query), &m, deadline).await;
+    let r = forward(&sg, query(OperationKind::Query), &m, deadline).await;
     assert_eq!(status(r).await, Err("UPSTREAM_TIMEOUT"));
     assert_eq!(
         (a_seen.load(Ordering::SeqCst), b_seen.load(Ordering::SeqCst)),
@@ -272,7 +270,7 @@ async fn gateway_errors_count_against_the_endpoint_and_pass_through() {
     let (url, _) = upstream(Behaviour::Status(503)).await;
     let sg = subgraph(&[&url], PoolConfig::default(), TimeoutConfig::default());
     let m = metrics();
-    let r = forward(&sg, &query(OperationKind::Query), &m, far()).await;
+    let r = forward(&sg, query(OperationKind::Query), &m, far()).await;
     assert_eq!(status(r).await, Ok(503));
     assert!(!sg.endpoints[0].is_healthy());
 }
@@ -288,7 +286,7 @@ async fn in_panic_mode_every_endpoint_gets_traffic() {
     }
     assert!(sg.in_panic());
     for _ in 0..4 {
-        let r = forward(&sg, &query(OperationKind::Query), &m, far()).await;
+        let r = forward(&sg, query(OperationKind::Query), &m, far()).await;
         assert_eq!(status(r).await, Ok(200));
     }
     assert_eq!(a_seen.load(Ordering::SeqCst), 2);
@@ -302,7 +300,7 @@ async fn in_panic_mode_every_endpoint_gets_traffic() {
     for i in 0..2 {
         strict.record_passive(i, false, &m);
     }
-    let r = forward(&strict, &query(OperationKind::Query), &m, far()).await;
+    let r = forward(&strict, query(OperationKind::Query), &m, far()).await;
     assert_eq!(status(r).await, Err("NO_HEALTHY_UPSTREAM"));
 }
 

@@ -31,17 +31,32 @@ impl Pooled {
     }
 
     /// Sends a request; the error says whether it certainly was not sent.
+    /// The connection's I/O runs in the calling task (see `Driver`).
     pub async fn send(
         &mut self,
         req: http::Request<UpstreamBody>,
     ) -> Result<http::Response<Incoming>, SendError> {
         let conn = self.conn.as_mut().expect("connection present until drop");
         conn.last_used = Instant::now();
-        if let Err(e) = conn.sender.ready().await {
+        let ready = std::future::poll_fn(|cx| {
+            conn.drive(cx);
+            conn.sender.poll_ready(cx)
+        })
+        .await;
+        if let Err(e) = ready {
             self.discard = true;
             return Err(SendError::NotSent(e.to_string()));
         }
-        match conn.sender.try_send_request(req).await {
+        let mut response = std::pin::pin!(conn.sender.try_send_request(req));
+        let answered = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            conn.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await;
+        match answered {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
                 self.discard = true;
@@ -53,6 +68,13 @@ impl Pooled {
                     SendError::Sent(reason)
                 })
             }
+        }
+    }
+
+    /// Drives the connection's I/O for the task in `cx`.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.drive(cx);
         }
     }
 
@@ -122,7 +144,15 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // Nothing buffered: let the connection read on, in this task,
+            // then look again.
+            if let Some(conn) = self.conn.as_mut() {
+                conn.drive(cx);
+            }
+            polled = Pin::new(&mut self.inner).poll_frame(cx);
+        }
         match &polled {
             Poll::Ready(None) => {
                 self.conn = None; // complete: back to the pool

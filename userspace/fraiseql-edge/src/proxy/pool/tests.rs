@@ -556,3 +556,38 @@ async fn an_eject_fails_ordinary_waiters_but_not_those_allowed_while_ejected() {
         .unwrap();
     assert_eq!(pool.stats().opened, 2);
 }
+
+/// An idle connection is driven by nobody; a close the server sent while it
+/// sat idle must be noticed at checkout, not by the next request failing.
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_not_handed_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                // Serves for 100 ms, then closes the (idle) connection.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(Duration::from_millis(100), conn).await;
+            });
+        }
+    });
+    let pool = Pool::new(addr, cfg(0, 4));
+    exchange(&pool).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        exchange(&pool).await; // would fail on the closed connection
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one reconnect, then reuse"
+    );
+}
