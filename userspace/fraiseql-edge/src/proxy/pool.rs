@@ -38,7 +38,7 @@
 //! by the request using it — while the request is sent and while the
 //! response body is read — so a request's client socket and upstream socket
 //! are served by one task on one worker, without a channel hop to a
-//! connection task elsewhere (the proxy benchmark's p99 drops by a third).
+//! connection task elsewhere.
 //! An idle connection is polled once, without a waker, when it is taken
 //! from the idle set, so a close that arrived meanwhile is seen there.
 
