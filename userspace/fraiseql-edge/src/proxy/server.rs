@@ -12,6 +12,11 @@
 //!   and closes the connection, which drops the upstream body and frees its
 //!   pool slot; the upstream side of the body is bounded by
 //!   [`super::timed_body`].
+//! * **HTTP/2** (prior knowledge, no TLS): keep-alive pings every header
+//!   timeout, a client that does not answer one within it is dropped; at
+//!   most 100 concurrent streams per connection. The header deadline is an
+//!   HTTP/1 mechanism: an HTTP/2 client's streams are bounded by the body
+//!   and upstream deadlines instead.
 //! * **Shutdown**: when `stop` flips, the listener closes (no new
 //!   connections), idle keep-alive connections close, and requests in
 //!   flight get up to `proxy.drain_timeout_ms` to finish.
@@ -59,7 +64,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 (prior knowledge): a client that stops answering pings is
+    // dropped, and one connection carries at most 100 requests at a time.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read))
+        .keep_alive_timeout(limits.header_read)
+        .max_concurrent_streams(100);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -109,3 +109,47 @@ async fn a_route_ending_in_a_slash_is_a_prefix() {
     assert_eq!(status, 404);
     assert_eq!(v["errors"][0]["extensions"]["code"], "NOT_FOUND");
 }
+
+/// The listener speaks HTTP/2 with prior knowledge as well as HTTP/1.1,
+/// and drains on `stop`.
+#[tokio::test]
+async fn the_listener_serves_h2c_and_drains_on_stop() {
+    let p = proxy("").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(serve(
+        Arc::clone(&p),
+        listener,
+        p.listener_limits(),
+        stopped,
+    ));
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{addr}/users/graphql"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"query":"{ a }"}"#)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"]["path"], "/graphql");
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("drained")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
+}
