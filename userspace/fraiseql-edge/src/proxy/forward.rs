@@ -208,60 +208,75 @@ async fn try_once(
     let i = pick.index;
     let ep = &sg.endpoints[i];
     let name = sg.name();
-    let waited = Instant::now();
-    let checkout = async {
-        if pick.panic {
-            ep.pool.get_while_ejected().await
-        } else {
-            ep.pool.get().await
-        }
-    };
-    let mut conn = match tokio::time::timeout_at(deadline.into(), checkout).await {
-        Err(_) => return Err(TryFailure::Deadline),
-        Ok(Ok(c)) => c,
-        Ok(Err(PoolError::Timeout)) => return Err(TryFailure::Saturated),
-        Ok(Err(PoolError::Ejected)) => return Err(TryFailure::Ejected),
-        Ok(Err(e)) => {
-            tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "no connection");
-            sg.record_passive(i, false, m);
-            return Err(TryFailure::NotSent(unavailable(name, &e.to_string())));
-        }
-    };
-    m.pool_wait.observe(waited.elapsed().as_secs_f64());
-    let req = out.request(ep, keep).map_err(TryFailure::NotSent)?;
-    // Until the response head is in, an interrupted try leaves the
-    // connection in an unknown state: never reuse it then.
-    conn.discard();
-    let per_try = Duration::from_millis(sg.cfg.timeouts.per_try_ms);
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let t0 = Instant::now();
-    let sent = tokio::time::timeout(per_try.min(remaining), conn.send(req)).await;
-    sg.metrics(m).upstream_duration[i].observe(t0.elapsed().as_secs_f64());
-    match sent {
-        Ok(Ok(resp)) => {
-            conn.keep();
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, PooledBody::new(body, conn)))
-        }
-        Err(_) if remaining < per_try => Err(TryFailure::Deadline),
-        Err(_) => {
-            tracing::debug!(subgraph = name, endpoint = %ep.addr, "try timed out");
-            sg.record_passive(i, false, m);
-            Err(TryFailure::MaybeSent(ProxyError::UpstreamTimeout(
-                name.to_string(),
-            )))
-        }
-        Ok(Err(SendError::NotSent(e))) => {
-            sg.record_passive(i, false, m);
-            Err(TryFailure::NotSent(unavailable(name, &e)))
-        }
-        Ok(Err(SendError::Sent(e))) => {
-            tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "request failed");
-            sg.record_passive(i, false, m);
-            Err(TryFailure::MaybeSent(unavailable(name, &e)))
-        }
+    let mut req = out.request(ep, keep).map_err(TryFailure::NotSent)?;
+    // A pooled connection the peer closed while it sat idle gives the
+    // request back unsent: try again on another connection of the same
+    // endpoint, which is not at fault (twice at most).
+    for _ in 0..3 {
+        let waited = Instant::now();
+        let checkout = async {
+            if pick.panic {
+                ep.pool.get_while_ejected().await
+            } else {
+                ep.pool.get().await
+            }
+        };
+        let mut conn = match tokio::time::timeout_at(deadline.into(), checkout).await {
+            Err(_) => return Err(TryFailure::Deadline),
+            Ok(Ok(c)) => c,
+            Ok(Err(PoolError::Timeout)) => return Err(TryFailure::Saturated),
+            Ok(Err(PoolError::Ejected)) => return Err(TryFailure::Ejected),
+            Ok(Err(e)) => {
+                tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "no connection");
+                sg.record_passive(i, false, m);
+                return Err(TryFailure::NotSent(unavailable(name, &e.to_string())));
+            }
+        };
+        m.pool_wait.observe(waited.elapsed().as_secs_f64());
+        // Until the response head is in, an interrupted try leaves the
+        // connection in an unknown state: never reuse it then.
+        conn.discard();
+        let per_try = Duration::from_millis(sg.cfg.timeouts.per_try_ms);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let t0 = Instant::now();
+        let sent = tokio::time::timeout(per_try.min(remaining), conn.send(req)).await;
+        sg.metrics(m).upstream_duration[i].observe(t0.elapsed().as_secs_f64());
+        return match sent {
+            Ok(Ok(resp)) => {
+                conn.keep();
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(parts, PooledBody::new(body, conn)))
+            }
+            Ok(Err(SendError::Stale(back))) => {
+                tracing::debug!(subgraph = name, endpoint = %ep.addr, "pooled connection closed by the peer; trying a fresh one");
+                req = *back;
+                continue;
+            }
+            Err(_) if remaining < per_try => Err(TryFailure::Deadline),
+            Err(_) => {
+                tracing::debug!(subgraph = name, endpoint = %ep.addr, "try timed out");
+                sg.record_passive(i, false, m);
+                Err(TryFailure::MaybeSent(ProxyError::UpstreamTimeout(
+                    name.to_string(),
+                )))
+            }
+            Ok(Err(SendError::NotSent(e))) => {
+                sg.record_passive(i, false, m);
+                Err(TryFailure::NotSent(unavailable(name, &e)))
+            }
+            Ok(Err(SendError::Sent(e))) => {
+                tracing::debug!(subgraph = name, endpoint = %ep.addr, error = %e, "request failed");
+                sg.record_passive(i, false, m);
+                Err(TryFailure::MaybeSent(unavailable(name, &e)))
+            }
+        };
     }
+    sg.record_passive(i, false, m);
+    Err(TryFailure::NotSent(unavailable(
+        name,
+        "every pooled connection tried was closed by the peer",
+    )))
 }
 
 fn unavailable(subgraph: &str, detail: &str) -> ProxyError {

@@ -108,6 +108,8 @@ struct Conn {
     /// When it is replaced; `None` if `max_lifetime` is beyond the clock.
     expires: Option<Instant>,
     last_used: Instant,
+    /// Requests sent on it so far.
+    uses: u64,
     /// [`State::epoch`] when the connect started.
     epoch: u64,
     _slot: Slot,
@@ -264,6 +266,7 @@ impl Shared {
             driver: Some(Box::pin(connection)),
             expires: now.checked_add(self.jitter.lifetime(self.max_lifetime())),
             last_used: now,
+            uses: 0,
             epoch,
             _slot: slot,
         })

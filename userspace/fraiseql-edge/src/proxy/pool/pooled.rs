@@ -38,6 +38,8 @@ impl Pooled {
     ) -> Result<http::Response<Incoming>, SendError> {
         let conn = self.conn.as_mut().expect("connection present until drop");
         conn.last_used = Instant::now();
+        let reused = conn.uses > 0;
+        conn.uses += 1;
         let ready = std::future::poll_fn(|cx| {
             conn.drive(cx);
             conn.sender.poll_ready(cx)
@@ -45,7 +47,11 @@ impl Pooled {
         .await;
         if let Err(e) = ready {
             self.discard = true;
-            return Err(SendError::NotSent(e.to_string()));
+            return Err(if reused {
+                SendError::Stale(Box::new(req))
+            } else {
+                SendError::NotSent(e.to_string())
+            });
         }
         let mut response = std::pin::pin!(conn.sender.try_send_request(req));
         let answered = std::future::poll_fn(|cx| {
@@ -60,12 +66,12 @@ impl Pooled {
             Ok(resp) => Ok(resp),
             Err(mut e) => {
                 self.discard = true;
-                let not_sent = e.take_message().is_some();
+                let unsent = e.take_message();
                 let reason = e.into_error().to_string();
-                Err(if not_sent {
-                    SendError::NotSent(reason)
-                } else {
-                    SendError::Sent(reason)
+                Err(match unsent {
+                    Some(req) if reused => SendError::Stale(Box::new(req)),
+                    Some(_) => SendError::NotSent(reason),
+                    None => SendError::Sent(reason),
                 })
             }
         }
@@ -92,6 +98,11 @@ impl Pooled {
 /// A failed send.
 #[derive(Debug)]
 pub enum SendError {
+    /// A connection that had served requests turned out closed before this
+    /// one was written (the peer closed it while it sat idle): nothing was
+    /// sent and the endpoint is not at fault. The request comes back for a
+    /// try on a fresh connection.
+    Stale(Box<http::Request<UpstreamBody>>),
     /// Certainly not sent: safe to try another endpoint.
     NotSent(String),
     /// The request may have reached the upstream.

@@ -591,3 +591,36 @@ async fn an_idle_connection_the_server_closed_is_not_handed_out() {
         "one reconnect, then reuse"
     );
 }
+
+/// A request on a connection that served one before, and that the peer
+/// has closed since, comes back unsent as `Stale` (not the endpoint's
+/// failure: the caller retries on a fresh connection).
+#[tokio::test]
+async fn a_request_on_a_connection_closed_since_its_last_use_comes_back_stale() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(Duration::from_millis(100), conn).await;
+            });
+        }
+    });
+    let pool = Pool::new(addr, cfg(0, 1));
+    let mut conn = pool.get().await.unwrap();
+    let resp = conn.send(request()).await.unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    tokio::time::sleep(Duration::from_millis(400)).await; // the server closed it
+    match conn.send(request()).await {
+        Err(SendError::Stale(req)) => assert_eq!(req.uri(), "/graphql"),
+        other => panic!("expected the request back as stale, got {other:?}"),
+    }
+    // A fresh connection's first request is never `Stale`.
+    drop(conn);
+    exchange(&pool).await;
+}
