@@ -20,3 +20,4 @@ pub mod daemon;
 pub mod fallback;
 pub mod kernel;
 pub mod proxy;
+pub mod ratelimit;

@@ -1,0 +1,176 @@
+//! Phase 3, rate limit: requests per identity, and escalation of abusive
+//! addresses to the block list.
+//!
+//! * **Limiter**: GCRA per key (the JWT subject, else the client address),
+//!   `requests_per_minute` with a `burst`; exactly `burst + rate·t` requests
+//!   pass in any interval of length `t`. The key table is an LRU bounded by
+//!   `max_keys`: a key pushed out forgets its history, which can only admit
+//!   more (never refuse a well-behaved client). Time is passed in, so the
+//!   arithmetic is tested without sleeping.
+//! * **Decision** carries what the `RateLimit-Limit`, `RateLimit-Remaining`,
+//!   `RateLimit-Reset` and `Retry-After` headers say.
+//! * **Escalation**: an address that collects `threshold` strikes (rate-limit
+//!   refusals, authentication failures) within `window_secs` is reported
+//!   once, for the caller to block it for `block_secs` (in the kernel, or in
+//!   degraded mode in user space).
+
+mod escalation;
+
+use std::{
+    hash::Hash,
+    net::IpAddr,
+    num::NonZeroUsize,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use lru::LruCache;
+use serde::Deserialize;
+
+pub use self::escalation::{Escalation, EscalationConfig};
+
+/// `[rate_limit]`: the per-identity limit.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per minute per identity; 0 disables the limit.
+    pub requests_per_minute: u32,
+    /// Requests an idle identity may send at once.
+    pub burst: u32,
+    /// Identities tracked at once (least recently seen forgotten first).
+    pub max_keys: usize,
+    /// Blocking addresses that keep getting refused.
+    pub escalation: EscalationConfig,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            // The product plan's default.
+            requests_per_minute: 1000,
+            // A page load's worth of queries at once, a tenth of a minute's budget.
+            burst: 100,
+            // About 10 MB of state at most; far more clients than one node serves.
+            max_keys: 100_000,
+            escalation: EscalationConfig::default(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Checks ranges; `at` is the section's path for the error.
+    pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
+        if self.requests_per_minute > 0 && self.burst == 0 {
+            return Err((
+                format!("{at}.burst"),
+                "must be at least 1 when requests_per_minute is set".into(),
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err((format!("{at}.max_keys"), "must be at least 1".into()));
+        }
+        self.escalation.validate(&format!("{at}.escalation"))
+    }
+}
+
+/// Whom a limit applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An authenticated subject.
+    Subject(String),
+    /// An anonymous client, by address.
+    Address(IpAddr),
+}
+
+/// The outcome of one check, with its header values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// `RateLimit-Limit`: the burst.
+    pub limit: u32,
+    /// `RateLimit-Remaining`: requests that could pass right now.
+    pub remaining: u32,
+    /// `RateLimit-Reset`: seconds until the full burst is available again.
+    pub reset_secs: u64,
+    /// `Retry-After` of a refusal: seconds until one request may pass.
+    pub retry_after_secs: u64,
+}
+
+/// The keyed GCRA limiter.
+pub struct RateLimiter {
+    /// Time between requests at the sustained rate, in nanoseconds.
+    interval: u64,
+    /// How far ahead of now a key's theoretical arrival time may run.
+    tolerance: u64,
+    burst: u32,
+    epoch: Instant,
+    tats: Mutex<LruCache<Key, u64>>,
+}
+
+impl RateLimiter {
+    /// A limiter for `cfg`; `None` when the limit is disabled.
+    pub fn new(cfg: &RateLimitConfig, epoch: Instant) -> Option<Self> {
+        if cfg.requests_per_minute == 0 {
+            return None;
+        }
+        let interval = 60_000_000_000 / u64::from(cfg.requests_per_minute);
+        let burst = cfg.burst.max(1);
+        Some(Self {
+            interval,
+            tolerance: interval * u64::from(burst - 1),
+            burst,
+            epoch,
+            tats: Mutex::new(LruCache::new(
+                NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN),
+            )),
+        })
+    }
+
+    /// Checks (and, when allowed, counts) one request of `key` at `now`.
+    pub fn check(&self, key: &Key, now: Instant) -> Decision {
+        let now =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let allowed = tat - now <= self.tolerance;
+        let new_tat = if allowed { tat + self.interval } else { tat };
+        if allowed {
+            tats.put(key.clone(), new_tat);
+        }
+        drop(tats);
+        // Room left: how many more intervals fit before the tolerance.
+        let ahead = new_tat - now;
+        let remaining = (self.tolerance + self.interval).saturating_sub(ahead) / self.interval;
+        let retry_after = if allowed {
+            0
+        } else {
+            (tat - now - self.tolerance).div_ceil(1_000_000_000)
+        };
+        Decision {
+            allowed,
+            limit: self.burst,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_secs: ahead.div_ceil(1_000_000_000),
+            retry_after_secs: retry_after.max(u64::from(!allowed)),
+        }
+    }
+
+    /// Identities tracked now.
+    pub fn len(&self) -> usize {
+        self.tats.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no identity is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The time between two requests at the sustained rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::*;
+
+fn limiter(rpm: u32, burst: u32, max_keys: usize) -> (RateLimiter, Instant) {
+    let t0 = Instant::now();
+    let cfg = RateLimitConfig {
+        requests_per_minute: rpm,
+        burst,
+        max_keys,
+        ..RateLimitConfig::default()
+    };
+    (RateLimiter::new(&cfg, t0).expect("enabled"), t0)
+}
+
+fn subject(s: &str) -> Key {
+    Key::Subject(s.to_string())
+}
+
+#[test]
+fn exactly_burst_plus_rate_times_t_pass() {
+    // 600/min = one every 100 ms, burst 5.
+    let (l, t0) = limiter(600, 5, 100);
+    let a = subject("a");
+    let mut passed = 0;
+    // 10 s of one request per millisecond.
+    for ms in 0..10_000u64 {
+        if l.check(&a, t0 + Duration::from_millis(ms)).allowed {
+            passed += 1;
+        }
+    }
+    // burst + floor(9.999 s / 100 ms) = 5 + 99.
+    assert_eq!(passed, 5 + 99);
+    // Another identity is unaffected.
+    assert!(
+        l.check(&subject("b"), t0 + Duration::from_millis(9_999))
+            .allowed
+    );
+    assert!(
+        l.check(&Key::Address("192.0.2.1".parse().unwrap()), t0)
+            .allowed
+    );
+}
+
+#[test]
+fn decisions_carry_the_header_values() {
+    // 60/min: one per second, burst 3.
+    let (l, t0) = limiter(60, 3, 100);
+    let k = subject("a");
+    let d = l.check(&k, t0);
+    assert_eq!(
+        (d.allowed, d.limit, d.remaining, d.reset_secs),
+        (true, 3, 2, 1)
+    );
+    assert_eq!(l.check(&k, t0).remaining, 1);
+    let d = l.check(&k, t0);
+    assert_eq!((d.allowed, d.remaining, d.reset_secs), (true, 0, 3));
+    let d = l.check(&k, t0);
+    assert_eq!((d.allowed, d.remaining, d.retry_after_secs), (false, 0, 1));
+    // Half a second later: still refused, one second to wait (rounded up).
+    let d = l.check(&k, t0 + Duration::from_millis(500));
+    assert_eq!((d.allowed, d.retry_after_secs), (false, 1));
+    // After a second one request passes again.
+    assert!(l.check(&k, t0 + Duration::from_secs(1)).allowed);
+}
+
+#[test]
+fn the_key_table_is_bounded() {
+    let (l, t0) = limiter(60, 1, 1000);
+    for i in 0..10_000u32 {
+        l.check(&subject(&format!("s{i}")), t0);
+    }
+    assert_eq!(l.len(), 1000);
+}
+
+#[test]
+fn zero_disables_and_bad_settings_are_named() {
+    let off = RateLimitConfig {
+        requests_per_minute: 0,
+        ..RateLimitConfig::default()
+    };
+    assert!(RateLimiter::new(&off, Instant::now()).is_none());
+    let bad = RateLimitConfig {
+        burst: 0,
+        ..RateLimitConfig::default()
+    };
+    assert_eq!(
+        bad.validate("rate_limit").unwrap_err().0,
+        "rate_limit.burst"
+    );
+    assert!(RateLimitConfig::default().validate("rate_limit").is_ok());
+    let d = RateLimitConfig::default();
+    assert_eq!((d.requests_per_minute, d.burst), (1000, 100));
+}
+
+#[test]
+fn escalation_fires_once_per_window_at_the_threshold() {
+    let cfg = EscalationConfig {
+        threshold: 3,
+        window_secs: 10,
+        block_secs: 60,
+        max_addresses: 10,
+    };
+    let e = Escalation::new(&cfg).expect("enabled");
+    let t0 = Instant::now();
+    let a: IpAddr = "198.51.100.1".parse().unwrap();
+    let b: IpAddr = "198.51.100.2".parse().unwrap();
+    assert_eq!(e.strike(a, t0), None);
+    assert_eq!(e.strike(b, t0), None);
+    assert_eq!(e.strike(a, t0), None);
+    assert_eq!(e.strike(a, t0), Some(Duration::from_secs(60)));
+    assert_eq!(e.strike(a, t0), None, "once per window");
+    // Strikes spread wider than the window never add up.
+    let c: IpAddr = "198.51.100.3".parse().unwrap();
+    for s in 0..10 {
+        assert_eq!(e.strike(c, t0 + Duration::from_secs(6 * s)), None);
+    }
+    // A new window can escalate again.
+    let later = t0 + Duration::from_secs(11);
+    assert_eq!(e.strike(a, later), None);
+    assert_eq!(e.strike(a, later), None);
+    assert_eq!(e.strike(a, later), Some(Duration::from_secs(60)));
+    let off = EscalationConfig {
+        threshold: 0,
+        ..EscalationConfig::default()
+    };
+    assert!(Escalation::new(&off).is_none());
+}
