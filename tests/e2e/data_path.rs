@@ -509,3 +509,127 @@ fn smaller_edges_of_the_http_contract() {
         "the breaker was not forced open"
     );
 }
+
+/// One POST of `QUERY` with ureq, for its headers.
+fn post_with_headers(url: &str) -> (u16, Option<String>, http_headers::Headers) {
+    let mut resp = ureq::post(url)
+        .header("content-type", "application/json")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(json!({ "query": QUERY }).to_string())
+        .expect("POST");
+    let headers = http_headers::Headers::of(resp.headers());
+    let body: Value = serde_json::from_reader(resp.body_mut().as_reader()).unwrap_or(Value::Null);
+    let code = body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_string);
+    (resp.status().as_u16(), code, headers)
+}
+
+mod http_headers {
+    /// The headers a test looks at, as text.
+    pub struct Headers(Vec<(String, String)>);
+
+    impl Headers {
+        pub fn of(h: &ureq::http::HeaderMap) -> Self {
+            Self(
+                h.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+                    .collect(),
+            )
+        }
+
+        pub fn get(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+}
+
+#[test]
+fn the_identity_rate_limit_admits_the_burst_then_refuses_with_headers() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    // One request per second sustained, a burst of 5; escalation off.
+    let edge = Edge::start(
+        &ProxySetup::one(SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH))
+            .rate_limit("requests_per_minute = 60\nburst = 5\nescalation = { threshold = 0 }"),
+    );
+    let url = edge.route("users");
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for _ in 0..8 {
+        outcomes.push(post_with_headers(&url));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "too slow to test a burst"
+    );
+    let statuses: Vec<u16> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    let (_, code, headers) = &outcomes[5];
+    assert_eq!(code.as_deref(), Some("RATE_LIMITED"));
+    assert_eq!(headers.get("ratelimit-limit"), Some("5"));
+    assert_eq!(headers.get("ratelimit-remaining"), Some("0"));
+    let retry: u64 = headers
+        .get("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=1).contains(&retry), "Retry-After {retry}");
+
+    // Another client is unaffected.
+    let other = "127.0.0.9".parse().unwrap();
+    let mut c = fraiseql_edge_tests::loopback::LoopbackClient::connect(
+        other,
+        edge.graphql,
+        Duration::from_secs(10),
+    )
+    .expect("connect from 127.0.0.9");
+    for i in 0..5 {
+        let r = c.query("/users/graphql", QUERY).expect("answer");
+        assert!(r.is_data(), "other client, request {i}: {}", r.text());
+    }
+    assert_eq!(
+        sg.stats().graphql(),
+        10,
+        "refused requests never reached the subgraph"
+    );
+    // A second later the first client has one more request.
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(post_with_headers(&url).0, 200);
+    let m = Client::default().metrics(&edge.admin_url("/metrics"));
+    assert_eq!(
+        m.get("fraiseql_edge_rate_limited_total", &[("layer", "identity")]),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn the_default_identity_limit_is_on() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    // An empty [rate_limit]: 1000 requests a minute, a burst of 100.
+    let edge = Edge::start(
+        &ProxySetup::one(SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH))
+            .rate_limit(""),
+    );
+    let c = Client::default();
+    let url = edge.route("users");
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..150 {
+        let r = c.query(&url, QUERY);
+        if r.status == 429 {
+            refused += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let allowed_at_most = 100.0 + 1000.0 / 60.0 * secs;
+    println!("150 requests in {secs:.2} s: {refused} refused (at most {allowed_at_most:.0} pass)");
+    assert!(150.0 - f64::from(refused) <= allowed_at_most.floor() + 1.0);
+    assert!(refused > 0, "the default limit refused nothing");
+}

@@ -61,6 +61,11 @@ struct Degraded {
 
 impl Degraded {
     fn start(limits: &str) -> Self {
+        Self::start_with(limits, "requests_per_minute = 0")
+    }
+
+    /// As [`Self::start`], with `rate_limit` as the `[rate_limit]` keys.
+    fn start_with(limits: &str, rate_limit: &str) -> Self {
         let subgraph = DemoSubgraph::start("users");
         // Not bpffs: the kernel layer cannot pin here and the daemon degrades.
         let pins = tempfile::tempdir().expect("temp dir");
@@ -71,7 +76,8 @@ impl Degraded {
         let setup = ProxySetup::one(
             SubgraphSpec::new("users", [&subgraph])
                 .table("health", "interval_ms = 60000, timeout_ms = 5000"),
-        );
+        )
+        .rate_limit(rate_limit);
         let edge = Edge::start_toml(&setup.to_toml_with_kernel(&kernel));
         let log = edge.daemon.log();
         assert!(
@@ -431,5 +437,50 @@ fn block_api_writes_the_kernel_block_map_when_the_kernel_layer_runs() {
     assert!(
         eventually(Duration::from_secs(3), || server.received(client) > 0),
         "an unblocked client's packets do not arrive"
+    );
+}
+
+/// Escalation: a client that keeps hitting the per-identity limit is put on
+/// the (degraded-mode) block list; its next connections are refused at
+/// accept, and other clients are unaffected.
+#[test]
+fn repeated_rate_limit_refusals_escalate_to_a_block() {
+    let _serial = serial();
+    let edge = Degraded::start_with(
+        "rate = 0\nmax_conns = 0\n",
+        "requests_per_minute = 60\nburst = 2\nescalation = { threshold = 5, window_secs = 60, block_secs = 120 }",
+    );
+    let abuser = client_ip(7);
+    let mut conn = edge.connect(abuser);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(conn.query(PATH, QUERY).expect("an answer").status);
+    }
+    // Two pass, five are refused: the fifth refusal escalates.
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429, 429]);
+    let r = conn.query(PATH, QUERY).expect("an answer");
+    assert_refused(&r, 403, "FORBIDDEN");
+    let mut fresh = edge.connect(abuser);
+    assert_closed_unanswered(
+        "a new connection from the blocked client",
+        fresh.query(PATH, QUERY),
+    );
+    let listed = Client::default().get(&edge.admin("/v1/blocks"), &[]).json();
+    assert!(
+        listed.to_string().contains("127.0.0.7"),
+        "the block is listed: {listed}"
+    );
+    let mut other = edge.connect(client_ip(8));
+    assert!(other.query(PATH, QUERY).expect("an answer").is_data());
+    let m = Client::default().metrics(&edge.admin("/metrics"));
+    assert_eq!(
+        m.get("fraiseql_edge_escalations_total", &[("outcome", "blocked")]),
+        Some(1.0)
+    );
+    assert!(
+        edge.edge
+            .daemon
+            .log()
+            .contains("client blocked: too many refused requests")
     );
 }

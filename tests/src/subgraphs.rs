@@ -279,6 +279,9 @@ pub struct ProxySetup {
     pub subgraphs: Vec<SubgraphSpec>,
     /// More `[proxy]` keys, one `key = value` line each.
     pub proxy_keys: Vec<String>,
+    /// The `[rate_limit]` section's keys; `None`: the per-identity limit
+    /// off, so that tests of other things can send as fast as they need.
+    pub rate_limit: Option<String>,
 }
 
 impl ProxySetup {
@@ -288,6 +291,13 @@ impl ProxySetup {
             subgraphs: vec![subgraph],
             ..Self::default()
         }
+    }
+
+    /// Sets the `[rate_limit]` section's keys (one `key = value` per line;
+    /// an empty string keeps every default).
+    pub fn rate_limit(mut self, keys: &str) -> Self {
+        self.rate_limit = Some(keys.to_string());
+        self
     }
 
     /// Adds a `[proxy]` key: `.proxy("trusted_proxies = [\"127.0.0.0/8\"]")`.
@@ -314,6 +324,11 @@ impl ProxySetup {
             s += "\n";
         }
         s += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+        let rate_limit = self
+            .rate_limit
+            .as_deref()
+            .unwrap_or("requests_per_minute = 0");
+        s += &format!("\n[rate_limit]\n{rate_limit}\n");
         for sg in &self.subgraphs {
             s += &sg.to_toml();
         }

@@ -91,6 +91,9 @@ fn config() -> String {
          [admin]\n\
          listen = \"127.0.0.1:19090\"\n\
          \n\
+         [rate_limit]\n\
+         requests_per_minute = 6000   # the demo's steady client sends 20/s\n\
+         \n\
          [[subgraphs]]\n\
          name = \"users\"\n\
          endpoints = [\"http://{subgraph}/graphql\"]\n",

@@ -35,6 +35,9 @@ pub struct Config {
     /// The daemon's async runtime.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Requests per identity, and escalation to the block list.
+    #[serde(default)]
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -148,6 +151,9 @@ impl Config {
     /// Checks what the types cannot: ranges, combinations, CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kernel.validate("kernel")?;
+        self.rate_limit
+            .validate("rate_limit")
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(
                 "runtime.worker_threads",

@@ -17,7 +17,7 @@ use crate::{
     config::Config,
     fallback::{LimiterCollector, UserLimiter},
     kernel::{self, Kernel, KernelMaps, collector::KernelCollector},
-    proxy::{self, Proxy, metrics::ProxyMetrics},
+    proxy::{self, Proxy, ProxyParts, metrics::ProxyMetrics},
 };
 
 /// How the daemon enforces the kernel-layer limits.
@@ -145,7 +145,14 @@ async fn serve(
                 _ => None,
             };
             let metrics = ProxyMetrics::new(&registry)?;
-            let proxy = Proxy::new(p, &config.subgraphs, metrics, limiter);
+            let proxy = Proxy::new(ProxyParts {
+                cfg: p,
+                subgraphs: &config.subgraphs,
+                rate_limit: &config.rate_limit,
+                metrics,
+                limiter,
+                blocks: blocks.clone(),
+            });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");
             let limits = proxy.listener_limits();

@@ -8,8 +8,11 @@
 //!    layer's per-client limits here.
 //! 1. **accept/http** — method, content type, body size and read deadline,
 //!    GraphQL-over-HTTP shape, operation type ([`accept`]).
-//! 2. **identify**, 3. **rate limit**, 4. **graphql**, 5. **authorize** —
-//!    the security phases slot in here as they are built.
+//! 2. **identify**, 4. **graphql**, 5. **authorize** — the other security
+//!    phases slot in here as they are built.
+//! 3. **rate limit** — requests per identity (today: per client address),
+//!    429 with `Retry-After` and `RateLimit-*`; an address that keeps being
+//!    refused is escalated to the block list ([`crate::ratelimit`]).
 //! 6. **route** — the subgraph for the path ([`routes`], resolved first so
 //!    an unknown path is refused before its body is read), then breaker,
 //!    healthy endpoint (or all of them in panic mode), pooled connection,
@@ -63,8 +66,10 @@ use self::{
     timed_body::{BodyTimeout, TimedBody},
 };
 use crate::{
+    blocklist::BlockList,
     config::{ProxyConfig, SubgraphConfig},
     fallback::{Refusal, UserLimiter},
+    ratelimit::{Escalation, Key, RateLimitConfig, RateLimiter},
 };
 
 /// The data path.
@@ -79,17 +84,43 @@ pub struct Proxy {
     entity_buffer: Arc<Semaphore>,
     /// Degraded mode only: the kernel layer's limits, enforced here.
     limiter: Option<Arc<UserLimiter>>,
+    /// Requests per identity (`[rate_limit]`; `None`: off).
+    rate_limit: Option<RateLimiter>,
+    /// Addresses that keep being refused go to `blocks`.
+    escalation: Option<Escalation>,
+    /// Where escalated addresses are blocked (the kernel map, or the
+    /// degraded-mode list); `None` with the kernel layer disabled.
+    blocks: Option<Arc<BlockList>>,
+}
+
+/// What the data path is built from.
+pub struct ProxyParts<'a> {
+    /// `[proxy]`.
+    pub cfg: &'a ProxyConfig,
+    /// `[[subgraphs]]`.
+    pub subgraphs: &'a [SubgraphConfig],
+    /// `[rate_limit]`.
+    pub rate_limit: &'a RateLimitConfig,
+    /// The data path's metrics.
+    pub metrics: ProxyMetrics,
+    /// Degraded mode: the kernel layer's limits.
+    pub limiter: Option<Arc<UserLimiter>>,
+    /// The block list escalations go to.
+    pub blocks: Option<Arc<BlockList>>,
 }
 
 impl Proxy {
     /// Builds the subgraphs and starts their background work (pool
     /// maintenance, health checks). Needs a tokio runtime.
-    pub fn new(
-        cfg: &ProxyConfig,
-        subgraphs: &[SubgraphConfig],
-        metrics: ProxyMetrics,
-        limiter: Option<Arc<UserLimiter>>,
-    ) -> Arc<Self> {
+    pub fn new(parts: ProxyParts<'_>) -> Arc<Self> {
+        let ProxyParts {
+            cfg,
+            subgraphs,
+            rate_limit,
+            metrics,
+            limiter,
+            blocks,
+        } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
             .cloned()
@@ -114,6 +145,9 @@ impl Proxy {
             entity_buffer: Arc::new(Semaphore::new(cfg.entities_buffer_bytes)),
             metrics: Arc::new(metrics),
             limiter,
+            rate_limit: RateLimiter::new(rate_limit, Instant::now()),
+            escalation: Escalation::new(&rate_limit.escalation),
+            blocks,
         })
     }
 
@@ -205,7 +239,9 @@ impl Proxy {
         self.client_limits(ctx)?; // 0. client
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
         let accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
-        // 2. identify, 3. rate limit, 4. graphql, 5. authorize: to come.
+        // 2. identify: to come.
+        self.rate_limit(ctx)?; // 3. rate limit
+        // 4. graphql, 5. authorize: to come.
         let typenames = self.entity_typenames(ctx, &accepted);
         let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
         Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
@@ -214,8 +250,67 @@ impl Proxy {
     /// Phase 0: degraded mode enforces the kernel layer's per-client limits.
     fn client_limits(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
         match &self.limiter {
-            Some(limiter) => limiter.admit_request(ctx.client_ip()).map_err(refusal),
+            Some(limiter) => limiter.admit_request(ctx.client_ip()).map_err(|r| {
+                if matches!(r, Refusal::Rate) {
+                    self.metrics
+                        .rate_limited
+                        .with_label_values(&["degraded"])
+                        .inc();
+                }
+                refusal(r)
+            }),
             None => Ok(()),
+        }
+    }
+
+    /// Phase 3: the identity's request rate; a refusal is a strike against
+    /// the client address, and enough strikes block it.
+    fn rate_limit(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
+        let Some(limiter) = &self.rate_limit else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let decision = limiter.check(&Key::Address(ctx.client_ip()), now);
+        if decision.allowed {
+            return Ok(());
+        }
+        self.metrics
+            .rate_limited
+            .with_label_values(&["identity"])
+            .inc();
+        self.strike(ctx.client_ip(), now);
+        Err(ProxyError::TooManyRequests(decision))
+    }
+
+    /// Counts a strike against `addr`; blocks it when it reaches the
+    /// escalation threshold.
+    fn strike(&self, addr: std::net::IpAddr, now: Instant) {
+        let Some(ttl) = self.escalation.as_ref().and_then(|e| e.strike(addr, now)) else {
+            return;
+        };
+        let Some(blocks) = &self.blocks else {
+            tracing::warn!(client = %addr, "escalation threshold reached, but the kernel layer is disabled: nothing to block with");
+            self.metrics
+                .escalations
+                .with_label_values(&["no_block_list"])
+                .inc();
+            return;
+        };
+        match blocks.block(addr, Some(ttl.as_secs())) {
+            Ok(_) => {
+                tracing::warn!(client = %addr, ttl_secs = ttl.as_secs(), enforced_by = blocks.enforced_by(), "client blocked: too many refused requests");
+                self.metrics
+                    .escalations
+                    .with_label_values(&["blocked"])
+                    .inc();
+            }
+            Err(e) => {
+                tracing::error!(client = %addr, error = %e, "escalation: the block failed");
+                self.metrics
+                    .escalations
+                    .with_label_values(&["failed"])
+                    .inc();
+            }
         }
     }
 

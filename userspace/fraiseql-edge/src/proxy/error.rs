@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Degraded mode: the client exceeded the kernel-layer limits.
     #[error("rate limit exceeded")]
     RateLimited,
+    /// The identity exceeded its request rate (`[rate_limit]`).
+    #[error("rate limit exceeded; retry in {} s", .0.retry_after_secs)]
+    TooManyRequests(crate::ratelimit::Decision),
     /// Degraded mode: the client is blocked or denied.
     #[error("forbidden")]
     Forbidden,
@@ -77,7 +80,9 @@ impl ProxyError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
             }
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
-            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Self::RateLimited | Self::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+            }
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
             Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
@@ -90,6 +95,10 @@ impl ProxyError {
     /// The response a client gets.
     pub fn into_response(self) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
+        let limit = match &self {
+            Self::TooManyRequests(d) => Some(*d),
+            _ => None,
+        };
         let body = serde_json::json!({
             "errors": [{ "message": self.to_string(), "extensions": { "code": code } }]
         });
@@ -103,6 +112,13 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(d) = limit {
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
+            h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+        }
         if status == StatusCode::REQUEST_TIMEOUT {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -82,6 +82,10 @@ pub struct ProxyMetrics {
     pub panic_mode: IntGaugeVec,
     /// Response bodies cut off by a deadline, by subgraph and reason.
     pub body_timeouts: IntCounterVec,
+    /// Requests refused by a rate limit, by layer (`identity`, `degraded`).
+    pub rate_limited: IntCounterVec,
+    /// Addresses escalated to the block list, by outcome.
+    pub escalations: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -216,7 +220,23 @@ impl ProxyMetrics {
                 ),
                 &["subgraph", "reason"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}rate_limited_total"),
+                    "Requests refused by a rate limit",
+                ),
+                &["layer"],
+            )?,
+            escalations: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}escalations_total"),
+                    "Addresses put on the block list for repeated refusals (blocked, or failed)",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.escalations.clone()))?;
         registry.register(Box::new(m.entities_uninspected.clone()))?;
         registry.register(Box::new(m.panic_requests.clone()))?;
         registry.register(Box::new(m.panic_mode.clone()))?;

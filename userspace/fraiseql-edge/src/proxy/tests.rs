@@ -58,7 +58,14 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
     );
     let cfg = Config::from_toml(&toml).unwrap();
     let m = ProxyMetrics::new(&Registry::new()).unwrap();
-    Proxy::new(cfg.proxy.as_ref().unwrap(), &cfg.subgraphs, m, None)
+    Proxy::new(ProxyParts {
+        cfg: cfg.proxy.as_ref().unwrap(),
+        subgraphs: &cfg.subgraphs,
+        rate_limit: &cfg.rate_limit,
+        metrics: m,
+        limiter: None,
+        blocks: None,
+    })
 }
 
 async fn call(p: &Proxy, peer: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {

@@ -89,6 +89,10 @@ pub fn edge_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) 
          [admin]\n\
          listen = \"{admin}\"\n\
          \n\
+         # wrk is one client: the per-identity limit would refuse it.\n\
+         [rate_limit]\n\
+         requests_per_minute = 0\n\
+         \n\
          [[subgraphs]]\n\
          name = \"{name}\"\n\
          endpoints = [\"http://{upstream}{SUBGRAPH_PATH}\"]\n"
