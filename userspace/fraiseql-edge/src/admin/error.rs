@@ -81,3 +81,53 @@ impl AdminError {
         resp
     }
 }
+
+#[cfg(test)]
+mod reference {
+    use super::AdminError;
+
+    #[test]
+    fn the_reference_page_lists_every_admin_code() {
+        let all = [
+            AdminError::BadRequest(String::new()),
+            AdminError::InvalidClient(String::new()),
+            AdminError::InvalidTtl(String::new()),
+            AdminError::PayloadTooLarge(0),
+            AdminError::NotFound,
+            AdminError::MethodNotAllowed {
+                method: String::new(),
+                allow: "",
+            },
+            AdminError::CrossSiteRequest,
+            AdminError::KernelDisabled,
+            AdminError::BlockListFull,
+            AdminError::Internal,
+        ];
+        for e in &all {
+            match e {
+                AdminError::BadRequest(_)
+                | AdminError::InvalidClient(_)
+                | AdminError::InvalidTtl(_)
+                | AdminError::PayloadTooLarge(_)
+                | AdminError::NotFound
+                | AdminError::MethodNotAllowed { .. }
+                | AdminError::CrossSiteRequest
+                | AdminError::KernelDisabled
+                | AdminError::BlockListFull
+                | AdminError::Internal => {}
+            }
+        }
+        let doc = include_str!("../../../../docs/reference.md");
+        let mut listed = crate::proxy::error::documented_codes(doc, "## Admin API");
+        listed.sort();
+        let mut in_code: Vec<(String, u16)> = all
+            .iter()
+            .map(|e| {
+                let (status, code) = e.status_and_code();
+                (code.to_string(), status.as_u16())
+            })
+            .collect();
+        in_code.sort();
+        assert_eq!(listed, in_code, "docs/reference.md, Admin API");
+    }
+}

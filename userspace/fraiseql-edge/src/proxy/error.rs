@@ -131,9 +131,93 @@ impl ProxyError {
     }
 }
 
+/// The rows of a Markdown table in `doc` under the heading `section`:
+/// (code, status) pairs from lines `| \`CODE\` | 503 | …`. Used by the
+/// tests that keep docs/reference.md in step with the code.
+#[cfg(test)]
+pub(crate) fn documented_codes(doc: &str, section: &str) -> Vec<(String, u16)> {
+    let body = doc.split(section).nth(1).expect("section present");
+    let body = body.split("\n## ").next().unwrap_or(body);
+    body.lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+            let status = cells.next()?.parse().ok()?;
+            Some((code.to_string(), status))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One of each variant; the match makes a new variant a compile error
+    /// here until it is listed (and then documented).
+    fn every() -> Vec<ProxyError> {
+        let all = vec![
+            ProxyError::BadRequest(String::new()),
+            ProxyError::NotFound(String::new()),
+            ProxyError::MethodNotAllowed(String::new()),
+            ProxyError::PayloadTooLarge(0),
+            ProxyError::UnsupportedMediaType,
+            ProxyError::RequestTimeout,
+            ProxyError::RateLimited,
+            ProxyError::TooManyRequests(crate::ratelimit::Decision {
+                allowed: false,
+                limit: 1,
+                remaining: 0,
+                reset_secs: 1,
+                retry_after_secs: 1,
+            }),
+            ProxyError::Forbidden,
+            ProxyError::CircuitOpen(String::new()),
+            ProxyError::NoHealthyUpstream(String::new()),
+            ProxyError::Saturated(String::new()),
+            ProxyError::UpstreamUnavailable {
+                subgraph: String::new(),
+                detail: String::new(),
+            },
+            ProxyError::UpstreamTimeout(String::new()),
+        ];
+        for e in &all {
+            match e {
+                ProxyError::BadRequest(_)
+                | ProxyError::NotFound(_)
+                | ProxyError::MethodNotAllowed(_)
+                | ProxyError::PayloadTooLarge(_)
+                | ProxyError::UnsupportedMediaType
+                | ProxyError::RequestTimeout
+                | ProxyError::RateLimited
+                | ProxyError::TooManyRequests(_)
+                | ProxyError::Forbidden
+                | ProxyError::CircuitOpen(_)
+                | ProxyError::NoHealthyUpstream(_)
+                | ProxyError::Saturated(_)
+                | ProxyError::UpstreamUnavailable { .. }
+                | ProxyError::UpstreamTimeout(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_reference_page_lists_every_code_with_its_status() {
+        let doc = include_str!("../../../../docs/reference.md");
+        let documented = documented_codes(doc, "## Data path");
+        let mut in_code: Vec<(String, u16)> = every()
+            .iter()
+            .map(|e| {
+                let (status, code) = e.status_and_code();
+                (code.to_string(), status.as_u16())
+            })
+            .collect();
+        in_code.sort();
+        in_code.dedup();
+        let mut listed = documented.clone();
+        listed.sort();
+        assert_eq!(listed, in_code, "docs/reference.md, Data path");
+    }
 
     #[tokio::test]
     async fn body_is_graphql_shaped_without_detail() {
