@@ -28,6 +28,9 @@ pub mod jwks;
 pub mod keys;
 pub mod token;
 
+#[cfg(test)]
+mod tests;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
