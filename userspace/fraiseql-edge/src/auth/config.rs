@@ -48,8 +48,8 @@ impl Default for AuthConfig {
             leeway_secs: 60,
             // RFC 8693 §4.2: `scope` is a space-separated string.
             scope_claim: "scope".to_owned(),
-            // About 10 000 × ~1 KiB: a few MiB for tens of thousands of
-            // active users' RS/ES verifications saved.
+            // Ten thousand active tokens: about 10–20 MiB with typical
+            // ~1 KiB tokens (up to ~100 MiB if all were at the 8 KiB limit).
             cache_size: 10_000,
             // 8 KiB is the usual header-line limit of servers and proxies; a
             // larger token is an attack or a mistake.

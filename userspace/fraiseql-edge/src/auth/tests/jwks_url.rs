@@ -118,3 +118,21 @@ async fn first_unknown_kid_refetches_then_waits() {
         assert_eq!(server.requests(), requests, "{kid}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_unknown_kids_share_one_refetch() {
+    let (old, new) = (p256("old"), ed25519("new"));
+    let server = JwksServer::start(jwks(&[&old.jwk])).await;
+    let a = Authenticator::new(config(server.url(), 300))
+        .await
+        .expect("start");
+    server.serve(jwks(&[&old.jwk, &new.jwk]));
+    let mut c = claims();
+    let first = sign(J::EdDSA, Some("new"), &c, &new.encoding);
+    c["sub"] = serde_json::json!("user-2");
+    let second = sign(J::EdDSA, Some("new"), &c, &new.encoding);
+    let (one, two) = tokio::join!(a.verify(&first), a.verify(&second));
+    assert_eq!(one.expect("first").subject.as_deref(), Some("user-1"));
+    assert_eq!(two.expect("second").subject.as_deref(), Some("user-2"));
+    assert_eq!(server.requests(), 2, "one refetch for both");
+}
