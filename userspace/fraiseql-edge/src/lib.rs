@@ -10,6 +10,7 @@
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
 pub mod admin;
+pub mod auth;
 pub mod blocklist;
 pub mod breaker;
 pub mod cli;
