@@ -24,14 +24,16 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use apollo_compiler::{Schema, ast, parser::Parser, validation::DiagnosticList, validation::Valid};
+use apollo_compiler::{
+    Node, Schema, ast,
+    parser::{Parser, SourceSpan},
+    validation::{DiagnosticList, Valid},
+};
 
 pub use cache::DocumentCache;
 pub use error::GraphqlError;
 pub use limits::GraphqlLimits;
 pub use schema::SubgraphSchema;
-
-use measure::MeasureError;
 
 /// The operation type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,17 +132,8 @@ pub fn check(
     };
 
     let operation = select_operation(&document, operation_name)?;
-    let summary = measure::measure(&document, operation, schema.map(|s| &**s), limits).map_err(
-        |e| match e {
-            MeasureError::DuplicateFragment
-            | MeasureError::UnknownFragment
-            | MeasureError::FragmentCycle => GraphqlError::ValidationFailed {
-                errors: 1,
-                line: 0,
-                column: 0,
-            },
-        },
-    )?;
+    let summary = measure::measure(&document, operation, schema.map(|s| &**s), limits)
+        .map_err(|e| invalid_at(&document, e.location()))?;
     enforce(&summary, limits)?;
 
     let validated = match schema {
@@ -188,18 +181,16 @@ pub fn check_batch(len: usize, limits: &GraphqlLimits) -> Result<(), GraphqlErro
 fn select_operation<'d>(
     document: &'d ast::Document,
     name: Option<&str>,
-) -> Result<&'d ast::OperationDefinition, GraphqlError> {
-    let operations: Vec<&ast::OperationDefinition> = document
+) -> Result<&'d Node<ast::OperationDefinition>, GraphqlError> {
+    let operations: Vec<&Node<ast::OperationDefinition>> = document
         .definitions
         .iter()
-        .filter_map(|d| d.as_operation_definition().map(|op| &**op))
+        .filter_map(|d| d.as_operation_definition())
         .collect();
-    if operations.len() > 1 && operations.iter().any(|op| op.name.is_none()) {
-        return Err(GraphqlError::ValidationFailed {
-            errors: 1,
-            line: 0,
-            column: 0,
-        });
+    if operations.len() > 1
+        && let Some(anonymous) = operations.iter().find(|op| op.name.is_none())
+    {
+        return Err(invalid_at(document, anonymous.location()));
     }
     match name {
         Some(name) => operations
@@ -252,6 +243,18 @@ fn enforce(summary: &measure::Summary, limits: &GraphqlLimits) -> Result<(), Gra
         });
     }
     Ok(())
+}
+
+/// One validation error found outside the validator, at `location`.
+fn invalid_at(document: &ast::Document, location: Option<SourceSpan>) -> GraphqlError {
+    let (line, column) = location
+        .and_then(|at| at.line_column(&document.sources))
+        .map_or((0, 0), |at| (at.line, at.column));
+    GraphqlError::ValidationFailed {
+        errors: 1,
+        line,
+        column,
+    }
 }
 
 /// Number of diagnostics and the line and column of the first (0 when it

@@ -13,7 +13,9 @@ const RECURSION_CEILING: usize = 2_000;
 pub struct GraphqlLimits {
     /// Largest document, in bytes, before anything else is looked at.
     pub max_document_bytes: usize,
-    /// Most lexical tokens the parser reads before it gives up.
+    /// Most lexical tokens the parser reads before it gives up. Whitespace,
+    /// commas and comments count, as apollo-parser (and so Apollo Router)
+    /// counts them: `{ a b }` is 8 tokens with the end of input.
     pub max_tokens: usize,
     /// Deepest syntactic nesting (selection sets, values, list types) the
     /// parser follows; it protects the stack.

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use apollo_compiler::{
     Node, Schema,
     ast::{self, DirectiveList, FieldDefinition, Selection, Value},
+    parser::SourceSpan,
     schema::ExtendedType,
 };
 
@@ -66,15 +67,25 @@ impl Summary {
     }
 }
 
-/// Why a document could not be measured; each is a validation failure.
+/// Why a document could not be measured; each is a validation failure, at
+/// the fragment definition where it was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MeasureError {
     /// Two fragments share a name.
-    DuplicateFragment,
+    DuplicateFragment(Option<SourceSpan>),
     /// A spread names a fragment the document does not define.
-    UnknownFragment,
+    UnknownFragment(Option<SourceSpan>),
     /// A fragment spreads itself, directly or through others.
-    FragmentCycle,
+    FragmentCycle(Option<SourceSpan>),
+}
+
+impl MeasureError {
+    /// Where in the document the problem was found.
+    pub(crate) fn location(self) -> Option<SourceSpan> {
+        match self {
+            Self::DuplicateFragment(at) | Self::UnknownFragment(at) | Self::FragmentCycle(at) => at,
+        }
+    }
 }
 
 /// Measures `operation` of `document`.
@@ -89,7 +100,7 @@ pub(crate) fn measure(
         if let ast::Definition::FragmentDefinition(fragment) = definition
             && fragments.insert(fragment.name.as_str(), fragment).is_some()
         {
-            return Err(MeasureError::DuplicateFragment);
+            return Err(MeasureError::DuplicateFragment(fragment.location()));
         }
     }
     let mut measurer = Measurer {
@@ -153,11 +164,12 @@ fn dependency_order<'d>(
             let deps = &spreads[*name];
             if let Some(&dep) = deps.get(*next) {
                 *next += 1;
+                let at = fragments[*name].location();
                 if !fragments.contains_key(dep) {
-                    return Err(MeasureError::UnknownFragment);
+                    return Err(MeasureError::UnknownFragment(at));
                 }
                 match marks.get(dep) {
-                    Some(Mark::InProgress) => return Err(MeasureError::FragmentCycle),
+                    Some(Mark::InProgress) => return Err(MeasureError::FragmentCycle(at)),
                     Some(Mark::Done) => {}
                     None => {
                         marks.insert(dep, Mark::InProgress);

@@ -406,9 +406,20 @@ fn forty_thousand_tokens() {
 fn fragment_cycles_are_refused() {
     let doc = "{ ...A } fragment A on Query { a { ...B } } fragment B on Query { ...A }";
     assert_eq!(code(doc, None), "GRAPHQL_VALIDATION_FAILED");
+    // Found outside the validator, still located.
+    let err = check(
+        "{ ...A }\nfragment A on Query { ...A }",
+        None,
+        None,
+        &GraphqlLimits::default(),
+    );
     assert_eq!(
-        code("{ ...A } fragment A on Query { ...A }", None),
-        "GRAPHQL_VALIDATION_FAILED"
+        err.unwrap_err(),
+        GraphqlError::ValidationFailed {
+            errors: 1,
+            line: 2,
+            column: 1
+        }
     );
     let schema = schema();
     let doc = "{ user(id: 1) { ...A } } fragment A on User { friends { ...A } }";
@@ -528,5 +539,41 @@ fn batches_over_the_limit() {
     assert_eq!(
         check_batch(11, &limits).unwrap_err().code(),
         "BATCH_TOO_LARGE"
+    );
+}
+
+#[test]
+fn a_wide_document_just_under_the_token_limit_validates() {
+    // 7 000 identical fields under one root field: within every limit, so
+    // the validator (field merging) sees all of them.
+    let schema = schema();
+    let doc = format!("{{ user(id: 1) {{{} }} }}", " name".repeat(7_000));
+    let checked = ok(&doc, Some(&schema));
+    assert_eq!(checked.cost, 1);
+    let doc = format!("{{ user(id: 1) {{{} }} }}", " a: name b: id".repeat(1_000));
+    let limits = GraphqlLimits {
+        max_aliases: 10_000,
+        ..GraphqlLimits::default()
+    };
+    let checked = check(&doc, None, Some(schema.schema()), &limits).unwrap();
+    assert_eq!(checked.aliases, 2_000);
+}
+
+#[test]
+fn whitespace_and_the_end_of_input_count_as_tokens() {
+    let at = |max_tokens| {
+        let limits = GraphqlLimits {
+            max_tokens,
+            ..GraphqlLimits::default()
+        };
+        check("{ a b }", None, None, &limits).map(|_| ())
+    };
+    assert_eq!(at(8), Ok(()));
+    assert_eq!(
+        at(7),
+        Err(GraphqlError::MaxTokensExceeded {
+            limit: 7,
+            measured: 8
+        })
     );
 }
