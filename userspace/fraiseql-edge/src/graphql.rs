@@ -5,6 +5,9 @@
 //!
 //! * [`check`] does all of it for one document and returns [`Checked`] or a
 //!   [`GraphqlError`] with a stable code.
+//! * [`Checked::check_variables`] is the one per-request step: a list sized
+//!   by a variable (`friends(first: $n)`) is costed statically with an
+//!   assumed size, and the request's values scale that bound.
 //! * [`DocumentCache`] remembers the outcome per (document, operation name,
 //!   schema, limits).
 //! * [`GraphqlLimits`] is the configuration; [`SubgraphSchema`] a validated
@@ -23,6 +26,7 @@ mod measure;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod variables;
 
 use apollo_compiler::{
     Node, Schema, ast,
@@ -34,6 +38,7 @@ pub use cache::DocumentCache;
 pub use error::GraphqlError;
 pub use limits::GraphqlLimits;
 pub use schema::SubgraphSchema;
+pub use variables::SlicingVariable;
 
 /// The operation type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,7 +73,7 @@ impl From<ast::OperationType> for OperationKind {
 }
 
 /// What the selected operation measured; it passed every limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
     /// The operation type.
     pub kind: OperationKind,
@@ -84,6 +89,38 @@ pub struct Checked {
     pub introspection: bool,
     /// `_entities` is a root field (a federation entity fetch).
     pub entity_fetch: bool,
+    /// Variables used as slicing arguments: `cost` assumed a size for them,
+    /// [`Checked::check_variables`] accounts for the values sent.
+    pub slicing_variables: Vec<SlicingVariable>,
+}
+
+impl Checked {
+    /// An upper bound of the cost with these variable values (the static
+    /// cost when no slicing variable asks for more than was assumed).
+    pub fn cost_with_variables(
+        &self,
+        variables: &serde_json::Map<String, serde_json::Value>,
+    ) -> u64 {
+        variables::scaled_cost(self.cost, &self.slicing_variables, variables)
+    }
+
+    /// Refuses the request when its variables push the cost above
+    /// `max_cost`; returns the cost with the variables otherwise. Called per
+    /// request (variables are not part of the cached outcome).
+    pub fn check_variables(
+        &self,
+        variables: &serde_json::Map<String, serde_json::Value>,
+        limits: &GraphqlLimits,
+    ) -> Result<u64, GraphqlError> {
+        let cost = self.cost_with_variables(variables);
+        if cost > limits.max_cost {
+            return Err(GraphqlError::MaxCostExceeded {
+                limit: limits.max_cost,
+                measured: cost,
+            });
+        }
+        Ok(cost)
+    }
 }
 
 /// Name under which the document appears in parser diagnostics; never shown
@@ -152,6 +189,15 @@ pub fn check(
         });
     }
 
+    let mut slicing_variables = summary.sized_by;
+    for v in &mut slicing_variables {
+        v.default = operation
+            .variables
+            .iter()
+            .find(|d| d.name == v.name.as_str())
+            .and_then(|d| d.default_value.as_ref())
+            .and_then(|value| measure::non_negative(value));
+    }
     Ok(Checked {
         kind: operation.operation_type.into(),
         depth: summary.depth,
@@ -160,6 +206,7 @@ pub fn check(
         cost: summary.cost,
         introspection: summary.introspection,
         entity_fetch: summary.entity_fetch,
+        slicing_variables,
     })
 }
 

@@ -20,7 +20,8 @@
 //! weight plus its selection's cost by its size: the largest literal value of
 //! its `@listSize(slicingArguments:)` (or that argument's default), else
 //! `@listSize(assumedSize:)`, else `default_list_size`. A slicing argument
-//! given as a variable counts as absent: variables are not known here.
+//! given as a variable counts as absent here; the variable is recorded so
+//! that its value can scale the cost later (see [`super::variables`]).
 //! Without a schema, types are unknown: a field with a selection set weighs
 //! 1, a leaf 0, and nothing is multiplied.
 
@@ -33,10 +34,13 @@ use apollo_compiler::{
     schema::ExtendedType,
 };
 
-use super::limits::GraphqlLimits;
+use super::{
+    limits::GraphqlLimits,
+    variables::{self, SlicingVariable},
+};
 
 /// What one selection set (and everything below it) measures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Summary {
     /// Deepest field nesting (`{ a { b } }` is 2).
     pub depth: u32,
@@ -52,6 +56,8 @@ pub(crate) struct Summary {
     pub introspection: bool,
     /// `_entities` appears at the top level of the set.
     pub entity_fetch: bool,
+    /// Variables used as slicing arguments (see [`super::variables`]).
+    pub sized_by: Vec<SlicingVariable>,
 }
 
 impl Summary {
@@ -64,6 +70,9 @@ impl Summary {
         self.cost = self.cost.saturating_add(other.cost);
         self.introspection |= other.introspection;
         self.entity_fetch |= other.entity_fetch;
+        for v in &other.sized_by {
+            variables::merge(&mut self.sized_by, &v.name, v.assumed, v.nesting);
+        }
     }
 }
 
@@ -244,18 +253,42 @@ impl Measurer<'_> {
         let child_type = definition.map(|d| d.ty.inner_named_type().as_str());
         let child = self.selection_set(&field.selection_set, child_type);
 
+        let mut sized_by_variables = Vec::new();
         let (weight, size) = match (self.schema, definition) {
             (Some(schema), Some(definition)) => (
                 weight(schema, definition),
                 if definition.ty.is_list() {
-                    list_size(definition, field, self.limits.default_list_size)
+                    list_size(
+                        definition,
+                        field,
+                        self.limits.default_list_size,
+                        &mut sized_by_variables,
+                    )
                 } else {
                     1
                 },
             ),
             _ => (u64::from(!field.selection_set.is_empty()), 1),
         };
+        // A variable-sized list assumes at least 1 so that its value can
+        // scale the cost later (0 times anything stays 0).
+        let size = if sized_by_variables.is_empty() {
+            size
+        } else {
+            size.max(1)
+        };
         let cost = size.saturating_mul(weight.saturating_add(child.cost));
+        for v in &child.sized_by {
+            variables::merge(&mut summary.sized_by, &v.name, v.assumed, v.nesting);
+        }
+        for name in sized_by_variables {
+            let below = child
+                .sized_by
+                .iter()
+                .find(|v| v.name == name)
+                .map_or(0, |v| v.nesting);
+            variables::merge(&mut summary.sized_by, name, size, below.saturating_add(1));
+        }
 
         summary.depth = summary.depth.max(child.depth.saturating_add(1));
         summary.aliases = summary
@@ -306,7 +339,14 @@ fn cost_weight(directives: &DirectiveList) -> Option<u64> {
 }
 
 /// The size of a list field (see the module docs).
-fn list_size(definition: &FieldDefinition, field: &ast::Field, default: u64) -> u64 {
+///
+/// Slicing arguments given as variables are pushed to `variables`.
+fn list_size<'f>(
+    definition: &FieldDefinition,
+    field: &'f ast::Field,
+    default: u64,
+    variables: &mut Vec<&'f str>,
+) -> u64 {
     let Some(list_size) = definition.directives.get("listSize") else {
         return default;
     };
@@ -318,11 +358,16 @@ fn list_size(definition: &FieldDefinition, field: &ast::Field, default: u64) -> 
             .iter()
             .filter_map(|name| name.as_str())
             .filter_map(|name| {
-                field
+                let given = field
                     .arguments
                     .iter()
                     .find(|argument| argument.name == name)
-                    .map(|argument| &argument.value)
+                    .map(|argument| &argument.value);
+                if let Some(Value::Variable(variable)) = given.map(|v| &**v) {
+                    variables.push(variable.as_str());
+                    return None;
+                }
+                given
                     .or_else(|| {
                         definition
                             .argument_by_name(name)
@@ -343,7 +388,7 @@ fn list_size(definition: &FieldDefinition, field: &ast::Field, default: u64) -> 
 
 /// A literal integer (or, as IBM writes weights, a numeric string), with
 /// negative values read as 0 and values beyond `i64` as `i64::MAX`. Variables and other values give `None`.
-fn non_negative(value: &Value) -> Option<u64> {
+pub(crate) fn non_negative(value: &Value) -> Option<u64> {
     let n = match value {
         // Too large for i64 is huge, not absent: `first: 99999999999999999999`
         // must not fall back to the default size.

@@ -80,6 +80,7 @@ fn a_valid_query_without_a_schema() {
             cost: 2,
             introspection: false,
             entity_fetch: false,
+            slicing_variables: Vec::new(),
         }
     );
 }
@@ -575,5 +576,50 @@ fn whitespace_and_the_end_of_input_count_as_tokens() {
             limit: 7,
             measured: 8
         })
+    );
+}
+
+#[test]
+fn slicing_variables_scale_the_cost_per_request() {
+    let schema = schema();
+    let doc = "query($n: Int, $m: Int = 30) { users { friends(first: $n) { friends(first: $n) { id } } } search(first: $m) { id } }";
+    let checked = ok(doc, Some(&schema));
+    // users 10 × (1 + 10 × (1 + 10 × 1)) + search 3 × 1
+    assert_eq!(checked.cost, 1_113);
+    assert_eq!(
+        checked.slicing_variables,
+        vec![
+            SlicingVariable {
+                name: "n".into(),
+                assumed: 10,
+                nesting: 2,
+                default: None
+            },
+            SlicingVariable {
+                name: "m".into(),
+                assumed: 3,
+                nesting: 1,
+                default: Some(30)
+            },
+        ]
+    );
+    let limits = GraphqlLimits::default();
+    let vars = |v: serde_json::Value| v.as_object().unwrap().clone();
+    // $m's default (30) is ten times its assumption.
+    assert_eq!(
+        checked.cost_with_variables(&vars(serde_json::json!({"n": 5}))),
+        11_130
+    );
+    // $n twice its assumption, on two nested lists: 4 times.
+    assert_eq!(
+        checked.check_variables(&vars(serde_json::json!({"n": 20, "m": 3})), &limits),
+        Ok(1_113 * 4)
+    );
+    assert_eq!(
+        checked
+            .check_variables(&vars(serde_json::json!({"n": 1000, "m": 1})), &limits)
+            .unwrap_err()
+            .code(),
+        "MAX_COST_EXCEEDED"
     );
 }
