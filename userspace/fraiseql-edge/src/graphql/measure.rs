@@ -19,7 +19,9 @@
 //! interface or union and 0 for a scalar or enum. A list field multiplies its
 //! weight plus its selection's cost by its size: the largest literal value of
 //! its `@listSize(slicingArguments:)` (or that argument's default), else
-//! `@listSize(assumedSize:)`, else `default_list_size`. A slicing argument
+//! `@listSize(assumedSize:)`, else `default_list_size`; with
+//! `@listSize(sizedFields:)` (connections) that size applies to the named
+//! child lists (`edges`) instead of the field itself. A slicing argument
 //! given as a variable counts as absent here; the variable is recorded so
 //! that its value can scale the cost later (see [`super::variables`]).
 //! Without a schema, types are unknown: a field with a selection set weighs
@@ -58,6 +60,55 @@ pub(crate) struct Summary {
     pub entity_fetch: bool,
     /// Variables used as slicing arguments (see [`super::variables`]).
     pub sized_by: Vec<SlicingVariable>,
+    /// List fields at the top level of the set, for a parent whose
+    /// `@listSize(sizedFields:)` names them.
+    top_lists: Vec<TopList>,
+}
+
+/// List fields of one name and size at the top of a selection set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct TopList {
+    /// The field's name (not its alias).
+    name: String,
+    /// The size they were costed with.
+    size: u64,
+    /// Their summed cost per item (weight plus selection).
+    per_item: u64,
+}
+
+impl Summary {
+    /// Records list fields at the top level, merging same name and size so
+    /// that the list stays as small as the document, never as large as its
+    /// fragment expansion.
+    fn add_top_list(&mut self, name: &str, size: u64, per_item: u64) {
+        match self
+            .top_lists
+            .iter_mut()
+            .find(|l| l.size == size && l.name == name)
+        {
+            Some(list) => list.per_item = list.per_item.saturating_add(per_item),
+            None => self.top_lists.push(TopList {
+                name: name.to_owned(),
+                size,
+                per_item,
+            }),
+        }
+    }
+
+    /// Re-costs the top-level lists named in `sized_fields` with `size`.
+    fn resize_top_lists(&mut self, sized_fields: &[&str], size: u64) {
+        if self.cost == u64::MAX {
+            return;
+        }
+        for list in &self.top_lists {
+            if sized_fields.contains(&list.name.as_str()) {
+                self.cost = self
+                    .cost
+                    .saturating_sub(list.size.saturating_mul(list.per_item))
+                    .saturating_add(size.saturating_mul(list.per_item));
+            }
+        }
+    }
 }
 
 impl Summary {
@@ -72,6 +123,9 @@ impl Summary {
         self.entity_fetch |= other.entity_fetch;
         for v in &other.sized_by {
             variables::merge(&mut self.sized_by, &v.name, v.assumed, v.nesting);
+        }
+        for list in &other.top_lists {
+            self.add_top_list(&list.name, list.size, list.per_item);
         }
     }
 }
@@ -251,13 +305,15 @@ impl Measurer<'_> {
             .zip(parent)
             .and_then(|(schema, parent)| schema.type_field(parent, &field.name).ok());
         let child_type = definition.map(|d| d.ty.inner_named_type().as_str());
-        let child = self.selection_set(&field.selection_set, child_type);
+        let mut child = self.selection_set(&field.selection_set, child_type);
 
         let mut sized_by_variables = Vec::new();
+        let mut is_list = false;
         let (weight, size) = match (self.schema, definition) {
-            (Some(schema), Some(definition)) => (
-                weight(schema, definition),
-                if definition.ty.is_list() {
+            (Some(schema), Some(definition)) => {
+                is_list = definition.ty.is_list();
+                let sized_fields = sized_fields(definition);
+                let size = if is_list || !sized_fields.is_empty() {
                     list_size(
                         definition,
                         field,
@@ -266,18 +322,26 @@ impl Measurer<'_> {
                     )
                 } else {
                     1
-                },
-            ),
+                };
+                // A variable-sized list assumes at least 1 so that its value
+                // can scale the cost later (0 times anything stays 0).
+                let size = if sized_by_variables.is_empty() {
+                    size
+                } else {
+                    size.max(1)
+                };
+                // The connection pattern: the slicing argument sizes the
+                // named child lists (`edges`), not this field.
+                child.resize_top_lists(&sized_fields, size);
+                (weight(schema, definition), if is_list { size } else { 1 })
+            }
             _ => (u64::from(!field.selection_set.is_empty()), 1),
         };
-        // A variable-sized list assumes at least 1 so that its value can
-        // scale the cost later (0 times anything stays 0).
-        let size = if sized_by_variables.is_empty() {
-            size
-        } else {
-            size.max(1)
-        };
-        let cost = size.saturating_mul(weight.saturating_add(child.cost));
+        let per_item = weight.saturating_add(child.cost);
+        let cost = size.saturating_mul(per_item);
+        if is_list {
+            summary.add_top_list(&field.name, size, per_item);
+        }
         for v in &child.sized_by {
             variables::merge(&mut summary.sized_by, &v.name, v.assumed, v.nesting);
         }
@@ -336,6 +400,17 @@ fn cost_weight(directives: &DirectiveList) -> Option<u64> {
         .get("cost")?
         .specified_argument_by_name("weight")
         .and_then(|v| non_negative(v))
+}
+
+/// The child fields a `@listSize(sizedFields:)` names.
+fn sized_fields(definition: &FieldDefinition) -> Vec<&str> {
+    definition
+        .directives
+        .get("listSize")
+        .and_then(|d| d.specified_argument_by_name("sizedFields"))
+        .and_then(|v| v.as_list())
+        .map(|names| names.iter().filter_map(|n| n.as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The size of a list field (see the module docs).

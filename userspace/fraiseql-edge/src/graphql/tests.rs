@@ -22,6 +22,7 @@ type Query {
   search(first: Int, last: Int): [User!]! @listSize(slicingArguments: ["first", "last"], assumedSize: 3)
   expensive: Int @cost(weight: 100)
   _entities(representations: [_Any!]!): [_Entity]!
+  connection(first: Int): UserConnection! @listSize(slicingArguments: ["first"], sizedFields: ["edges"])
 }
 
 type User @key(fields: "id") {
@@ -29,6 +30,19 @@ type User @key(fields: "id") {
   name: String
   friends(first: Int): [User!]! @listSize(slicingArguments: ["first"])
   tags: [String!]!
+}
+
+type UserConnection {
+  edges: [UserEdge!]!
+  pageInfo: PageInfo!
+}
+
+type UserEdge {
+  node: User!
+}
+
+type PageInfo {
+  hasNextPage: Boolean!
 }
 
 type Mutation {
@@ -618,6 +632,40 @@ fn slicing_variables_scale_the_cost_per_request() {
     assert_eq!(
         checked
             .check_variables(&vars(serde_json::json!({"n": 1000, "m": 1})), &limits)
+            .unwrap_err()
+            .code(),
+        "MAX_COST_EXCEEDED"
+    );
+}
+
+#[test]
+fn sized_fields_size_the_connection_edges() {
+    // connection 1 + edges 50 × (edge 1 + node 1) + pageInfo 1
+    assert_eq!(
+        cost("{ connection(first: 50) { edges { node { id } } pageInfo { hasNextPage } } }"),
+        1 + 50 * 2 + 1
+    );
+    // The same through a fragment and an alias.
+    assert_eq!(
+        cost(
+            "{ connection(first: 50) { ...E } } fragment E on UserConnection { e: edges { node { id } } }"
+        ),
+        1 + 50 * 2
+    );
+    // Without a slicing argument: the default size.
+    assert_eq!(cost("{ connection { edges { node { id } } } }"), 1 + 10 * 2);
+    let schema = schema();
+    let doc = "{ connection(first: 100000) { edges { node { id } } } }";
+    assert_eq!(code(doc, Some(&schema)), "MAX_COST_EXCEEDED");
+    let checked = ok(
+        "query($n: Int) { connection(first: $n) { edges { node { id } } } }",
+        Some(&schema),
+    );
+    assert_eq!(checked.cost, 1 + 10 * 2);
+    let vars = serde_json::json!({"n": 100000});
+    assert_eq!(
+        checked
+            .check_variables(vars.as_object().unwrap(), &GraphqlLimits::default())
             .unwrap_err()
             .code(),
         "MAX_COST_EXCEEDED"
