@@ -671,3 +671,22 @@ fn sized_fields_size_the_connection_edges() {
         "MAX_COST_EXCEEDED"
     );
 }
+
+#[test]
+fn a_fragment_chain_within_the_limits_reaches_the_validator_safely() {
+    let chain = |n: usize| {
+        let mut doc = String::from("{ ...F0 }\n");
+        for i in 0..n {
+            writeln!(doc, "fragment F{i} on Query{{...F{}}}", i + 1).unwrap();
+        }
+        doc + &format!("fragment F{n} on Query {{ __typename }}")
+    };
+    let schema = schema();
+    assert_eq!(ok(&chain(10), Some(&schema)).depth, 1);
+    // As many chained fragments as the token limit allows pass every limit
+    // here; the validator's own recursion limit refuses them, on a 2 MiB
+    // stack, with and without a schema.
+    let long = chain(1_000);
+    assert_eq!(code(&long, Some(&schema)), "GRAPHQL_VALIDATION_FAILED");
+    assert_eq!(code(&long, None), "GRAPHQL_VALIDATION_FAILED");
+}
