@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod fallback;
+pub mod graphql;
 pub mod kernel;
 pub mod proxy;
 pub mod ratelimit;
