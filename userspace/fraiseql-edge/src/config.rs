@@ -38,6 +38,8 @@ pub struct Config {
     /// Requests per identity, and escalation to the block list.
     #[serde(default)]
     pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// JWT identification; without it every request is anonymous.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -104,6 +106,15 @@ impl Config {
     /// directory and checks the files: each subgraph's SDL must be readable
     /// GraphQL.
     pub fn resolve_files(&mut self, base: &Path) -> Result<(), ConfigError> {
+        if let Some(auth) = &mut self.auth {
+            for key in &mut auth.keys {
+                match key {
+                    crate::auth::KeySource::JwksFile(c) => c.path = base.join(&c.path),
+                    crate::auth::KeySource::HmacSecretFile(c) => c.path = base.join(&c.path),
+                    crate::auth::KeySource::JwksUrl(_) => {}
+                }
+            }
+        }
         for (i, sg) in self.subgraphs.iter_mut().enumerate() {
             let Some(sdl) = &sg.sdl else { continue };
             let resolved = base.join(sdl);
@@ -151,6 +162,13 @@ impl Config {
     /// Checks what the types cannot: ranges, combinations, CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kernel.validate("kernel")?;
+        if let Some(auth) = &self.auth {
+            auth.validate("auth")
+                .map_err(|e| match e.split_once(": ") {
+                    Some((key, reason)) => ConfigError::invalid(key, reason),
+                    None => ConfigError::invalid("auth", e),
+                })?;
+        }
         self.rate_limit
             .validate("rate_limit")
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;

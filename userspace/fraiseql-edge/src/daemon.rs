@@ -138,6 +138,16 @@ async fn serve(
     // Flipped on SIGTERM/SIGINT: the GraphQL listener stops and drains.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut listener_task = None;
+    let auth = match &config.auth {
+        Some(a) => {
+            let authenticator = crate::auth::Authenticator::new(a.clone())
+                .await
+                .context("starting authentication ([auth])")?;
+            tracing::info!(key_sources = a.keys.len(), "JWT authentication on");
+            Some(Arc::new(authenticator))
+        }
+        None => None,
+    };
     let proxy = match &config.proxy {
         Some(p) => {
             let limiter = match &enforcement {
@@ -152,6 +162,7 @@ async fn serve(
                 metrics,
                 limiter,
                 blocks: blocks.clone(),
+                auth,
             });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");

@@ -8,11 +8,14 @@
 //!    layer's per-client limits here.
 //! 1. **accept/http** — method, content type, body size and read deadline,
 //!    GraphQL-over-HTTP shape, operation type ([`accept`]).
-//! 2. **identify**, 4. **graphql**, 5. **authorize** — the other security
-//!    phases slot in here as they are built.
-//! 3. **rate limit** — requests per identity (today: per client address),
+//! 2. **identify** — the JWT of `[auth]` ([`crate::auth`]): a valid token
+//!    gives the request an identity; a bad one, or none where the subgraph
+//!    requires it, is 401 with `WWW-Authenticate`.
+//! 3. **rate limit** — requests per identity (the subject, else the client
+//!    address),
 //!    429 with `Retry-After` and `RateLimit-*`; an address that keeps being
 //!    refused is escalated to the block list ([`crate::ratelimit`]).
+//! 4. **graphql**, 5. **authorize** — to come.
 //! 6. **route** — the subgraph for the path ([`routes`], resolved first so
 //!    an unknown path is refused before its body is read), then breaker,
 //!    healthy endpoint (or all of them in panic mode), pooled connection,
@@ -66,6 +69,7 @@ use self::{
     timed_body::{BodyTimeout, TimedBody},
 };
 use crate::{
+    auth::{AuthError, Authenticator},
     blocklist::BlockList,
     config::{ProxyConfig, SubgraphConfig},
     fallback::{Refusal, UserLimiter},
@@ -91,6 +95,8 @@ pub struct Proxy {
     /// Where escalated addresses are blocked (the kernel map, or the
     /// degraded-mode list); `None` with the kernel layer disabled.
     blocks: Option<Arc<BlockList>>,
+    /// JWT identification (`[auth]`; `None`: every request is anonymous).
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// What the data path is built from.
@@ -107,6 +113,8 @@ pub struct ProxyParts<'a> {
     pub limiter: Option<Arc<UserLimiter>>,
     /// The block list escalations go to.
     pub blocks: Option<Arc<BlockList>>,
+    /// JWT identification, when `[auth]` is configured.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Proxy {
@@ -120,6 +128,7 @@ impl Proxy {
             metrics,
             limiter,
             blocks,
+            auth,
         } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
@@ -148,6 +157,7 @@ impl Proxy {
             rate_limit: RateLimiter::new(rate_limit, Instant::now()),
             escalation: Escalation::new(&rate_limit.escalation),
             blocks,
+            auth,
         })
     }
 
@@ -239,7 +249,7 @@ impl Proxy {
         self.client_limits(ctx)?; // 0. client
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
         let accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
-        // 2. identify: to come.
+        self.identify(ctx, &sg, &accepted).await?; // 2. identify
         self.rate_limit(ctx)?; // 3. rate limit
         // 4. graphql, 5. authorize: to come.
         let typenames = self.entity_typenames(ctx, &accepted);
@@ -263,6 +273,37 @@ impl Proxy {
         }
     }
 
+    /// Phase 2: who the caller is, from its token. A token presented is
+    /// always checked; a request without one is anonymous unless the
+    /// subgraph requires authentication. A failure is a strike against the
+    /// client address.
+    async fn identify(
+        &self,
+        ctx: &mut RequestContext,
+        sg: &Subgraph,
+        accepted: &Accepted,
+    ) -> Result<(), ProxyError> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let refused = match auth.authenticate(&accepted.headers).await {
+            Ok(Some(identity)) => {
+                ctx.identity = Some(identity);
+                return Ok(());
+            }
+            Ok(None) if !sg.cfg.require_authentication => return Ok(()),
+            Ok(None) => AuthError::MissingToken,
+            Err(e) => e,
+        };
+        self.metrics
+            .auth_failures
+            .with_label_values(&[refused.reason()])
+            .inc();
+        tracing::debug!(client = %ctx.client_ip(), reason = refused.reason(), "authentication failed");
+        self.strike(ctx.client_ip(), Instant::now());
+        Err(ProxyError::Unauthenticated(refused))
+    }
+
     /// Phase 3: the identity's request rate; a refusal is a strike against
     /// the client address, and enough strikes block it.
     fn rate_limit(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
@@ -270,7 +311,11 @@ impl Proxy {
             return Ok(());
         };
         let now = Instant::now();
-        let decision = limiter.check(&Key::Address(ctx.client_ip()), now);
+        let key = match ctx.identity.as_ref().and_then(|i| i.subject.clone()) {
+            Some(subject) => Key::Subject(subject),
+            None => Key::Address(ctx.client_ip()),
+        };
+        let decision = limiter.check(&key, now);
         if decision.allowed {
             return Ok(());
         }

@@ -57,6 +57,23 @@ pub enum StartError {
 }
 
 impl AuthError {
+    /// Every reason, for the reference page's test and metric set-up.
+    pub const ALL: [AuthError; 13] = [
+        Self::MissingToken,
+        Self::MalformedToken,
+        Self::TokenTooLarge,
+        Self::UnsupportedAlgorithm,
+        Self::KeyAlgorithmMismatch,
+        Self::UnknownKey,
+        Self::InvalidSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::MissingClaim,
+        Self::CriticalHeader,
+    ];
+
     /// Stable code for GraphQL `extensions.code` and logs.
     pub fn code(&self) -> &'static str {
         match self {

@@ -220,6 +220,10 @@ pub struct SubgraphConfig {
     pub endpoints: Vec<Uri>,
     /// The subgraph's SDL, for validation and authorization.
     pub sdl: Option<PathBuf>,
+    /// With `[auth]` configured: whether a request needs a valid token
+    /// (else it may come anonymous; a token presented is checked anyway).
+    #[serde(default = "yes")]
+    pub require_authentication: bool,
     /// Connection pool per endpoint.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -235,6 +239,10 @@ pub struct SubgraphConfig {
     /// Failover.
     #[serde(default)]
     pub retry: RetryConfig,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Parses each URL as its own sequence element, so that a bad one is
@@ -263,6 +271,7 @@ impl SubgraphConfig {
             route: None,
             endpoints,
             sdl: None,
+            require_authentication: true,
             pool: PoolConfig::default(),
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),

@@ -191,3 +191,21 @@ fn data_path_limits_are_checked_together() {
         Config::from_toml(&format!("{PROXY}{SUBGRAPH}[runtime]\nworker_threads = 3\n")).unwrap();
     assert_eq!(c.runtime.workers(), 3);
 }
+
+#[test]
+fn auth_and_rate_limit_settings_are_checked() {
+    let (key, reason) = err(&format!(
+        "{PROXY}{SUBGRAPH}[auth]\nkeys = [{{ type = \"jwks_file\", path = \"k.json\", algorithms = [\"HS256\"] }}]\n"
+    ));
+    assert_eq!(key, "auth.keys[0].algorithms", "{reason}");
+    let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[auth]\nkeys = []\n"));
+    assert_eq!(key, "auth.keys");
+    let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[rate_limit]\nburst = 0\n"));
+    assert_eq!(key, "rate_limit.burst");
+    let c = Config::from_toml(&format!(
+        "{PROXY}{SUBGRAPH}require_authentication = false\n[auth]\nkeys = [{{ type = \"hmac_secret_file\", path = \"s\", algorithms = [\"HS256\"] }}]\n"
+    ))
+    .unwrap();
+    assert!(!c.subgraphs[0].require_authentication);
+    assert_eq!(c.rate_limit.requests_per_minute, 1000);
+}

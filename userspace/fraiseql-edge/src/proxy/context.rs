@@ -26,6 +26,8 @@ pub struct RequestContext {
     pub operation: Option<OperationKind>,
     /// Whether the document is a federation entity fetch.
     pub entity_fetch: bool,
+    /// Who the token says the caller is (`None`: anonymous).
+    pub identity: Option<crate::auth::Identity>,
 }
 
 impl RequestContext {
@@ -39,6 +41,7 @@ impl RequestContext {
             subgraph: None,
             operation: None,
             entity_fetch: false,
+            identity: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Degraded mode: the client exceeded the kernel-layer limits.
     #[error("rate limit exceeded")]
     RateLimited,
+    /// No valid token (`[auth]`): 401 with `WWW-Authenticate`.
+    #[error("{0}")]
+    Unauthenticated(crate::auth::AuthError),
     /// The identity exceeded its request rate (`[rate_limit]`).
     #[error("rate limit exceeded; retry in {} s", .0.retry_after_secs)]
     TooManyRequests(crate::ratelimit::Decision),
@@ -84,6 +87,7 @@ impl ProxyError {
                 (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
             }
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Self::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, e.code()),
             Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
             Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
             Self::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
@@ -99,6 +103,10 @@ impl ProxyError {
             Self::TooManyRequests(d) => Some(*d),
             _ => None,
         };
+        let challenge = match &self {
+            Self::Unauthenticated(e) => Some(e.www_authenticate()),
+            _ => None,
+        };
         let body = serde_json::json!({
             "errors": [{ "message": self.to_string(), "extensions": { "code": code } }]
         });
@@ -112,6 +120,9 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(c) = challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
         if let Some(d) = limit {
             let h = resp.headers_mut();
             h.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
@@ -172,6 +183,7 @@ mod tests {
             }),
             ProxyError::Forbidden,
             ProxyError::CircuitOpen(String::new()),
+            ProxyError::Unauthenticated(crate::auth::AuthError::MissingToken),
             ProxyError::NoHealthyUpstream(String::new()),
             ProxyError::Saturated(String::new()),
             ProxyError::UpstreamUnavailable {
@@ -191,6 +203,7 @@ mod tests {
                 | ProxyError::RateLimited
                 | ProxyError::TooManyRequests(_)
                 | ProxyError::Forbidden
+                | ProxyError::Unauthenticated(_)
                 | ProxyError::CircuitOpen(_)
                 | ProxyError::NoHealthyUpstream(_)
                 | ProxyError::Saturated(_)
@@ -206,7 +219,12 @@ mod tests {
         let doc = include_str!("../../../../docs/reference.md");
         let documented = documented_codes(doc, "## Data path");
         let mut in_code: Vec<(String, u16)> = every()
-            .iter()
+            .into_iter()
+            .chain(
+                crate::auth::AuthError::ALL
+                    .iter()
+                    .map(|e| ProxyError::Unauthenticated(e.clone())),
+            )
             .map(|e| {
                 let (status, code) = e.status_and_code();
                 (code.to_string(), status.as_u16())

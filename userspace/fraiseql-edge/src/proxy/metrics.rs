@@ -86,6 +86,8 @@ pub struct ProxyMetrics {
     pub rate_limited: IntCounterVec,
     /// Addresses escalated to the block list, by outcome.
     pub escalations: IntCounterVec,
+    /// Requests refused by authentication, by reason.
+    pub auth_failures: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -234,7 +236,15 @@ impl ProxyMetrics {
                 ),
                 &["outcome"],
             )?,
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}auth_failures_total"),
+                    "Requests refused by authentication (401), by reason",
+                ),
+                &["reason"],
+            )?,
         };
+        registry.register(Box::new(m.auth_failures.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.escalations.clone()))?;
         registry.register(Box::new(m.entities_uninspected.clone()))?;

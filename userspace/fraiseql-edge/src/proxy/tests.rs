@@ -65,6 +65,7 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
         metrics: m,
         limiter: None,
         blocks: None,
+        auth: None,
     })
 }
 

@@ -1,0 +1,166 @@
+//! Phase 2, identify, end to end: a real edge with `[auth]` (an HMAC
+//! secret written by the test) in front of a real demo subgraph; tokens
+//! signed by the test with `jsonwebtoken`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fraiseql_edge_tests::subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+use crate::proxy_e2e::serial;
+
+const QUERY: &str = "{ users(first: 2) { id name } }";
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(claims: Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET).unwrap(),
+    )
+    .unwrap()
+}
+
+/// POSTs `QUERY` with an optional bearer token: (status, code, WWW-Authenticate).
+fn call(url: &str, bearer: Option<&str>) -> (u16, Option<String>, Option<String>) {
+    let mut req = ureq::post(url)
+        .header("content-type", "application/json")
+        .config()
+        .http_status_as_error(false)
+        .build();
+    if let Some(t) = bearer {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .send(json!({ "query": QUERY }).to_string())
+        .expect("POST");
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    let body: Value = serde_json::from_reader(resp.body_mut().as_reader()).unwrap_or(Value::Null);
+    let code = body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .map(str::to_string);
+    (resp.status().as_u16(), code, challenge)
+}
+
+#[test]
+fn tokens_are_checked_before_the_subgraph_and_identities_get_their_own_limit() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let private = DemoSubgraph::start("private");
+    let public = DemoSubgraph::start("public");
+    let health = "interval_ms = 60000, timeout_ms = 5000";
+    let mut setup = ProxySetup {
+        subgraphs: vec![
+            SubgraphSpec::new("private", [&private]).table("health", health),
+            SubgraphSpec::new("public", [&public]).table("health", health),
+        ],
+        ..ProxySetup::default()
+    }
+    .rate_limit("requests_per_minute = 60\nburst = 2\nescalation = { threshold = 0 }")
+    .to_toml();
+    setup = setup.replace(
+        "name = \"public\"",
+        "name = \"public\"\nrequire_authentication = false",
+    );
+    setup += &format!(
+        "\n[auth]\nissuers = [\"https://issuer.test\"]\n\
+         keys = [{{ type = \"hmac_secret_file\", path = {:?}, algorithms = [\"HS256\"] }}]\n",
+        secret.display().to_string()
+    );
+    let edge = Edge::start_toml(&setup);
+    let private_url = edge.route("private");
+    let public_url = edge.route("public");
+    let good =
+        |sub: &str| token(json!({"sub": sub, "iss": "https://issuer.test", "exp": now() + 600}));
+
+    // Refusals, each with its code and a challenge; none reaches the subgraph.
+    let (status, code, challenge) = call(&private_url, None);
+    assert_eq!((status, code.as_deref()), (401, Some("MISSING_TOKEN")));
+    assert_eq!(challenge.as_deref(), Some("Bearer"));
+    let expired = token(json!({"sub": "a", "iss": "https://issuer.test", "exp": now() - 3600}));
+    let wrong_issuer = token(json!({"sub": "a", "iss": "https://evil.test", "exp": now() + 600}));
+    let unsigned = {
+        let t = good("a");
+        let mut parts = t.split('.');
+        let (_, claims) = (parts.next(), parts.next().unwrap());
+        // {"alg":"none","typ":"JWT"}
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.")
+    };
+    let tampered = {
+        let t = good("a");
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        parts[1] = token(json!({"sub": "admin", "iss": "https://issuer.test", "exp": now() + 600}))
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        parts.join(".")
+    };
+    for (what, t, want) in [
+        ("garbage", "not.a.jwt".to_string(), "MALFORMED_TOKEN"),
+        ("expired", expired, "EXPIRED"),
+        ("wrong issuer", wrong_issuer, "WRONG_ISSUER"),
+        ("alg none", unsigned, "UNSUPPORTED_ALGORITHM"),
+        ("tampered", tampered, "INVALID_SIGNATURE"),
+        ("16 KB", "a".repeat(16 * 1024), "TOKEN_TOO_LARGE"),
+    ] {
+        let (status, code, challenge) = call(&private_url, Some(&t));
+        assert_eq!((status, code.as_deref()), (401, Some(want)), "{what}");
+        let c = challenge.unwrap_or_default();
+        assert!(
+            c.starts_with("Bearer error=\"invalid_token\""),
+            "{what}: {c}"
+        );
+        assert!(
+            !c.contains(&t[..t.len().min(20)]),
+            "{what}: the challenge echoes the token"
+        );
+    }
+    assert_eq!(
+        private.stats().graphql(),
+        0,
+        "a refused request reached the subgraph"
+    );
+
+    // A valid token passes; anonymous callers reach only the public subgraph,
+    // where a bad token is still refused.
+    assert_eq!(call(&private_url, Some(&good("alice"))).0, 200);
+    assert_eq!(call(&public_url, None).0, 200);
+    assert_eq!(call(&public_url, Some("not.a.jwt")).0, 401);
+
+    // The rate limit keys on the subject: alice has used 1 of her burst of 2,
+    // bob (same address) has his own.
+    assert_eq!(call(&private_url, Some(&good("alice"))).0, 200);
+    let (status, code, _) = call(&private_url, Some(&good("alice")));
+    assert_eq!((status, code.as_deref()), (429, Some("RATE_LIMITED")));
+    assert_eq!(call(&private_url, Some(&good("bob"))).0, 200);
+
+    let m = fraiseql_edge_tests::graphql::Client::default().metrics(&edge.admin_url("/metrics"));
+    assert_eq!(
+        m.get(
+            "fraiseql_edge_auth_failures_total",
+            &[("reason", "expired")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "fraiseql_edge_auth_failures_total",
+            &[("reason", "missing_token")]
+        ),
+        Some(1.0)
+    );
+}
