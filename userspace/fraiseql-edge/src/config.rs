@@ -40,6 +40,9 @@ pub struct Config {
     pub rate_limit: crate::ratelimit::RateLimitConfig,
     /// JWT identification; without it every request is anonymous.
     pub auth: Option<crate::auth::AuthConfig>,
+    /// GraphQL document limits, applied to every request.
+    #[serde(default)]
+    pub graphql: crate::graphql::GraphqlLimits,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -169,6 +172,14 @@ impl Config {
                     None => ConfigError::invalid("auth", e),
                 })?;
         }
+        self.graphql
+            .validate("graphql")
+            .map_err(|e| match e.split_once(": ") {
+                Some((key, reason)) if key.starts_with("graphql") => {
+                    ConfigError::invalid(key, reason)
+                }
+                _ => ConfigError::invalid("graphql", e),
+            })?;
         self.rate_limit
             .validate("rate_limit")
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;

@@ -163,6 +163,7 @@ async fn serve(
                 limiter,
                 blocks: blocks.clone(),
                 auth,
+                graphql: &config.graphql,
             });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");

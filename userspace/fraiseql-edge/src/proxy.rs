@@ -15,7 +15,11 @@
 //!    address),
 //!    429 with `Retry-After` and `RateLimit-*`; an address that keeps being
 //!    refused is escalated to the block list ([`crate::ratelimit`]).
-//! 4. **graphql**, 5. **authorize** — to come.
+//! 4. **graphql** — each operation parsed once (cached), held to the
+//!    `[graphql]` limits (size, tokens, depth, aliases, root fields,
+//!    directives, cost, introspection, batch size) and validated against the
+//!    subgraph's SDL ([`crate::graphql`]); 400 with a code per limit.
+//! 5. **authorize** — to come.
 //! 6. **route** — the subgraph for the path ([`routes`], resolved first so
 //!    an unknown path is refused before its body is read), then breaker,
 //!    healthy endpoint (or all of them in panic mode), pooled connection,
@@ -30,6 +34,7 @@ pub mod accept;
 pub mod budget;
 pub mod client_addr;
 pub mod context;
+pub mod documents;
 pub mod endpoint;
 pub mod entities;
 pub mod error;
@@ -68,11 +73,18 @@ use self::{
     subgraph::Subgraph,
     timed_body::{BodyTimeout, TimedBody},
 };
+/// Documents whose outcome is remembered (parse, limits, validation).
+const DOCUMENT_CACHE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
 use crate::{
     auth::{AuthError, Authenticator},
     blocklist::BlockList,
     config::{ProxyConfig, SubgraphConfig},
     fallback::{Refusal, UserLimiter},
+    graphql::{DocumentCache, GraphqlError, GraphqlLimits},
     ratelimit::{Escalation, Key, RateLimitConfig, RateLimiter},
 };
 
@@ -97,6 +109,10 @@ pub struct Proxy {
     blocks: Option<Arc<BlockList>>,
     /// JWT identification (`[auth]`; `None`: every request is anonymous).
     auth: Option<Arc<Authenticator>>,
+    /// Document limits (`[graphql]`).
+    graphql: GraphqlLimits,
+    /// Outcomes of checked documents.
+    documents: DocumentCache,
 }
 
 /// What the data path is built from.
@@ -115,6 +131,8 @@ pub struct ProxyParts<'a> {
     pub blocks: Option<Arc<BlockList>>,
     /// JWT identification, when `[auth]` is configured.
     pub auth: Option<Arc<Authenticator>>,
+    /// `[graphql]`.
+    pub graphql: &'a GraphqlLimits,
 }
 
 impl Proxy {
@@ -129,6 +147,7 @@ impl Proxy {
             limiter,
             blocks,
             auth,
+            graphql,
         } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
@@ -158,6 +177,8 @@ impl Proxy {
             escalation: Escalation::new(&rate_limit.escalation),
             blocks,
             auth,
+            graphql: graphql.clone(),
+            documents: DocumentCache::new(DOCUMENT_CACHE),
         })
     }
 
@@ -210,7 +231,16 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
-                e.into_response()
+                let graphql = matches!(e, ProxyError::Graphql(_));
+                let mut resp = e.into_response();
+                if graphql && ctx.graphql_response {
+                    // GraphQL over HTTP: the media type the client asked for.
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/graphql-response+json"),
+                    );
+                }
+                resp
             }
         };
         let elapsed = ctx.started.elapsed().as_secs_f64();
@@ -251,7 +281,8 @@ impl Proxy {
         let accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
         self.identify(ctx, &sg, &accepted).await?; // 2. identify
         self.rate_limit(ctx)?; // 3. rate limit
-        // 4. graphql, 5. authorize: to come.
+        self.graphql(ctx, &sg, &accepted)?; // 4. graphql
+        // 5. authorize: to come.
         let typenames = self.entity_typenames(ctx, &accepted);
         let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
         Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
@@ -357,6 +388,73 @@ impl Proxy {
                     .inc();
             }
         }
+    }
+
+    /// Phase 4: every operation of the request parsed once (outcomes are
+    /// cached), held to the `[graphql]` limits and validated against the
+    /// subgraph's SDL when it has one. The operation type and entity fetch
+    /// come from the syntax tree.
+    fn graphql(
+        &self,
+        ctx: &mut RequestContext,
+        sg: &Subgraph,
+        accepted: &Accepted,
+    ) -> Result<(), ProxyError> {
+        ctx.graphql_response = accepted
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/graphql-response+json"));
+        let docs = documents::of(accepted)?;
+        let refuse = |e: GraphqlError| {
+            self.metrics
+                .graphql_refusals
+                .with_label_values(&[e.code()])
+                .inc();
+            ProxyError::Graphql(e)
+        };
+        if docs.len() > 1 {
+            crate::graphql::check_batch(docs.len(), &self.graphql).map_err(refuse)?;
+        }
+        let mut kind = operation::OperationKind::Query;
+        let mut entity_fetch = false;
+        for doc in &docs {
+            let Some(query) = &doc.query else {
+                // A persisted query sent by hash: its document was checked
+                // when it was registered (with its text). Never retried.
+                kind = operation::OperationKind::Mutation;
+                continue;
+            };
+            let checked = self
+                .documents
+                .check(
+                    query,
+                    doc.operation_name.as_deref(),
+                    sg.schema.as_ref(),
+                    &self.graphql,
+                )
+                .map_err(refuse)?;
+            if let Some(vars) = &doc.variables {
+                checked
+                    .check_variables(vars, &self.graphql)
+                    .map_err(refuse)?;
+            }
+            let this = match checked.kind {
+                crate::graphql::OperationKind::Query => operation::OperationKind::Query,
+                crate::graphql::OperationKind::Mutation => operation::OperationKind::Mutation,
+                crate::graphql::OperationKind::Subscription => {
+                    operation::OperationKind::Subscription
+                }
+            };
+            if this != operation::OperationKind::Query {
+                kind = this;
+            }
+            entity_fetch |= checked.entity_fetch;
+        }
+        ctx.operation = Some(kind);
+        ctx.entity_fetch = entity_fetch;
+        Ok(())
     }
 
     /// Phase 6a: the subgraph serving the path.

@@ -145,3 +145,77 @@ fn at(line: usize, column: usize) -> String {
         format!("; first at line {line}, column {column}")
     }
 }
+
+impl GraphqlError {
+    /// One error of each kind (for the reference page's test).
+    #[cfg(test)]
+    pub(crate) fn examples() -> Vec<GraphqlError> {
+        let all = vec![
+            Self::ParseFailed {
+                errors: 1,
+                line: 1,
+                column: 1,
+            },
+            Self::ValidationFailed {
+                errors: 1,
+                line: 1,
+                column: 1,
+            },
+            Self::OperationNotFound,
+            Self::OperationNameRequired { operations: 2 },
+            Self::DocumentTooLarge {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxTokensExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxRecursionExceeded { limit: 1 },
+            Self::MaxDepthExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxAliasesExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxRootFieldsExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxDirectivesExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::MaxCostExceeded {
+                limit: 1,
+                measured: 2,
+            },
+            Self::IntrospectionDisabled,
+            Self::BatchTooLarge {
+                limit: 1,
+                measured: 2,
+            },
+        ];
+        for e in &all {
+            match e {
+                Self::ParseFailed { .. }
+                | Self::ValidationFailed { .. }
+                | Self::OperationNotFound
+                | Self::OperationNameRequired { .. }
+                | Self::DocumentTooLarge { .. }
+                | Self::MaxTokensExceeded { .. }
+                | Self::MaxRecursionExceeded { .. }
+                | Self::MaxDepthExceeded { .. }
+                | Self::MaxAliasesExceeded { .. }
+                | Self::MaxRootFieldsExceeded { .. }
+                | Self::MaxDirectivesExceeded { .. }
+                | Self::MaxCostExceeded { .. }
+                | Self::IntrospectionDisabled
+                | Self::BatchTooLarge { .. } => {}
+            }
+        }
+        all
+    }
+}

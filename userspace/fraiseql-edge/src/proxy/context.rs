@@ -26,6 +26,9 @@ pub struct RequestContext {
     pub operation: Option<OperationKind>,
     /// Whether the document is a federation entity fetch.
     pub entity_fetch: bool,
+    /// The client accepts `application/graphql-response+json` (refusals of
+    /// the graphql phase are then sent with that media type).
+    pub graphql_response: bool,
     /// Who the token says the caller is (`None`: anonymous).
     pub identity: Option<crate::auth::Identity>,
 }
@@ -42,6 +45,7 @@ impl RequestContext {
             operation: None,
             entity_fetch: false,
             identity: None,
+            graphql_response: false,
         }
     }
 

@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// Degraded mode: the client exceeded the kernel-layer limits.
     #[error("rate limit exceeded")]
     RateLimited,
+    /// The document failed to parse or validate, or exceeded a limit.
+    #[error("{0}")]
+    Graphql(crate::graphql::GraphqlError),
     /// No valid token (`[auth]`): 401 with `WWW-Authenticate`.
     #[error("{0}")]
     Unauthenticated(crate::auth::AuthError),
@@ -88,6 +91,7 @@ impl ProxyError {
             }
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, e.code()),
+            Self::Graphql(e) => (StatusCode::BAD_REQUEST, e.code()),
             Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
             Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
             Self::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
@@ -184,6 +188,7 @@ mod tests {
             ProxyError::Forbidden,
             ProxyError::CircuitOpen(String::new()),
             ProxyError::Unauthenticated(crate::auth::AuthError::MissingToken),
+            ProxyError::Graphql(crate::graphql::GraphqlError::OperationNotFound),
             ProxyError::NoHealthyUpstream(String::new()),
             ProxyError::Saturated(String::new()),
             ProxyError::UpstreamUnavailable {
@@ -204,6 +209,7 @@ mod tests {
                 | ProxyError::TooManyRequests(_)
                 | ProxyError::Forbidden
                 | ProxyError::Unauthenticated(_)
+                | ProxyError::Graphql(_)
                 | ProxyError::CircuitOpen(_)
                 | ProxyError::NoHealthyUpstream(_)
                 | ProxyError::Saturated(_)
@@ -224,6 +230,11 @@ mod tests {
                 crate::auth::AuthError::ALL
                     .iter()
                     .map(|e| ProxyError::Unauthenticated(e.clone())),
+            )
+            .chain(
+                crate::graphql::GraphqlError::examples()
+                    .into_iter()
+                    .map(ProxyError::Graphql),
             )
             .map(|e| {
                 let (status, code) = e.status_and_code();

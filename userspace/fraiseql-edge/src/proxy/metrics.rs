@@ -88,6 +88,8 @@ pub struct ProxyMetrics {
     pub escalations: IntCounterVec,
     /// Requests refused by authentication, by reason.
     pub auth_failures: IntCounterVec,
+    /// Requests refused by the graphql phase, by code.
+    pub graphql_refusals: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -243,7 +245,15 @@ impl ProxyMetrics {
                 ),
                 &["reason"],
             )?,
+            graphql_refusals: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}graphql_refusals_total"),
+                    "Requests refused by GraphQL parsing, limits or validation, by code",
+                ),
+                &["code"],
+            )?,
         };
+        registry.register(Box::new(m.graphql_refusals.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.escalations.clone()))?;

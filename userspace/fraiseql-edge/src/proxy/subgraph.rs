@@ -45,6 +45,8 @@ pub struct Subgraph {
     pub breaker: Arc<Breaker>,
     /// The `typename` labels of its entity metrics.
     pub entity_labels: EntityLabels,
+    /// Its SDL, parsed and validated, for the graphql phase.
+    pub schema: Option<crate::graphql::SubgraphSchema>,
     /// One health-check connection per endpoint, outside the traffic pools.
     probes: Vec<Pool>,
     /// Hot-path metric handles, resolved by [`Subgraph::spawn_background`].
@@ -101,8 +103,17 @@ impl Subgraph {
         // Validated with the configuration; the fallback is never used.
         let budget = RetryBudget::new(r.budget_percent, r.budget_min_per_sec, budget::WINDOW, now)
             .unwrap_or_else(|_| RetryBudget::new(20, 10, budget::WINDOW, now).expect("defaults"));
+        let schema = sdl.as_deref().and_then(|text| {
+            crate::graphql::SubgraphSchema::parse(text)
+                .inspect_err(|e| {
+                    tracing::warn!(subgraph = %cfg.name, error = %e,
+                        "the SDL does not validate; documents are held to the limits but not validated against it");
+                })
+                .ok()
+        });
         Arc::new(Self {
             breaker: Breaker::new(cfg.breaker.clone(), now),
+            schema,
             entity_labels: EntityLabels::new(sdl.as_deref(), max_typenames),
             probes,
             metrics: std::sync::OnceLock::new(),

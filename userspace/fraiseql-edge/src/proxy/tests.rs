@@ -66,6 +66,7 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
         limiter: None,
         blocks: None,
         auth: None,
+        graphql: &cfg.graphql,
     })
 }
 

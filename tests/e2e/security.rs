@@ -1,6 +1,7 @@
-//! Phase 2, identify, end to end: a real edge with `[auth]` (an HMAC
-//! secret written by the test) in front of a real demo subgraph; tokens
-//! signed by the test with `jsonwebtoken`.
+//! The security phases end to end, against a real edge in front of a real
+//! demo subgraph: identify (`[auth]` with an HMAC secret written by the
+//! test, tokens signed by the test with `jsonwebtoken`), the rate limit per
+//! subject, and the graphql phase's refusals.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -160,6 +161,147 @@ fn tokens_are_checked_before_the_subgraph_and_identities_get_their_own_limit() {
         m.get(
             "fraiseql_edge_auth_failures_total",
             &[("reason", "missing_token")]
+        ),
+        Some(1.0)
+    );
+}
+
+/// Phase 4 end to end: attacks on the parser and the limits are refused by
+/// the edge with their codes, and the subgraph never sees them.
+#[test]
+fn malicious_documents_are_refused_before_the_subgraph() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sdl = dir.path().join("users.graphql");
+    std::fs::write(
+        &sdl,
+        "type Query { users(first: Int): [User!]! user(id: ID!): User }\n\
+         type User { id: ID! name: String! email: String! friends: [User!]! }\n",
+    )
+    .unwrap();
+    let sg = DemoSubgraph::start("users");
+    let mut toml = ProxySetup::one(
+        SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
+    )
+    .to_toml();
+    toml = toml.replace(
+        "name = \"users\"",
+        &format!("name = \"users\"\nsdl = {:?}", sdl.display().to_string()),
+    );
+    let edge = Edge::start_toml(&toml);
+    let url = edge.route("users");
+    let c = fraiseql_edge_tests::graphql::Client::default();
+
+    let depth_bomb = format!(
+        "{{ users {}id{} }}",
+        "{ friends ".repeat(40),
+        " }".repeat(40)
+    );
+    let aliases: String = (0..1000)
+        .map(|i| format!(" a{i}: users {{ id }}"))
+        .collect();
+    let many_fields = format!("{{ users {{ {} }} }}", "id ".repeat(20_000));
+    let directives = format!("{{ users {{ id {} }} }}", "@include(if: true) ".repeat(50));
+    let tokens = format!("{{ users {{ {} }} }}", "id, ".repeat(20_000));
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "depth bomb",
+            json!({"query": depth_bomb}),
+            "MAX_DEPTH_EXCEEDED",
+        ),
+        (
+            "1000 aliases",
+            json!({"query": format!("{{{aliases} }}")}),
+            "MAX_ALIASES_EXCEEDED",
+        ),
+        (
+            "20 000 fields",
+            json!({"query": many_fields}),
+            "MAX_TOKENS_EXCEEDED",
+        ),
+        (
+            "40 000 tokens",
+            json!({"query": tokens}),
+            "MAX_TOKENS_EXCEEDED",
+        ),
+        (
+            "directive flood",
+            json!({"query": directives}),
+            "MAX_DIRECTIVES_EXCEEDED",
+        ),
+        (
+            "fragment cycle",
+            json!({"query": "query { users { ...A } } fragment A on User { friends { ...B } } fragment B on User { friends { ...A } }"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "introspection",
+            json!({"query": "{ __schema { types { name } } }"}),
+            "INTROSPECTION_DISABLED",
+        ),
+        (
+            "parse error",
+            json!({"query": "{ users { id "}),
+            "GRAPHQL_PARSE_FAILED",
+        ),
+        (
+            "unknown field",
+            json!({"query": "{ nope }"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "two operations, no name",
+            json!({"query": "query A { users { id } } query B { users { name } }"}),
+            "OPERATION_NAME_REQUIRED",
+        ),
+        (
+            "batch of 11",
+            serde_json::Value::Array(vec![json!({"query": "{ users { id } }"}); 11]),
+            "BATCH_TOO_LARGE",
+        ),
+    ];
+    for (what, body, code) in &cases {
+        let r = c.post_json(&url, body);
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (400, Some(*code)),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    let r = c.post_raw(&url, b"{\"query\": \"{ users { id } }\xff\"}");
+    assert_eq!(r.status, 400, "invalid UTF-8: {}", r.text());
+    assert_eq!(
+        sg.stats().graphql(),
+        0,
+        "a refused document reached the subgraph"
+    );
+
+    // GraphQL over HTTP: a client that accepts the GraphQL response type gets it.
+    let mut resp = ureq::post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/graphql-response+json")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(json!({"query": "{ nope }"}).to_string())
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/graphql-response+json")
+    );
+    let _ = resp.body_mut().read_to_string();
+
+    // A valid query still goes through.
+    assert!(c.query(&url, "{ users(first: 2) { id name } }").is_data());
+    let m = c.metrics(&edge.admin_url("/metrics"));
+    assert_eq!(
+        m.get(
+            "fraiseql_edge_graphql_refusals_total",
+            &[("code", "INTROSPECTION_DISABLED")]
         ),
         Some(1.0)
     );
