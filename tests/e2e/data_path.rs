@@ -28,6 +28,17 @@ const QUERY: &str = "{ users(first: 2) { id name } }";
 /// Health checks that stay out of the way: one at start, then none for a minute.
 const QUIET_HEALTH: &str = "interval_ms = 60000, timeout_ms = 5000";
 
+/// A subgraph answering every request (health checks too) after 1.5 s.
+fn slow_subgraph() -> DemoSubgraph {
+    DemoSubgraph::start_with(
+        "users",
+        &DemoOptions {
+            latency_ms: 1500,
+            ..DemoOptions::default()
+        },
+    )
+}
+
 /// The edge in front of `sg` alone, health checks out of the way.
 fn quiet_edge(sg: &DemoSubgraph) -> Edge {
     Edge::start(&ProxySetup::one(
@@ -249,13 +260,7 @@ fn a_slow_but_live_body_is_not_cut_off() {
 #[test]
 fn three_hundred_concurrent_slow_requests_eject_nothing() {
     let _serial = serial();
-    let sg = DemoSubgraph::start_with(
-        "users",
-        &DemoOptions {
-            latency_ms: 1500,
-            ..DemoOptions::default()
-        },
-    );
+    let sg = slow_subgraph();
     // Default pool, health, breaker and timeouts: what a user runs.
     let edge = Edge::start(&ProxySetup::one(SubgraphSpec::new("users", [&sg])));
     let url = edge.route("users");
@@ -400,13 +405,7 @@ fn random_typenames_add_a_bounded_number_of_series() {
 #[test]
 fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let _serial = serial();
-    let sg = DemoSubgraph::start_with(
-        "users",
-        &DemoOptions {
-            latency_ms: 1500,
-            ..DemoOptions::default()
-        },
-    );
+    let sg = slow_subgraph();
     let mut edge = Edge::start(&ProxySetup::one(
         SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH),
     ));

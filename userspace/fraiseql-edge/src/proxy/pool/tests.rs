@@ -557,10 +557,9 @@ async fn an_eject_fails_ordinary_waiters_but_not_those_allowed_while_ejected() {
     assert_eq!(pool.stats().opened, 2);
 }
 
-/// An idle connection is driven by nobody; a close the server sent while it
-/// sat idle must be noticed at checkout, not by the next request failing.
-#[tokio::test]
-async fn an_idle_connection_the_server_closed_is_not_handed_out() {
+/// A server that answers "ok" but closes each connection 100 ms after it
+/// was accepted, idle or not; with its count of accepted connections.
+async fn closing_server() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -572,13 +571,20 @@ async fn an_idle_connection_the_server_closed_is_not_handed_out() {
                 let svc = hyper::service::service_fn(|_req| async {
                     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
                 });
-                // Serves for 100 ms, then closes the (idle) connection.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
                 let _ = tokio::time::timeout(Duration::from_millis(100), conn).await;
             });
         }
     });
+    (addr, accepted)
+}
+
+/// An idle connection is driven by nobody; a close the server sent while it
+/// sat idle must be noticed at checkout, not by the next request failing.
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_not_handed_out() {
+    let (addr, accepted) = closing_server().await;
     let pool = Pool::new(addr, cfg(0, 4));
     exchange(&pool).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -597,20 +603,7 @@ async fn an_idle_connection_the_server_closed_is_not_handed_out() {
 /// failure: the caller retries on a fresh connection).
 #[tokio::test]
 async fn a_request_on_a_connection_closed_since_its_last_use_comes_back_stale() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(Duration::from_millis(100), conn).await;
-            });
-        }
-    });
+    let (addr, _) = closing_server().await;
     let pool = Pool::new(addr, cfg(0, 1));
     let mut conn = pool.get().await.unwrap();
     let resp = conn.send(request()).await.unwrap();
