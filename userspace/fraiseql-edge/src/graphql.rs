@@ -40,27 +40,8 @@ pub use limits::GraphqlLimits;
 pub use schema::SubgraphSchema;
 pub use variables::SlicingVariable;
 
-/// The operation type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OperationKind {
-    /// `query` (and the shorthand `{ … }`).
-    Query,
-    /// `mutation`.
-    Mutation,
-    /// `subscription`.
-    Subscription,
-}
-
-impl OperationKind {
-    /// Lowercase name, for metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Mutation => "mutation",
-            Self::Subscription => "subscription",
-        }
-    }
-}
+/// The operation type: the data path's, so the phases share one type.
+pub use crate::proxy::operation::OperationKind;
 
 impl From<ast::OperationType> for OperationKind {
     fn from(value: ast::OperationType) -> Self {

@@ -440,13 +440,7 @@ impl Proxy {
                     .check_variables(vars, &self.graphql)
                     .map_err(refuse)?;
             }
-            let this = match checked.kind {
-                crate::graphql::OperationKind::Query => operation::OperationKind::Query,
-                crate::graphql::OperationKind::Mutation => operation::OperationKind::Mutation,
-                crate::graphql::OperationKind::Subscription => {
-                    operation::OperationKind::Subscription
-                }
-            };
+            let this = checked.kind;
             if this != operation::OperationKind::Query {
                 kind = this;
             }

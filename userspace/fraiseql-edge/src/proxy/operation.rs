@@ -15,7 +15,7 @@ use serde::de::IgnoredAny;
 use super::error::ProxyError;
 
 /// The operation type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OperationKind {
     /// `query` (and shorthand `{ … }`).
     Query = 0,
