@@ -152,8 +152,7 @@ impl Subgraph {
             .map(|index| Pick { index, panic: true })
     }
 
-    /// Hot-path metric handles (resolved on first use when the background
-    /// work was never started, as in unit tests).
+    /// Hot-path metric handles, resolved on first use.
     pub fn metrics(&self, m: &ProxyMetrics) -> &SubgraphMetrics {
         self.metrics.get_or_init(|| {
             let addrs: Vec<&str> = self.endpoints.iter().map(|e| e.addr.as_str()).collect();
@@ -184,10 +183,7 @@ impl Subgraph {
     /// Starts pool maintenance and health checks; they stop when the
     /// subgraph is dropped.
     pub fn spawn_background(self: &Arc<Self>, metrics: ProxyMetrics) {
-        let addrs: Vec<&str> = self.endpoints.iter().map(|e| e.addr.as_str()).collect();
-        let _ = self
-            .metrics
-            .set(SubgraphMetrics::new(&metrics, self.name(), &addrs));
+        self.metrics(&metrics); // resolve the hot-path handles now
         let weak = Arc::downgrade(self);
         let m = metrics.clone();
         tokio::spawn(async move {
