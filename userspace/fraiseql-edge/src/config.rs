@@ -43,6 +43,9 @@ pub struct Config {
     /// GraphQL document limits, applied to every request.
     #[serde(default)]
     pub graphql: crate::graphql::GraphqlLimits,
+    /// Automatic persisted queries and the safelist.
+    #[serde(default)]
+    pub persisted_queries: crate::graphql::persisted::PersistedQueriesConfig,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -118,6 +121,9 @@ impl Config {
                 }
             }
         }
+        if let Some(list) = &mut self.persisted_queries.safelist {
+            *list = base.join(&*list);
+        }
         for (i, sg) in self.subgraphs.iter_mut().enumerate() {
             let Some(sdl) = &sg.sdl else { continue };
             let resolved = base.join(sdl);
@@ -180,6 +186,9 @@ impl Config {
                 }
                 _ => ConfigError::invalid("graphql", e),
             })?;
+        self.persisted_queries
+            .validate("persisted_queries")
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.rate_limit
             .validate("rate_limit")
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;

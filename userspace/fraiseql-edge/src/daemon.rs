@@ -164,6 +164,10 @@ async fn serve(
                 blocks: blocks.clone(),
                 auth,
                 graphql: &config.graphql,
+                persisted: crate::graphql::persisted::PersistedQueries::new(
+                    &config.persisted_queries,
+                )
+                .context("loading the safelist ([persisted_queries])")?,
             });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");

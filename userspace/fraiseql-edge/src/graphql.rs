@@ -10,6 +10,7 @@
 //!   assumed size, and the request's values scale that bound.
 //! * [`DocumentCache`] remembers the outcome per (document, operation name,
 //!   schema, limits).
+//! * [`persisted`] resolves APQ hashes and holds documents to a safelist.
 //! * [`GraphqlLimits`] is the configuration; [`SubgraphSchema`] a validated
 //!   schema with an identity for the cache.
 //!
@@ -23,6 +24,7 @@ mod cache;
 mod error;
 mod limits;
 mod measure;
+pub mod persisted;
 mod schema;
 #[cfg(test)]
 mod tests;

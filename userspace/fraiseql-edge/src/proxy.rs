@@ -84,7 +84,10 @@ use crate::{
     blocklist::BlockList,
     config::{ProxyConfig, SubgraphConfig},
     fallback::{Refusal, UserLimiter},
-    graphql::{DocumentCache, GraphqlError, GraphqlLimits},
+    graphql::{
+        DocumentCache, GraphqlError, GraphqlLimits,
+        persisted::{Outcome, PersistedQueries},
+    },
     ratelimit::{Escalation, Key, RateLimitConfig, RateLimiter},
 };
 
@@ -113,6 +116,8 @@ pub struct Proxy {
     graphql: GraphqlLimits,
     /// Outcomes of checked documents.
     documents: DocumentCache,
+    /// APQ cache and safelist.
+    persisted: PersistedQueries,
 }
 
 /// What the data path is built from.
@@ -133,6 +138,8 @@ pub struct ProxyParts<'a> {
     pub auth: Option<Arc<Authenticator>>,
     /// `[graphql]`.
     pub graphql: &'a GraphqlLimits,
+    /// `[persisted_queries]`, loaded.
+    pub persisted: PersistedQueries,
 }
 
 impl Proxy {
@@ -148,6 +155,7 @@ impl Proxy {
             blocks,
             auth,
             graphql,
+            persisted,
         } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
@@ -171,14 +179,19 @@ impl Proxy {
                 drain: ms(cfg.drain_timeout_ms),
             },
             entity_buffer: Arc::new(Semaphore::new(cfg.entities_buffer_bytes)),
-            metrics: Arc::new(metrics),
             limiter,
             rate_limit: RateLimiter::new(rate_limit, Instant::now()),
             escalation: Escalation::new(&rate_limit.escalation),
             blocks,
             auth,
             graphql: graphql.clone(),
-            documents: DocumentCache::new(DOCUMENT_CACHE),
+            documents: DocumentCache::with_counters(
+                DOCUMENT_CACHE,
+                metrics.document_cache.with_label_values(&["hit"]),
+                metrics.document_cache.with_label_values(&["miss"]),
+            ),
+            persisted,
+            metrics: Arc::new(metrics),
         })
     }
 
@@ -276,16 +289,50 @@ impl Proxy {
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.client_limits(ctx)?; // 0. client
-        let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
-        let accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
-        self.identify(ctx, &sg, &accepted).await?; // 2. identify
-        self.rate_limit(ctx)?; // 3. rate limit
-        self.graphql(ctx, &sg, &accepted)?; // 4. graphql
-        // 5. authorize: to come.
+        let (sg, accepted) = self.admit(ctx, req).await?; // 0–5
         let typenames = self.entity_typenames(ctx, &accepted);
         let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
         Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
+    }
+
+    /// The admission phases: everything the edge decides before the
+    /// subgraph is involved. Returns the subgraph and the request as it
+    /// will be forwarded.
+    async fn admit<B>(
+        &self,
+        ctx: &mut RequestContext,
+        req: Request<B>,
+    ) -> Result<(Arc<Subgraph>, Accepted), ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.client_limits(ctx)?; // 0. client
+        let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
+        let mut accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
+        self.identify(ctx, &sg, &accepted).await?; // 2. identify
+        self.rate_limit(ctx)?; // 3. rate limit
+        self.graphql(ctx, &sg, &mut accepted)?; // 4. graphql
+        // 5. authorize: to come.
+        Ok((sg, accepted))
+    }
+
+    /// Runs the admission phases (client, route, accept, identify, rate
+    /// limit, graphql, authorize) over one request from `peer` without
+    /// forwarding it: what fuzzing and benchmarks of the admission pipeline
+    /// drive. `Ok` means the request would be sent to the subgraph.
+    pub async fn admission<B>(
+        &self,
+        req: Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> Result<(), ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let client = self.trusted.resolve(peer.ip(), req.headers());
+        let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
+        self.admit(&mut ctx, req).await.map(drop)
     }
 
     /// Phase 0: degraded mode enforces the kernel layer's per-client limits.
@@ -398,7 +445,7 @@ impl Proxy {
         &self,
         ctx: &mut RequestContext,
         sg: &Subgraph,
-        accepted: &Accepted,
+        accepted: &mut Accepted,
     ) -> Result<(), ProxyError> {
         ctx.graphql_response = accepted
             .headers
@@ -419,12 +466,32 @@ impl Proxy {
         }
         let mut kind = operation::OperationKind::Query;
         let mut entity_fetch = false;
+        // Documents the edge resolved from a hash, by batch position.
+        let mut resolved_docs: Vec<Option<Arc<str>>> = Vec::with_capacity(docs.len());
+        let mut rewrite = false;
         for doc in &docs {
-            let Some(query) = &doc.query else {
-                // A persisted query sent by hash: its document was checked
-                // when it was registered (with its text). Never retried.
-                kind = operation::OperationKind::Mutation;
-                continue;
+            let persisted = doc.persisted();
+            rewrite |= persisted.is_some();
+            let resolved = self
+                .persisted
+                .resolve(doc.query.as_deref(), persisted)
+                .map_err(|e| {
+                    self.metrics
+                        .graphql_refusals
+                        .with_label_values(&[e.code()])
+                        .inc();
+                    ProxyError::Persisted(e)
+                })?;
+            if resolved.outcome != Outcome::Plain {
+                self.metrics
+                    .persisted_queries
+                    .with_label_values(&[resolved.outcome.as_str()])
+                    .inc();
+            }
+            let query: &str = match (&resolved.document, &doc.query) {
+                (Some(d), _) => d,
+                (None, Some(q)) => q,
+                (None, None) => return Err(ProxyError::BadRequest("missing `query`".into())),
             };
             let checked = self
                 .documents
@@ -445,9 +512,23 @@ impl Proxy {
                 kind = this;
             }
             entity_fetch |= checked.entity_fetch;
+            resolved_docs.push(resolved.document);
+        }
+        if accepted.method == http::Method::GET && kind != operation::OperationKind::Query {
+            // Known only now for a query sent by hash.
+            return Err(ProxyError::MethodNotAllowed(format!(
+                "GET for a {}",
+                kind.as_str()
+            )));
         }
         ctx.operation = Some(kind);
         ctx.entity_fetch = entity_fetch;
+        if rewrite {
+            match documents::rebuild(accepted, &resolved_docs)? {
+                documents::Rewritten::Body(body) => accepted.body = body,
+                documents::Rewritten::Query(qs) => accepted.query = Some(qs),
+            }
+        }
         Ok(())
     }
 

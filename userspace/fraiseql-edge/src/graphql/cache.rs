@@ -11,13 +11,11 @@
 use std::{
     hash::{BuildHasher, Hash, Hasher, RandomState},
     num::NonZeroUsize,
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Mutex, PoisonError},
 };
 
 use lru::LruCache;
+use prometheus::IntCounter;
 
 use super::{Checked, GraphqlError, GraphqlLimits, SubgraphSchema, check};
 
@@ -27,18 +25,25 @@ type Outcome = Result<Checked, GraphqlError>;
 pub struct DocumentCache {
     entries: Mutex<LruCache<u128, Outcome>>,
     keys: (RandomState, RandomState),
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl DocumentCache {
     /// A cache holding at most `capacity` outcomes.
     pub fn new(capacity: NonZeroUsize) -> Self {
+        let counter = || IntCounter::new("document_cache", "lookups").expect("a valid name");
+        Self::with_counters(capacity, counter(), counter())
+    }
+
+    /// A cache counting its hits and misses in the given (registered)
+    /// counters.
+    pub fn with_counters(capacity: NonZeroUsize, hits: IntCounter, misses: IntCounter) -> Self {
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
             keys: (RandomState::new(), RandomState::new()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits,
+            misses,
         }
     }
 
@@ -62,10 +67,10 @@ impl DocumentCache {
         }
         let key = self.key(doc, operation_name, schema.map(SubgraphSchema::id), limits);
         if let Some(outcome) = self.lock().get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.inc();
             return outcome.clone();
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.inc();
         // Checked outside the lock: a slow document never blocks others.
         let outcome = check(
             doc,
@@ -79,12 +84,12 @@ impl DocumentCache {
 
     /// Lookups answered from the cache.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.hits.get()
     }
 
     /// Lookups that had to check the document.
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.misses.get()
     }
 
     /// Outcomes held now.

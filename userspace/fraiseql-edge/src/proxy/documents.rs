@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{accept::Accepted, error::ProxyError};
+use crate::graphql::persisted::PersistedQueryExt;
 
 /// One GraphQL request.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +23,24 @@ pub struct Document<'a> {
     /// The variables.
     #[serde(default)]
     pub variables: Option<Map<String, Value>>,
+    /// The extensions the edge reads.
+    #[serde(default)]
+    pub extensions: Option<Extensions>,
+}
+
+/// `extensions`: only `persistedQuery` is read; the rest is forwarded.
+#[derive(Debug, Default, Deserialize)]
+pub struct Extensions {
+    /// Automatic persisted queries / safelist ids.
+    #[serde(rename = "persistedQuery", default)]
+    pub persisted_query: Option<PersistedQueryExt>,
+}
+
+impl Document<'_> {
+    /// The persisted-query extension, if any.
+    pub fn persisted(&self) -> Option<&PersistedQueryExt> {
+        self.extensions.as_ref()?.persisted_query.as_ref()
+    }
 }
 
 /// The requests of `accepted`: one, or a batch's members in order.
@@ -51,8 +70,150 @@ fn from_query(qs: &str) -> Result<Vec<Document<'_>>, ProxyError> {
                     ProxyError::BadRequest(format!("`variables` is not a JSON object: {e}"))
                 })?;
             }
+            "extensions" => {
+                doc.extensions = serde_json::from_str(&v).map_err(|e| {
+                    ProxyError::BadRequest(format!("`extensions` is not a JSON object: {e}"))
+                })?;
+            }
             _ => {}
         }
     }
     Ok(vec![doc])
+}
+
+/// Rewrites the request for the subgraph: the document of member `i` of
+/// the request becomes `documents[i]` where that is `Some` (a persisted
+/// query resolved by the edge, or a document filtered by authorization),
+/// and `extensions.persistedQuery` is removed everywhere (the edge resolved
+/// it; a subgraph without APQ would refuse it). Other members and keys are
+/// forwarded as they came. Returns the new POST body or GET query string.
+pub fn rebuild(
+    accepted: &Accepted,
+    documents: &[Option<std::sync::Arc<str>>],
+) -> Result<Rewritten, ProxyError> {
+    let bad = |e: serde_json::Error| ProxyError::BadRequest(format!("not a GraphQL request: {e}"));
+    if accepted.method == Method::GET {
+        let qs = accepted.query.as_deref().unwrap_or("");
+        let mut params: Vec<(String, String)> = serde_urlencoded::from_str(qs)
+            .map_err(|e| ProxyError::BadRequest(format!("bad query string: {e}")))?;
+        let document = documents.first().cloned().flatten();
+        let mut has_query = false;
+        params.retain_mut(|(k, v)| match k.as_str() {
+            "query" => {
+                has_query = true;
+                if let Some(d) = &document {
+                    *v = d.to_string();
+                }
+                true
+            }
+            "extensions" => match serde_json::from_str::<Map<String, Value>>(v) {
+                Ok(mut ext) => {
+                    ext.remove("persistedQuery");
+                    *v = Value::Object(ext.clone()).to_string();
+                    !ext.is_empty()
+                }
+                Err(_) => true,
+            },
+            _ => true,
+        });
+        if let (false, Some(d)) = (has_query, &document) {
+            params.push(("query".into(), d.to_string()));
+        }
+        let qs = serde_urlencoded::to_string(&params)
+            .map_err(|e| ProxyError::BadRequest(format!("bad query string: {e}")))?;
+        return Ok(Rewritten::Query(qs));
+    }
+    let mut value: Value = serde_json::from_slice(&accepted.body).map_err(bad)?;
+    let members: Vec<&mut Value> = match &mut value {
+        Value::Array(batch) => batch.iter_mut().collect(),
+        one => vec![one],
+    };
+    for (i, member) in members.into_iter().enumerate() {
+        let Value::Object(obj) = member else { continue };
+        if let Some(Some(d)) = documents.get(i) {
+            obj.insert("query".into(), Value::String(d.to_string()));
+        }
+        if let Some(Value::Object(ext)) = obj.get_mut("extensions") {
+            ext.remove("persistedQuery");
+            if ext.is_empty() {
+                obj.remove("extensions");
+            }
+        }
+    }
+    Ok(Rewritten::Body(bytes::Bytes::from(value.to_string())))
+}
+
+/// A rewritten request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rewritten {
+    /// A new POST body.
+    Body(bytes::Bytes),
+    /// A new GET query string.
+    Query(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use serde_json::json;
+
+    use super::*;
+
+    fn post(body: Value) -> Accepted {
+        Accepted {
+            method: Method::POST,
+            query: None,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn persisted_hashes_are_replaced_by_their_documents() {
+        let ext = json!({"persistedQuery": {"version": 1, "sha256Hash": "ab"}, "trace": true});
+        let a = post(json!([
+            {"extensions": ext, "variables": {"n": 1}},
+            {"query": "{ b }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "cd"}}}
+        ]));
+        let docs = of(&a).unwrap();
+        assert_eq!(docs[0].persisted().unwrap().sha256_hash, "ab");
+        assert!(docs[0].query.is_none());
+        let Rewritten::Body(body) = rebuild(&a, &[Some("{ a }".into()), None]).unwrap() else {
+            panic!("a POST is rewritten as a body")
+        };
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"query": "{ a }", "extensions": {"trace": true}, "variables": {"n": 1}},
+                {"query": "{ b }"}
+            ])
+        );
+    }
+
+    #[test]
+    fn a_get_gets_its_document_in_the_query_string() {
+        let ext = json!({"persistedQuery": {"version": 1, "sha256Hash": "ab"}}).to_string();
+        let qs =
+            serde_urlencoded::to_string([("extensions", ext.as_str()), ("operationName", "Q")])
+                .unwrap();
+        let a = Accepted {
+            method: Method::GET,
+            query: Some(qs),
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        };
+        assert_eq!(of(&a).unwrap()[0].persisted().unwrap().sha256_hash, "ab");
+        let Rewritten::Query(qs) = rebuild(&a, &[Some("query Q { a }".into())]).unwrap() else {
+            panic!("a GET is rewritten as a query string")
+        };
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(&qs).unwrap();
+        assert_eq!(
+            params,
+            vec![
+                ("operationName".to_string(), "Q".to_string()),
+                ("query".to_string(), "query Q { a }".to_string())
+            ]
+        );
+    }
 }

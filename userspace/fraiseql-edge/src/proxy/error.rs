@@ -42,6 +42,10 @@ pub enum ProxyError {
     /// The document failed to parse or validate, or exceeded a limit.
     #[error("{0}")]
     Graphql(crate::graphql::GraphqlError),
+    /// A persisted query that cannot be resolved, or an operation outside
+    /// the safelist.
+    #[error("{0}")]
+    Persisted(crate::graphql::persisted::PersistedError),
     /// No valid token (`[auth]`): 401 with `WWW-Authenticate`.
     #[error("{0}")]
     Unauthenticated(crate::auth::AuthError),
@@ -92,6 +96,7 @@ impl ProxyError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, e.code()),
             Self::Graphql(e) => (StatusCode::BAD_REQUEST, e.code()),
+            Self::Persisted(e) => (e.status(), e.code()),
             Self::CircuitOpen(_) => (StatusCode::SERVICE_UNAVAILABLE, "CIRCUIT_OPEN"),
             Self::NoHealthyUpstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "NO_HEALTHY_UPSTREAM"),
             Self::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
@@ -189,6 +194,7 @@ mod tests {
             ProxyError::CircuitOpen(String::new()),
             ProxyError::Unauthenticated(crate::auth::AuthError::MissingToken),
             ProxyError::Graphql(crate::graphql::GraphqlError::OperationNotFound),
+            ProxyError::Persisted(crate::graphql::persisted::PersistedError::NotFound),
             ProxyError::NoHealthyUpstream(String::new()),
             ProxyError::Saturated(String::new()),
             ProxyError::UpstreamUnavailable {
@@ -210,6 +216,7 @@ mod tests {
                 | ProxyError::Forbidden
                 | ProxyError::Unauthenticated(_)
                 | ProxyError::Graphql(_)
+                | ProxyError::Persisted(_)
                 | ProxyError::CircuitOpen(_)
                 | ProxyError::NoHealthyUpstream(_)
                 | ProxyError::Saturated(_)
@@ -230,6 +237,11 @@ mod tests {
                 crate::auth::AuthError::ALL
                     .iter()
                     .map(|e| ProxyError::Unauthenticated(e.clone())),
+            )
+            .chain(
+                crate::graphql::persisted::PersistedError::ALL
+                    .iter()
+                    .map(|e| ProxyError::Persisted(e.clone())),
             )
             .chain(
                 crate::graphql::GraphqlError::examples()

@@ -90,6 +90,10 @@ pub struct ProxyMetrics {
     pub auth_failures: IntCounterVec,
     /// Requests refused by the graphql phase, by code.
     pub graphql_refusals: IntCounterVec,
+    /// Document-cache lookups by result (`hit`, `miss`).
+    pub document_cache: IntCounterVec,
+    /// Operations by how their document was found (APQ, safelist, plain).
+    pub persisted_queries: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -252,7 +256,23 @@ impl ProxyMetrics {
                 ),
                 &["code"],
             )?,
+            document_cache: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}graphql_document_cache_total"),
+                    "Document-cache lookups (parse, limits, validation outcomes), by result (hit, miss)",
+                ),
+                &["result"],
+            )?,
+            persisted_queries: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}persisted_queries_total"),
+                    "Operations by how their document was found (apq_hit, apq_registered, safelist_id, safelist_document, not_in_safelist_logged)",
+                ),
+                &["outcome"],
+            )?,
         };
+        registry.register(Box::new(m.document_cache.clone()))?;
+        registry.register(Box::new(m.persisted_queries.clone()))?;
         registry.register(Box::new(m.graphql_refusals.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;

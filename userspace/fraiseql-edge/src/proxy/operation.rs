@@ -123,8 +123,16 @@ pub fn from_query_string(qs: &str) -> Result<Operation, ProxyError> {
         }
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_ref());
-    let query = get("query").ok_or_else(|| ProxyError::BadRequest("missing `query`".into()))?;
-    Ok(from_document(query, get("operationName")))
+    match (get("query"), get("extensions")) {
+        (Some(query), _) => Ok(from_document(query, get("operationName"))),
+        // A persisted query sent by hash: the graphql phase resolves it and
+        // refuses a GET for anything but a query.
+        (None, Some(_)) => Ok(Operation {
+            kind: OperationKind::Query,
+            entity_fetch: false,
+        }),
+        (None, None) => Err(ProxyError::BadRequest("missing `query`".into())),
+    }
 }
 
 /// Finds the selected operation's type by scanning the document's top-level

@@ -67,6 +67,8 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
         blocks: None,
         auth: None,
         graphql: &cfg.graphql,
+        persisted: crate::graphql::persisted::PersistedQueries::new(&cfg.persisted_queries)
+            .unwrap(),
     })
 }
 
