@@ -20,10 +20,12 @@
 //! * [`keys`] — key types, JWKS parsing, HMAC secrets.
 //! * [`jwks`] — the JWKS URL source and its refresh.
 //! * [`cache`] — verified tokens by hash.
+//! * [`forward`] — claims forwarded to subgraphs as headers.
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod forward;
 pub mod jwks;
 pub mod keys;
 pub mod token;
@@ -107,6 +109,7 @@ pub struct Authenticator {
     /// Bumped when a key set changes; cached entries from before are void.
     epoch: Arc<AtomicU64>,
     stats: AuthStats,
+    claim_headers: forward::ClaimHeaders,
     _refresh: Vec<AbortOnDrop>,
 }
 
@@ -161,6 +164,7 @@ impl Authenticator {
             .collect();
         Ok(Self {
             cache: TokenCache::new(config.cache_size),
+            claim_headers: forward::ClaimHeaders::new(&config.forward_claims),
             config,
             static_keys,
             urls,
@@ -169,6 +173,12 @@ impl Authenticator {
             stats: AuthStats::default(),
             _refresh: refresh,
         })
+    }
+
+    /// Sets the `auth.forward_claims` headers of an upstream request from
+    /// `identity`, after removing the client's copies of them.
+    pub fn forward_claims(&self, identity: Option<&Identity>, headers: &mut http::HeaderMap) {
+        self.claim_headers.apply(identity, headers);
     }
 
     /// The identity of the request's token; `None` when no token is presented.

@@ -198,7 +198,27 @@ impl Config {
                 "must be between 1 and 1024 (or unset: one per CPU)",
             ));
         }
-        proxy::validate(self.proxy.as_ref(), &self.subgraphs)
+        proxy::validate(self.proxy.as_ref(), &self.subgraphs)?;
+        for (i, sg) in self.subgraphs.iter().enumerate() {
+            if let Some(overrides) = &sg.graphql {
+                let at = format!("subgraphs[{i}].graphql");
+                self.graphql
+                    .overridden(overrides)
+                    .map_err(|reason| ConfigError::invalid(&at, reason))?
+                    .validate(&at)
+                    .map_err(|e| match e.split_once(": ") {
+                        Some((key, reason)) => ConfigError::invalid(key, reason),
+                        None => ConfigError::invalid(&at, e),
+                    })?;
+            }
+            if let Some(limit) = &sg.rate_limit {
+                limit
+                    .apply(&self.rate_limit)
+                    .validate(&format!("subgraphs[{i}].rate_limit"))
+                    .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+            }
+        }
+        Ok(())
     }
 }
 

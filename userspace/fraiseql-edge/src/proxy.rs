@@ -70,7 +70,7 @@ use self::{
     metrics::ProxyMetrics,
     routes::Routes,
     server::ListenerLimits,
-    subgraph::Subgraph,
+    subgraph::{Subgraph, SubgraphLimits},
     timed_body::{BodyTimeout, TimedBody},
 };
 /// Documents whose outcome is remembered (parse, limits, validation).
@@ -160,7 +160,10 @@ impl Proxy {
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
             .cloned()
-            .map(|sg| Subgraph::new(sg, cfg.entities_max_typenames))
+            .map(|sg| {
+                let limits = SubgraphLimits::of(&sg, graphql, rate_limit, Instant::now());
+                Subgraph::with_limits(sg, cfg.entities_max_typenames, limits)
+            })
             .collect();
         for sg in &built {
             sg.spawn_background(metrics.clone());
@@ -311,7 +314,7 @@ impl Proxy {
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
         let mut accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
         self.identify(ctx, &sg, &accepted).await?; // 2. identify
-        self.rate_limit(ctx)?; // 3. rate limit
+        self.rate_limit(ctx, &sg, &accepted)?; // 3. rate limit
         self.graphql(ctx, &sg, &mut accepted)?; // 4. graphql
         // 5. authorize: to come.
         Ok((sg, accepted))
@@ -384,8 +387,17 @@ impl Proxy {
 
     /// Phase 3: the identity's request rate; a refusal is a strike against
     /// the client address, and enough strikes block it.
-    fn rate_limit(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
-        let Some(limiter) = &self.rate_limit else {
+    fn rate_limit(
+        &self,
+        ctx: &RequestContext,
+        sg: &Subgraph,
+        accepted: &Accepted,
+    ) -> Result<(), ProxyError> {
+        let limiter = match &sg.limits.rate_limit {
+            Some(own) => own.as_ref(),
+            None => self.rate_limit.as_ref(),
+        };
+        let Some(limiter) = limiter else {
             return Ok(());
         };
         let now = Instant::now();
@@ -393,7 +405,8 @@ impl Proxy {
             Some(subject) => Key::Subject(subject),
             None => Key::Address(ctx.client_ip()),
         };
-        let decision = limiter.check(&key, now);
+        let n = u32::try_from(accepted.operations).unwrap_or(u32::MAX);
+        let decision = limiter.check_n(&key, n, now);
         if decision.allowed {
             return Ok(());
         }
@@ -454,6 +467,7 @@ impl Proxy {
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.contains("application/graphql-response+json"));
         let docs = documents::of(accepted)?;
+        let limits = sg.limits.graphql.as_ref().unwrap_or(&self.graphql);
         let refuse = |e: GraphqlError| {
             self.metrics
                 .graphql_refusals
@@ -462,13 +476,14 @@ impl Proxy {
             ProxyError::Graphql(e)
         };
         if docs.len() > 1 {
-            crate::graphql::check_batch(docs.len(), &self.graphql).map_err(refuse)?;
+            crate::graphql::check_batch(docs.len(), limits).map_err(refuse)?;
         }
         let mut kind = operation::OperationKind::Query;
         let mut entity_fetch = false;
         // Documents the edge resolved from a hash, by batch position.
         let mut resolved_docs: Vec<Option<Arc<str>>> = Vec::with_capacity(docs.len());
         let mut rewrite = false;
+        let mut batch_cost = 0u64;
         for doc in &docs {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
@@ -499,13 +514,20 @@ impl Proxy {
                     query,
                     doc.operation_name.as_deref(),
                     sg.schema.as_ref(),
-                    &self.graphql,
+                    limits,
                 )
                 .map_err(refuse)?;
-            if let Some(vars) = &doc.variables {
-                checked
-                    .check_variables(vars, &self.graphql)
-                    .map_err(refuse)?;
+            let cost = match &doc.variables {
+                Some(vars) => checked.check_variables(vars, limits).map_err(refuse)?,
+                None => checked.cost,
+            };
+            // A batch is one request upstream: its operations share the budget.
+            batch_cost = batch_cost.saturating_add(cost);
+            if batch_cost > limits.max_cost {
+                return Err(refuse(GraphqlError::MaxCostExceeded {
+                    limit: limits.max_cost,
+                    measured: batch_cost,
+                }));
             }
             let this = checked.kind;
             if this != operation::OperationKind::Query {
@@ -562,7 +584,13 @@ impl Proxy {
         let out = Outgoing {
             method: accepted.method,
             query: accepted.query,
-            headers: headers::upstream_headers(accepted.headers, &ctx.client),
+            headers: {
+                let mut h = headers::upstream_headers(accepted.headers, &ctx.client);
+                if let Some(auth) = &self.auth {
+                    auth.forward_claims(ctx.identity.as_ref(), &mut h);
+                }
+                h
+            },
             body: accepted.body,
             kind: ctx.operation.unwrap_or(operation::OperationKind::Mutation),
         };

@@ -73,6 +73,28 @@ impl RateLimitConfig {
     }
 }
 
+/// A subgraph's own per-identity limit (`[subgraphs.rate_limit]`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    /// Sustained requests per minute per identity; 0 turns the limit off
+    /// for this subgraph.
+    pub requests_per_minute: u32,
+    /// Requests an idle identity may send at once.
+    pub burst: u32,
+}
+
+impl RateLimitOverride {
+    /// The global configuration with this rate and burst.
+    pub fn apply(&self, global: &RateLimitConfig) -> RateLimitConfig {
+        RateLimitConfig {
+            requests_per_minute: self.requests_per_minute,
+            burst: self.burst,
+            ..global.clone()
+        }
+    }
+}
+
 /// Whom a limit applies to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -129,12 +151,21 @@ impl RateLimiter {
 
     /// Checks (and, when allowed, counts) one request of `key` at `now`.
     pub fn check(&self, key: &Key, now: Instant) -> Decision {
+        self.check_n(key, 1, now)
+    }
+
+    /// Checks (and, when allowed, counts) `n` requests of `key` at once (a
+    /// batch: every operation counts); all pass or none.
+    pub fn check_n(&self, key: &Key, n: u32, now: Instant) -> Decision {
+        let n = u64::from(n.max(1));
         let now =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
         let tat = tats.get(key).copied().unwrap_or(now).max(now);
-        let allowed = tat - now <= self.tolerance;
-        let new_tat = if allowed { tat + self.interval } else { tat };
+        let cost = self.interval.saturating_mul(n);
+        // The last of the n must fit within the tolerance.
+        let allowed = (tat - now).saturating_add(cost - self.interval) <= self.tolerance;
+        let new_tat = if allowed { tat.saturating_add(cost) } else { tat };
         if allowed {
             tats.put(key.clone(), new_tat);
         }
@@ -145,7 +176,9 @@ impl RateLimiter {
         let retry_after = if allowed {
             0
         } else {
-            (tat - now - self.tolerance).div_ceil(1_000_000_000)
+            (tat - now + cost - self.interval)
+                .saturating_sub(self.tolerance)
+                .div_ceil(1_000_000_000)
         };
         Decision {
             allowed,

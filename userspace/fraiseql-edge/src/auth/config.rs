@@ -30,6 +30,9 @@ pub struct AuthConfig {
     pub cache_size: usize,
     /// Longest token accepted, in bytes; longer ones are refused unparsed.
     pub max_token_bytes: usize,
+    /// Claims sent to subgraphs as headers; clients' copies of these
+    /// headers are always removed.
+    pub forward_claims: Vec<super::forward::ForwardClaim>,
 }
 
 impl Default for AuthConfig {
@@ -54,6 +57,8 @@ impl Default for AuthConfig {
             // 8 KiB is the usual header-line limit of servers and proxies; a
             // larger token is an attack or a mistake.
             max_token_bytes: 8 * 1024,
+            // Which claims a subgraph wants is its own business.
+            forward_claims: Vec::new(),
         }
     }
 }
@@ -280,7 +285,7 @@ impl AuthConfig {
         if self.audiences.iter().any(String::is_empty) {
             return Err(format!("{at}.audiences: empty audience"));
         }
-        Ok(())
+        super::forward::validate(&self.forward_claims, &format!("{at}.forward_claims"))
     }
 }
 

@@ -239,6 +239,13 @@ pub struct SubgraphConfig {
     /// Failover.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Keys of `[graphql]` that differ for this subgraph's route (e.g.
+    /// `introspection = true`, `max_cost = 20000`); the rest are global.
+    pub graphql: Option<toml::Table>,
+    /// The per-identity limit for this subgraph's route, in place of
+    /// `[rate_limit]` (its own budget; `requests_per_minute = 0` turns it
+    /// off here).
+    pub rate_limit: Option<crate::ratelimit::RateLimitOverride>,
 }
 
 fn yes() -> bool {
@@ -277,6 +284,8 @@ impl SubgraphConfig {
             breaker: BreakerConfig::default(),
             timeouts: TimeoutConfig::default(),
             retry: RetryConfig::default(),
+            graphql: None,
+            rate_limit: None,
         }
     }
 

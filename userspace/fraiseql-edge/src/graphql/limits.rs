@@ -1,6 +1,6 @@
 //! The limits a GraphQL document must stay within.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest accepted `max_recursion`: the parser and the analysis recurse once
 /// per nesting level, and each level costs stack; beyond this a hostile
@@ -8,7 +8,7 @@ use serde::Deserialize;
 const RECURSION_CEILING: usize = 2_000;
 
 /// Limits on one GraphQL document (phase 4 of the request path).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphqlLimits {
     /// Largest document, in bytes, before anything else is looked at.
@@ -81,6 +81,16 @@ impl Default for GraphqlLimits {
 }
 
 impl GraphqlLimits {
+    /// These limits with the keys of `overrides` (a subgraph's `graphql`
+    /// table) in place of theirs; unknown keys and wrong types are errors.
+    pub fn overridden(&self, overrides: &toml::Table) -> Result<Self, String> {
+        let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        for (key, value) in overrides {
+            table.insert(key.clone(), value.clone());
+        }
+        table.try_into::<Self>().map_err(|e| e.message().to_string())
+    }
+
     /// Rejects settings that would disable a limit by accident or endanger
     /// the stack; `at` is the config path, used in the message.
     pub fn validate(&self, at: &str) -> Result<(), String> {
@@ -137,6 +147,22 @@ mod tests {
                 .unwrap_err()
                 .starts_with("graphql.max_recursion:")
         );
+    }
+
+    #[test]
+    fn a_subgraph_overrides_only_the_keys_it_names() {
+        let base = GraphqlLimits {
+            max_depth: 9,
+            ..GraphqlLimits::default()
+        };
+        let t: toml::Table = toml::from_str("introspection = true\nmax_cost = 50").unwrap();
+        let o = base.overridden(&t).unwrap();
+        assert!(o.introspection);
+        assert_eq!((o.max_cost, o.max_depth), (50, 9));
+        let bad: toml::Table = toml::from_str("max_dept = 3").unwrap();
+        assert!(base.overridden(&bad).unwrap_err().contains("max_dept"));
+        let wrong: toml::Table = toml::from_str("max_depth = \"deep\"").unwrap();
+        assert!(base.overridden(&wrong).is_err());
     }
 
     #[test]

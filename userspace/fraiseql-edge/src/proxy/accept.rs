@@ -43,6 +43,8 @@ pub struct Accepted {
     pub headers: HeaderMap,
     /// The buffered body (empty for GET).
     pub body: Bytes,
+    /// Operations in the request (a batch's members; 1 otherwise).
+    pub operations: usize,
 }
 
 /// Runs the phase over `req`, filling in `ctx.operation` and
@@ -92,6 +94,7 @@ where
         query,
         headers: parts.headers,
         body,
+        operations: op.count,
     })
 }
 

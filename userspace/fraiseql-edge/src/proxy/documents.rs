@@ -165,6 +165,7 @@ mod tests {
             query: None,
             headers: HeaderMap::new(),
             body: bytes::Bytes::from(body.to_string()),
+            operations: 1,
         }
     }
 
@@ -202,6 +203,7 @@ mod tests {
             query: Some(qs),
             headers: HeaderMap::new(),
             body: bytes::Bytes::new(),
+            operations: 1,
         };
         assert_eq!(of(&a).unwrap()[0].persisted().unwrap().sha256_hash, "ab");
         let Rewritten::Query(qs) = rebuild(&a, &[Some("query Q { a }".into())]).unwrap() else {

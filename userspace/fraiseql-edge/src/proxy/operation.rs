@@ -43,6 +43,8 @@ pub struct Operation {
     pub kind: OperationKind,
     /// The document mentions `_entities` (a federation entity fetch).
     pub entity_fetch: bool,
+    /// Operations in the request (a batch's members; 1 otherwise).
+    pub count: usize,
 }
 
 /// A GraphQL-over-HTTP request body; only the fields the proxy reads are
@@ -79,6 +81,7 @@ pub fn from_post_body(body: &[u8]) -> Result<Operation, ProxyError> {
     let mut op = Operation {
         kind: OperationKind::Query,
         entity_fetch: false,
+        count: bodies.len(),
     };
     for b in &bodies {
         let this = match &b.query {
@@ -87,6 +90,7 @@ pub fn from_post_body(body: &[u8]) -> Result<Operation, ProxyError> {
             None if b.extensions.is_some() => Operation {
                 kind: OperationKind::Mutation,
                 entity_fetch: false,
+                count: 1,
             },
             None => return Err(ProxyError::BadRequest("missing `query`".into())),
         };
@@ -130,6 +134,7 @@ pub fn from_query_string(qs: &str) -> Result<Operation, ProxyError> {
         (None, Some(_)) => Ok(Operation {
             kind: OperationKind::Query,
             entity_fetch: false,
+            count: 1,
         }),
         (None, None) => Err(ProxyError::BadRequest("missing `query`".into())),
     }
@@ -160,6 +165,7 @@ pub fn from_document(document: &str, operation_name: Option<&str>) -> Operation 
             return Operation {
                 kind: OperationKind::Mutation,
                 entity_fetch,
+                count: 1,
             };
         };
         let kind = token.kind();
@@ -228,6 +234,7 @@ pub fn from_document(document: &str, operation_name: Option<&str>) -> Operation 
     Operation {
         kind: selected.map_or(OperationKind::Mutation, |(k, _)| *k),
         entity_fetch,
+        count: 1,
     }
 }
 

@@ -47,12 +47,46 @@ pub struct Subgraph {
     pub entity_labels: EntityLabels,
     /// Its SDL, parsed and validated, for the graphql phase.
     pub schema: Option<crate::graphql::SubgraphSchema>,
+    /// Its own limits, where its configuration overrides the global ones.
+    pub limits: SubgraphLimits,
     /// One health-check connection per endpoint, outside the traffic pools.
     probes: Vec<Pool>,
     /// Hot-path metric handles, resolved by [`Subgraph::spawn_background`].
     metrics: std::sync::OnceLock<SubgraphMetrics>,
     budget: RetryBudget,
     next: AtomicUsize,
+}
+
+/// A subgraph's overrides of the global limits (`None`: the global one).
+#[derive(Default)]
+pub struct SubgraphLimits {
+    /// `[graphql]` with the subgraph's `graphql` keys in place.
+    pub graphql: Option<crate::graphql::GraphqlLimits>,
+    /// The subgraph's own per-identity limiter (`Some(None)`: no limit here).
+    pub rate_limit: Option<Option<crate::ratelimit::RateLimiter>>,
+}
+
+impl SubgraphLimits {
+    /// The overrides of `cfg` over the global `graphql` and `rate_limit`
+    /// (validated with the configuration).
+    pub fn of(
+        cfg: &SubgraphConfig,
+        graphql: &crate::graphql::GraphqlLimits,
+        rate_limit: &crate::ratelimit::RateLimitConfig,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            graphql: cfg.graphql.as_ref().map(|t| {
+                graphql.overridden(t).unwrap_or_else(|e| {
+                    tracing::warn!(subgraph = %cfg.name, error = %e, "graphql overrides ignored");
+                    graphql.clone()
+                })
+            }),
+            rate_limit: cfg
+                .rate_limit
+                .map(|o| crate::ratelimit::RateLimiter::new(&o.apply(rate_limit), epoch)),
+        }
+    }
 }
 
 /// An endpoint chosen for a try.
@@ -69,6 +103,15 @@ impl Subgraph {
     /// Without an SDL, at most `max_typenames` typenames label its entity
     /// metrics.
     pub fn new(cfg: SubgraphConfig, max_typenames: usize) -> Arc<Self> {
+        Self::with_limits(cfg, max_typenames, SubgraphLimits::default())
+    }
+
+    /// [`Subgraph::new`] with limits of its own.
+    pub fn with_limits(
+        cfg: SubgraphConfig,
+        max_typenames: usize,
+        limits: SubgraphLimits,
+    ) -> Arc<Self> {
         let endpoints: Vec<Arc<Endpoint>> = cfg
             .endpoints
             .iter()
@@ -114,6 +157,7 @@ impl Subgraph {
         Arc::new(Self {
             breaker: Breaker::new(cfg.breaker.clone(), now),
             schema,
+            limits,
             entity_labels: EntityLabels::new(sdl.as_deref(), max_typenames),
             probes,
             metrics: std::sync::OnceLock::new(),

@@ -124,3 +124,24 @@ fn escalation_fires_once_per_window_at_the_threshold() {
     };
     assert!(Escalation::new(&off).is_none());
 }
+
+#[test]
+fn a_batch_counts_every_operation_and_passes_whole_or_not_at_all() {
+    // 60/min: one per second, burst 10.
+    let (l, t0) = limiter(60, 10, 100);
+    let a = subject("a");
+    assert!(l.check_n(&a, 4, t0).allowed);
+    assert!(l.check_n(&a, 4, t0).allowed);
+    let refused = l.check_n(&a, 4, t0);
+    assert!(!refused.allowed, "8 of 10 used: 4 more do not fit");
+    assert_eq!(refused.remaining, 2);
+    assert_eq!(refused.retry_after_secs, 2, "two more seconds free two more slots");
+    assert!(l.check_n(&a, 2, t0).allowed, "the refused batch took nothing");
+    assert!(!l.check(&a, t0).allowed);
+    assert!(l.check_n(&a, 2, t0 + Duration::from_secs(2)).allowed);
+    assert!(
+        !l.check_n(&subject("b"), 11, t0).allowed,
+        "a batch larger than the burst never passes"
+    );
+    assert!(l.check_n(&subject("b"), 10, t0).allowed, "and took nothing");
+}
