@@ -5,6 +5,7 @@
 mod config_errors;
 mod data_path;
 mod degraded_e2e;
+mod escalation_e2e;
 mod hardening;
 mod kernel_cli;
 mod kernel_e2e;

@@ -8,6 +8,9 @@
 //! can follow on the same connection. A connection the server closes
 //! without answering shows as an I/O error (`UnexpectedEof`,
 //! `ConnectionReset` or `BrokenPipe`), never as a reply.
+//!
+//! The same client works from a network namespace: connect inside
+//! [`crate::netns::NetNs::run`] and the socket stays in the namespace.
 
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
@@ -44,10 +47,25 @@ impl LoopbackClient {
 
     /// POSTs `{"query": query}` to `path` and reads the answer.
     pub fn query(&mut self, path: &str, query: &str) -> io::Result<Reply> {
+        self.query_with(path, query, &[])
+    }
+
+    /// As [`Self::query`], with extra request `headers` (`("authorization",
+    /// "Bearer …")`).
+    pub fn query_with(
+        &mut self,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> io::Result<Reply> {
         let body = serde_json::json!({ "query": query }).to_string();
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+             {extra}Content-Length: {}\r\n\r\n{body}",
             self.host,
             body.len()
         );
