@@ -306,3 +306,267 @@ fn malicious_documents_are_refused_before_the_subgraph() {
         Some(1.0)
     );
 }
+
+/// POSTs `body` with extra headers: (status, JSON body).
+fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = ureq::post(url)
+        .header("content-type", "application/json")
+        .config()
+        .http_status_as_error(false)
+        .build();
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.send(body.to_string()).expect("POST");
+    let json = serde_json::from_reader(resp.body_mut().as_reader()).unwrap_or(Value::Null);
+    (resp.status().as_u16(), json)
+}
+
+fn sha256_hex(doc: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(doc.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn persisted(hash: &str) -> Value {
+    json!({"persistedQuery": {"version": 1, "sha256Hash": hash}})
+}
+
+/// APQ: a hash the edge does not know is answered by the edge (200
+/// `PERSISTED_QUERY_NOT_FOUND`); the document sent with its hash registers
+/// it; then the hash alone runs it, by POST and by GET, and the subgraph —
+/// which knows nothing of APQ — always receives the full document.
+#[test]
+fn automatic_persisted_queries_are_resolved_by_the_edge() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    let edge = Edge::start(&ProxySetup::one(
+        SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
+    ));
+    let url = edge.route("users");
+    let hash = sha256_hex(QUERY);
+
+    let (status, body) = post(&url, &json!({"extensions": persisted(&hash)}), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+    assert_eq!(sg.stats().graphql(), 0, "a miss is answered by the edge");
+
+    let (status, body) = post(
+        &url,
+        &json!({"query": QUERY, "extensions": persisted(&sha256_hex("{ other }"))}),
+        &[],
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_HASH_MISMATCH"
+    );
+    assert_eq!(sg.stats().graphql(), 0);
+
+    let (status, body) = post(
+        &url,
+        &json!({"query": QUERY, "extensions": persisted(&hash)}),
+        &[],
+    );
+    assert_eq!(
+        (status, body["data"]["users"][1]["id"].clone()),
+        (200, json!("2"))
+    );
+    let (status, body) = post(&url, &json!({"extensions": persisted(&hash)}), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["users"][0]["id"], "1", "{body}");
+
+    let c = fraiseql_edge_tests::graphql::Client::default();
+    let ext = persisted(&hash).to_string();
+    let reply = c.get(&url, &[("extensions", ext.as_str())]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["data"]["users"][0]["name"], "user-1");
+    assert_eq!(sg.stats().graphql(), 3);
+
+    // A mutation sent by hash over GET is refused once the edge knows what it is.
+    let mutation = "mutation { createUser(name: \"Eve\") { id } }";
+    let m_hash = sha256_hex(mutation);
+    let (status, _) = post(
+        &url,
+        &json!({"query": mutation, "extensions": persisted(&m_hash)}),
+        &[],
+    );
+    assert_eq!(status, 200);
+    let ext = persisted(&m_hash).to_string();
+    let reply = c.get(&url, &[("extensions", ext.as_str())]);
+    assert_eq!(reply.status, 405);
+    assert_eq!(sg.stats().graphql(), 4);
+
+    let m = c.metrics(&edge.admin_url("/metrics"));
+    let outcome = |o: &str| m.get("fraiseql_edge_persisted_queries_total", &[("outcome", o)]);
+    assert_eq!(outcome("apq_hit"), Some(3.0));
+    assert_eq!(outcome("apq_registered"), Some(2.0));
+}
+
+/// A safelist in enforce mode: listed operations run (by id or as their
+/// text), anything else is refused by the edge.
+#[test]
+fn the_safelist_admits_only_listed_operations() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        json!({"format": "apollo-persisted-query-manifest", "version": 1, "operations": [
+            {"id": "users-list", "name": "Users", "type": "query", "body": QUERY}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let sg = DemoSubgraph::start("users");
+    let toml = ProxySetup::one(
+        SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
+    )
+    .to_toml()
+        + &format!(
+            "\n[persisted_queries]\nsafelist = {:?}\n",
+            manifest.display().to_string()
+        );
+    let edge = Edge::start_toml(&toml);
+    let url = edge.route("users");
+
+    let (status, body) = post(&url, &json!({"extensions": persisted("users-list")}), &[]);
+    assert_eq!(
+        (status, body["data"]["users"][0]["id"].clone()),
+        (200, json!("1"))
+    );
+    let (status, _) = post(&url, &json!({"query": QUERY}), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(sg.stats().graphql(), 2);
+
+    for (what, body, code) in [
+        (
+            "unlisted document",
+            json!({"query": "{ users(first: 2) { id name email } }"}),
+            "QUERY_NOT_IN_SAFELIST",
+        ),
+        (
+            "unknown id",
+            json!({"extensions": persisted("users-all")}),
+            "PERSISTED_QUERY_NOT_IN_LIST",
+        ),
+        (
+            "APQ registration",
+            json!({"query": "{ users { email } }", "extensions": persisted(&sha256_hex("{ users { email } }"))}),
+            "QUERY_NOT_IN_SAFELIST",
+        ),
+    ] {
+        let (status, reply) = post(&url, &body, &[]);
+        assert_eq!(
+            (status, reply["errors"][0]["extensions"]["code"].as_str()),
+            (400, Some(code)),
+            "{what}: {reply}"
+        );
+    }
+    assert_eq!(
+        sg.stats().graphql(),
+        2,
+        "a refused operation reached the subgraph"
+    );
+}
+
+/// `auth.forward_claims`: the subgraph gets the verified claims as headers,
+/// and a client can never set those headers itself, with or without a token.
+#[test]
+fn claims_reach_the_subgraph_as_headers_that_clients_cannot_forge() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let sg = DemoSubgraph::start("users");
+    let mut toml = ProxySetup::one(
+        SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
+    )
+    .to_toml();
+    toml = toml.replace(
+        "name = \"users\"",
+        "name = \"users\"\nrequire_authentication = false",
+    );
+    toml += &format!(
+        "\n[auth]\nkeys = [{{ type = \"hmac_secret_file\", path = {:?}, algorithms = [\"HS256\"] }}]\n\
+         forward_claims = [{{ claim = \"sub\", header = \"x-user-id\" }}, {{ claim = \"org.tier\", header = \"x-tier\" }}]\n",
+        secret.display().to_string()
+    );
+    let edge = Edge::start_toml(&toml);
+    let url = edge.route("users");
+    let ask = json!({"query": "{ user: requestHeader(name: \"x-user-id\") tier: requestHeader(name: \"x-tier\") }"});
+    let forged = [("x-user-id", "admin"), ("x-tier", "platinum")];
+
+    let t = token(json!({"sub": "alice", "org": {"tier": "gold"}, "exp": now() + 600}));
+    let bearer = format!("Bearer {t}");
+    let mut headers = forged.to_vec();
+    headers.push(("authorization", bearer.as_str()));
+    let (status, body) = post(&url, &ask, &headers);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!({"user": ["alice"], "tier": ["gold"]}));
+
+    let (status, body) = post(&url, &ask, &forged);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"user": [], "tier": []}),
+        "an anonymous client's copies are removed"
+    );
+}
+
+/// Per-route settings: one subgraph opens introspection and has its own,
+/// tighter rate limit; the other keeps the global ones. A batch counts
+/// every operation against the limit.
+#[test]
+fn routes_override_introspection_and_the_rate_limit() {
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    let health = "interval_ms = 60000, timeout_ms = 5000";
+    let edge = Edge::start(
+        &ProxySetup {
+            subgraphs: vec![
+                SubgraphSpec::new("open", [&sg])
+                    .table("health", health)
+                    .table("graphql", "introspection = true")
+                    .table("rate_limit", "requests_per_minute = 60, burst = 1"),
+                SubgraphSpec::new("closed", [&sg]).table("health", health),
+            ],
+            ..ProxySetup::default()
+        }
+        .rate_limit("requests_per_minute = 60\nburst = 5\nescalation = { threshold = 0 }"),
+    );
+    let introspect = json!({"query": "{ __schema { queryType { name } } }"});
+    let (status, body) = post(&edge.route("open"), &introspect, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    let (status, body) = post(&edge.route("open"), &introspect, &[]);
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (429, Some("RATE_LIMITED")),
+        "the open route's burst is 1"
+    );
+
+    let (status, body) = post(&edge.route("closed"), &introspect, &[]);
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (400, Some("INTROSPECTION_DISABLED")),
+        "the global default"
+    );
+    // The closed route has its own budget of 5 (one used just now): a batch
+    // of 3 fits, the next batch of 3 does not, a single request still does.
+    let batch = json!([{"query": QUERY}, {"query": QUERY}, {"query": QUERY}]);
+    let (status, _) = post(&edge.route("closed"), &batch, &[]);
+    assert_ne!(status, 429, "3 of the 4 left");
+    let (status, body) = post(&edge.route("closed"), &batch, &[]);
+    assert_eq!(
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (429, Some("RATE_LIMITED"))
+    );
+    let (status, _) = post(&edge.route("closed"), &json!({"query": QUERY}), &[]);
+    assert_eq!(status, 200, "the refused batch took nothing");
+}

@@ -165,7 +165,11 @@ impl RateLimiter {
         let cost = self.interval.saturating_mul(n);
         // The last of the n must fit within the tolerance.
         let allowed = (tat - now).saturating_add(cost - self.interval) <= self.tolerance;
-        let new_tat = if allowed { tat.saturating_add(cost) } else { tat };
+        let new_tat = if allowed {
+            tat.saturating_add(cost)
+        } else {
+            tat
+        };
         if allowed {
             tats.put(key.clone(), new_tat);
         }

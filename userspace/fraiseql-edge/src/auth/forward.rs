@@ -44,7 +44,10 @@ pub fn validate(claims: &[ForwardClaim], at: &str) -> Result<(), String> {
     for (i, c) in claims.iter().enumerate() {
         let at = format!("{at}[{i}]");
         if c.claim.is_empty() || c.claim.split('.').any(str::is_empty) {
-            return Err(format!("{at}.claim: not a claim name or dotted path: {:?}", c.claim));
+            return Err(format!(
+                "{at}.claim: not a claim name or dotted path: {:?}",
+                c.claim
+            ));
         }
         let name = HeaderName::from_bytes(c.header.as_bytes())
             .map_err(|_| format!("{at}.header: not a header name: {:?}", c.header))?;
@@ -158,7 +161,10 @@ mod tests {
         assert_eq!(h.get_all("x-user-id").iter().collect::<Vec<_>>(), ["alice"]);
         assert_eq!(h["x-user-roles"], r#"["a","b"]"#);
         assert_eq!(h["x-tenant"], "42");
-        assert!(h.get("x-missing").is_none(), "an absent claim sends nothing");
+        assert!(
+            h.get("x-missing").is_none(),
+            "an absent claim sends nothing"
+        );
         assert_eq!(h["x-other"], "kept");
 
         let mut anonymous = HeaderMap::new();
@@ -171,7 +177,10 @@ mod tests {
     fn values_that_cannot_be_headers_are_not_sent() {
         let ch = ClaimHeaders::new(&[fc("name", "x-name")]);
         let mut h = HeaderMap::new();
-        ch.apply(Some(&identity(json!({"name": "a\r\nx-injected: 1"}))), &mut h);
+        ch.apply(
+            Some(&identity(json!({"name": "a\r\nx-injected: 1"}))),
+            &mut h,
+        );
         assert!(h.is_empty());
     }
 
@@ -180,7 +189,10 @@ mod tests {
         for (cfg, expect) in [
             (vec![fc("", "x-a")], "auth.forward_claims[0].claim"),
             (vec![fc("a..b", "x-a")], "auth.forward_claims[0].claim"),
-            (vec![fc("sub", "bad header")], "auth.forward_claims[0].header"),
+            (
+                vec![fc("sub", "bad header")],
+                "auth.forward_claims[0].header",
+            ),
             (vec![fc("sub", "Authorization")], "set by the proxy"),
             (vec![fc("sub", "x-forwarded-for")], "set by the proxy"),
             (vec![fc("sub", "x-a"), fc("tid", "X-A")], "used twice"),

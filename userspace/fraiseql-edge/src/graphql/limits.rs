@@ -88,7 +88,9 @@ impl GraphqlLimits {
         for (key, value) in overrides {
             table.insert(key.clone(), value.clone());
         }
-        table.try_into::<Self>().map_err(|e| e.message().to_string())
+        table
+            .try_into::<Self>()
+            .map_err(|e| e.message().to_string())
     }
 
     /// Rejects settings that would disable a limit by accident or endanger

@@ -135,8 +135,14 @@ fn a_batch_counts_every_operation_and_passes_whole_or_not_at_all() {
     let refused = l.check_n(&a, 4, t0);
     assert!(!refused.allowed, "8 of 10 used: 4 more do not fit");
     assert_eq!(refused.remaining, 2);
-    assert_eq!(refused.retry_after_secs, 2, "two more seconds free two more slots");
-    assert!(l.check_n(&a, 2, t0).allowed, "the refused batch took nothing");
+    assert_eq!(
+        refused.retry_after_secs, 2,
+        "two more seconds free two more slots"
+    );
+    assert!(
+        l.check_n(&a, 2, t0).allowed,
+        "the refused batch took nothing"
+    );
     assert!(!l.check(&a, t0).allowed);
     assert!(l.check_n(&a, 2, t0 + Duration::from_secs(2)).allowed);
     assert!(
