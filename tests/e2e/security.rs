@@ -271,6 +271,88 @@ fn malicious_documents_are_refused_before_the_subgraph() {
     }
     let r = c.post_raw(&url, b"{\"query\": \"{ users { id } }\xff\"}");
     assert_eq!(r.status, 400, "invalid UTF-8: {}", r.text());
+    // Requests malformed below the document, each with its code.
+    let huge_literal = format!(
+        "{{\"query\": \"{{ user(id: \\\"{}\\\") {{ id }} }}\"}}",
+        "x".repeat(10 << 20)
+    );
+    let nested_variables = format!(
+        "{{\"query\": \"query($v: [Int]) {{ users {{ id }} }}\", \"variables\": {{\"v\": {}1{}}}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let batch_1000 = serde_json::Value::Array(vec![json!({"query": "{ users { id } }"}); 1000]);
+    let raw: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "10 MB string literal",
+            Some("application/json"),
+            huge_literal.into_bytes(),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "deeply nested variables",
+            Some("application/json"),
+            nested_variables.into_bytes(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "1000-operation batch",
+            Some("application/json"),
+            batch_1000.to_string().into_bytes(),
+            400,
+            "BATCH_TOO_LARGE",
+        ),
+        (
+            "duplicate JSON keys",
+            Some("application/json"),
+            br#"{"query": "{ users { id } }", "query": "{ __schema { types { name } } }"}"#
+                .to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "wrong content type",
+            Some("application/xml"),
+            br#"{"query": "{ users { id } }"}"#.to_vec(),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            "simple-request CSRF (text/plain)",
+            Some("text/plain"),
+            br#"{"query": "mutation { createUser(name: \"x\") { id } }"}"#.to_vec(),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            "simple-request CSRF (form)",
+            Some("application/x-www-form-urlencoded"),
+            b"query=mutation+%7B+createUser%28name%3A%22x%22%29+%7B+id+%7D+%7D".to_vec(),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+    ];
+    for (what, ct, body, status, code) in &raw {
+        let r = c.try_post(&url, *ct, body).expect("POST");
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (*status, Some(*code)),
+            "{what}: {}",
+            r.text()
+        );
+    }
+    // A cross-site GET cannot carry a mutation either.
+    let r = c.get(
+        &url,
+        &[("query", "mutation { createUser(name: \"x\") { id } }")],
+    );
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (405, Some("METHOD_NOT_ALLOWED")),
+        "GET mutation"
+    );
     assert_eq!(
         sg.stats().graphql(),
         0,
