@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 9] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -23,6 +23,9 @@ const PACKAGES: [&str; 8] = [
     "nginx",
     // `promtool check metrics` in the tests.
     "prometheus",
+    // The graphql-http server audit (tests/audit, run by the e2e tests).
+    // Some builds of this package bundle npm; see `missing_packages`.
+    "nodejs",
 ];
 
 /// `(fs type, mount point)` pairs the daemon and the kernel tests need.
@@ -68,10 +71,16 @@ fn missing_packages() -> Vec<&'static str> {
         println!("setup: no dpkg on this machine: not checking Debian packages {PACKAGES:?}");
         return Vec::new();
     }
-    PACKAGES
+    let mut missing: Vec<&'static str> = PACKAGES
         .into_iter()
         .filter(|name| !cmd::succeeds(Command::new("dpkg").args(["-s", name])))
-        .collect()
+        .collect();
+    // Debian's nodejs leaves npm to its own package; NodeSource's bundles it
+    // (and conflicts with Debian's npm), so npm is only asked for when absent.
+    if which::which("npm").is_err() {
+        missing.push("npm");
+    }
+    missing
 }
 
 fn install_packages(missing: &[&str], report: Report) -> Result<()> {

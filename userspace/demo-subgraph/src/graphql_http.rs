@@ -5,11 +5,14 @@
 //! Every request goes through the same phases, in this order:
 //!
 //! 1. count it (`requests`, `in_flight`);
-//! 2. parse it (a bad request is only answered after the faults below);
+//! 2. parse it (a bad request, a `POST` whose `Content-Type` is not
+//!    `application/json` included, is only answered after the faults below);
 //! 3. count it as a health check if its query is `{ __typename }`;
 //! 4. obey the faults in force: hang, latency, injected error status;
 //! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
-//! 6. execute it and answer `200 application/json`;
+//! 6. execute it and answer in the media type `Accept` asks for (see
+//!    `media.rs`): `200 application/json`, or `application/graphql-response+json`
+//!    with a 400 for a request that fails before execution;
 //! 7. send the body as the body faults say (`slow_body_ms`, `stall_body`; see
 //!    `fault_body.rs`), whatever the answer: health checks, injected errors,
 //!    400 and 405 answers included, since an upstream that stalls mid-body
@@ -39,6 +42,7 @@ use serde_json::json;
 use crate::{
     fault_body,
     faults::FaultControl,
+    media::Media,
     schema::{DemoSchema, RequestHeaders},
     stats::Stats,
 };
@@ -67,6 +71,8 @@ pub fn router(state: GraphqlState) -> Router {
 pub enum RequestError {
     #[error("request body is not a GraphQL request: {0}")]
     BadBody(String),
+    #[error("a POST body must be sent as application/json")]
+    UnsupportedContentType,
     #[error("query string is not a GraphQL request: {0}")]
     BadQueryString(String),
     #[error("the `query` parameter is missing")]
@@ -83,6 +89,7 @@ impl RequestError {
             Self::BadBody(_) | Self::BadQueryString(_) | Self::MissingQuery => "INVALID_REQUEST",
             Self::BadVariables => "INVALID_VARIABLES",
             Self::MutationOverGet => "MUTATION_OVER_GET",
+            Self::UnsupportedContentType => "UNSUPPORTED_MEDIA_TYPE",
         }
     }
 }
@@ -99,6 +106,12 @@ impl IntoResponse for RequestError {
                     (header::ALLOW, "POST"),
                     (header::CONTENT_TYPE, "application/json"),
                 ],
+                body,
+            )
+                .into_response(),
+            Self::UnsupportedContentType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::CONTENT_TYPE, "application/json")],
                 body,
             )
                 .into_response(),
@@ -128,6 +141,9 @@ async fn post_graphql(
     let request = body
         .map_err(|e| RequestError::BadBody(e.body_text()))
         .and_then(|body| {
+            if !is_json(&headers) {
+                return Err(RequestError::UnsupportedContentType);
+            }
             serde_json::from_slice::<Request>(&body)
                 .map_err(|e| RequestError::BadBody(e.to_string()))
         });
@@ -155,11 +171,12 @@ async fn run_to_completion(
     headers: HeaderMap,
     mutations_allowed: bool,
 ) -> Response {
+    let media = Media::negotiate(&headers);
     let request = request.map(|r| r.data(RequestHeaders(headers)));
     let faults = state.faults.clone();
     let task = tokio::spawn(async move {
         let _in_flight = state.stats.request_started();
-        respond(&state, request, mutations_allowed).await
+        respond(&state, request, mutations_allowed, media).await
     });
     let response = task
         .await
@@ -187,6 +204,7 @@ async fn respond(
     state: &GraphqlState,
     request: Result<Request, RequestError>,
     mutations_allowed: bool,
+    media: Media,
 ) -> Response {
     if request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
         state.stats.record_health_check();
@@ -208,18 +226,26 @@ async fn respond(
         return RequestError::MutationOverGet.into_response();
     }
     let response = state.schema.execute(request).await;
-    match serde_json::to_vec(&response) {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
+    match media.encode(&response) {
+        Ok((status, body)) => {
+            (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize a GraphQL response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// Whether the body is declared `application/json` (parameters such as
+/// `charset` allowed). A missing type is refused too: `fetch` sends a string
+/// body as `text/plain`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Whether `query` is `{ __typename }` or `query { __typename }`, ignoring
@@ -273,6 +299,18 @@ mod tests {
         ] {
             assert!(!is_health_check(q), "{q:?}");
         }
+    }
+
+    #[test]
+    fn only_json_bodies_are_accepted() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json") && with("Application/JSON; charset=utf-8"));
+        assert!(!with("text/plain;charset=UTF-8") && !with("application/graphql-response+json"));
+        assert!(!is_json(&HeaderMap::new()));
     }
 
     #[test]

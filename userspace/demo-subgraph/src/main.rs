@@ -14,6 +14,7 @@ mod admin;
 mod fault_body;
 mod faults;
 mod graphql_http;
+mod media;
 mod schema;
 mod server;
 mod stats;

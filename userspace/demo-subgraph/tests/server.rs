@@ -731,3 +731,62 @@ fn print_sdl_and_bad_flags() {
         assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn media_types_follow_graphql_over_http() {
+    let sg = Subgraph::start(&[]);
+    // A body not declared application/json is refused (`fetch` sends a
+    // string body as text/plain).
+    let body = json!({ "query": "{ __typename }" }).to_string();
+    let mut conn = connect(sg.graphql).unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all((head + &body).as_bytes()).unwrap();
+    let resp = read_response(&conn).unwrap();
+    assert_eq!(resp.status, 415, "{}", resp.body);
+    assert_eq!(
+        resp.json()["errors"][0]["extensions"]["code"],
+        "UNSUPPORTED_MEDIA_TYPE"
+    );
+
+    let ask = |accept: &str, query: &str| {
+        let mut conn = connect(sg.graphql).unwrap();
+        let body = json!({ "query": query }).to_string();
+        let headers = [("Accept", accept)];
+        write_request(&mut conn, "POST", "/graphql", &headers, Some(&body), true).unwrap();
+        read_response(&conn).unwrap()
+    };
+    let new = "application/graphql-response+json, application/json;q=0.9";
+    let typed = |r: &Response, ty: &str| r.headers.contains(&format!("content-type: {ty}"));
+
+    let ok = ask(new, "{ __typename }");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(
+        typed(&ok, "application/graphql-response+json"),
+        "{:?}",
+        ok.headers
+    );
+    assert_eq!(ok.json(), json!({"data": {"__typename": "Query"}}));
+
+    // A document that does not parse: 400 without `data` in the new type,
+    // 200 with `data: null` in application/json.
+    let bad = ask(new, "{");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        typed(&bad, "application/graphql-response+json"),
+        "{:?}",
+        bad.headers
+    );
+    assert!(bad.json().get("data").is_none() && bad.json()["errors"].is_array());
+    let legacy = ask("application/json", "{");
+    assert_eq!(legacy.status, 200, "{}", legacy.body);
+    assert!(typed(&legacy, "application/json"), "{:?}", legacy.headers);
+    assert_eq!(legacy.json()["data"], Value::Null);
+
+    // A field error is an executed request: 200 in either type.
+    let field = ask(new, "{ boom }");
+    assert_eq!(field.status, 200, "{}", field.body);
+}
