@@ -176,13 +176,21 @@ fn malicious_documents_are_refused_before_the_subgraph() {
     std::fs::write(
         &sdl,
         "type Query { users(first: Int): [User!]! user(id: ID!): User }\n\
-         type User { id: ID! name: String! email: String! friends: [User!]! }\n",
+         type User { id: ID! name: String! email: String! friends: [User!]! }\n\
+         type Mutation { createUser(name: String!): User! }\n",
     )
     .unwrap();
     let sg = DemoSubgraph::start("users");
-    let mut toml = ProxySetup::one(
-        SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
-    )
+    // Bodies up to 16 MiB are read, so that a 10 MB document reaches the
+    // graphql phase (and the client reads the answer instead of having its
+    // upload cut off by an early 413).
+    let mut toml = ProxySetup {
+        max_body_bytes: Some(16 << 20),
+        ..ProxySetup::one(
+            SubgraphSpec::new("users", [&sg])
+                .table("health", "interval_ms = 60000, timeout_ms = 5000"),
+        )
+    }
     .to_toml();
     toml = toml.replace(
         "name = \"users\"",
@@ -282,13 +290,21 @@ fn malicious_documents_are_refused_before_the_subgraph() {
         "]".repeat(10_000)
     );
     let batch_1000 = serde_json::Value::Array(vec![json!({"query": "{ users { id } }"}); 1000]);
-    let raw: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, content type, body, status, code)
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let raw: Vec<Case> = vec![
         (
             "10 MB string literal",
             Some("application/json"),
             huge_literal.into_bytes(),
-            413,
-            "PAYLOAD_TOO_LARGE",
+            400,
+            "DOCUMENT_TOO_LARGE",
         ),
         (
             "deeply nested variables",

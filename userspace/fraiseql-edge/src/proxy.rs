@@ -6,19 +6,24 @@
 //! 0. **client** — who the client is: the peer, or the address a trusted
 //!    proxy vouched for ([`client_addr`]); degraded mode enforces the kernel
 //!    layer's per-client limits here.
-//! 1. **accept/http** — method, content type, body size and read deadline,
-//!    GraphQL-over-HTTP shape, operation type ([`accept`]).
+//! 1. **accept/http** — method, content type, body size and read deadline
+//!    ([`accept`]); then the body (or query string) is parsed, once, into
+//!    its GraphQL requests ([`documents`]): a malformed one is a 400.
 //! 2. **identify** — the JWT of `[auth]` ([`crate::auth`]): a valid token
 //!    gives the request an identity; a bad one, or none where the subgraph
 //!    requires it, is 401 with `WWW-Authenticate`.
-//! 3. **rate limit** — requests per identity (the subject, else the client
-//!    address),
-//!    429 with `Retry-After` and `RateLimit-*`; an address that keeps being
-//!    refused is escalated to the block list ([`crate::ratelimit`]).
-//! 4. **graphql** — each operation parsed once (cached), held to the
-//!    `[graphql]` limits (size, tokens, depth, aliases, root fields,
-//!    directives, cost, introspection, batch size) and validated against the
-//!    subgraph's SDL ([`crate::graphql`]); 400 with a code per limit.
+//! 3. **rate limit** — operations per identity (the subject, else the
+//!    client address; each member of a batch counts), globally or per
+//!    subgraph; 429 with `Retry-After` and `RateLimit-*`; an address that
+//!    keeps being refused is escalated to the block list
+//!    ([`crate::ratelimit`]).
+//! 4. **graphql** — persisted queries resolved ([`crate::graphql::persisted`]);
+//!    each operation parsed once (cached), held to the `[graphql]` limits
+//!    (size, tokens, depth, aliases, root fields, directives, cost — a
+//!    batch's summed — introspection, batch size; a subgraph may override
+//!    them) and validated against the subgraph's SDL ([`crate::graphql`]);
+//!    400 with a code per limit. The operation type (retry safety, the GET
+//!    rule) comes from the syntax tree.
 //! 5. **authorize** — to come.
 //! 6. **route** — the subgraph for the path ([`routes`], resolved first so
 //!    an unknown path is refused before its body is read), then breaker,
@@ -243,25 +248,34 @@ impl Proxy {
     {
         let client = self.trusted.resolve(peer.ip(), req.headers());
         let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
+        let mut refused = false;
         let resp = match self.phases(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
-                let graphql = matches!(e, ProxyError::Graphql(_));
+                refused = true;
+                let request_error = matches!(e, ProxyError::Graphql(_) | ProxyError::Persisted(_));
                 let mut resp = e.into_response();
-                if graphql && ctx.graphql_response {
-                    // GraphQL over HTTP: the media type the client asked for.
-                    resp.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/graphql-response+json"),
-                    );
+                if request_error {
+                    // GraphQL over HTTP: a request error is 4xx in
+                    // `application/graphql-response+json`, and 200 in
+                    // `application/json` (the legacy media type says
+                    // nothing through its status).
+                    if ctx.graphql_response {
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/graphql-response+json"),
+                        );
+                    } else {
+                        *resp.status_mut() = http::StatusCode::OK;
+                    }
                 }
                 resp
             }
         };
         let elapsed = ctx.started.elapsed().as_secs_f64();
         match (&ctx.subgraph, ctx.operation) {
-            (Some(sg), Some(op)) if resp.status() == http::StatusCode::OK => {
+            (Some(sg), Some(op)) if !refused && resp.status() == http::StatusCode::OK => {
                 let hot = sg.metrics(&self.metrics);
                 hot.ok(op).inc();
                 hot.request_duration.observe(elapsed);
@@ -312,11 +326,20 @@ impl Proxy {
     {
         self.client_limits(ctx)?; // 0. client
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
-        let mut accepted = accept::accept(self.accept, ctx, req).await?; // 1. accept/http
-        self.identify(ctx, &sg, &accepted).await?; // 2. identify
-        self.rate_limit(ctx, &sg, &accepted)?; // 3. rate limit
-        self.graphql(ctx, &sg, &mut accepted)?; // 4. graphql
-        // 5. authorize: to come.
+        let mut accepted = accept::accept(self.accept, req).await?; // 1. accept/http
+        let rewritten = {
+            // The body, parsed once: every later phase reads these.
+            let docs = documents::of(&accepted)?;
+            self.identify(ctx, &sg, &accepted).await?; // 2. identify
+            self.rate_limit(ctx, &sg, docs.len())?; // 3. rate limit
+            self.graphql(ctx, &sg, &accepted, &docs)? // 4. graphql
+            // 5. authorize: to come.
+        };
+        match rewritten {
+            Some(documents::Rewritten::Body(body)) => accepted.body = body,
+            Some(documents::Rewritten::Query(qs)) => accepted.query = Some(qs),
+            None => {}
+        }
         Ok((sg, accepted))
     }
 
@@ -391,7 +414,7 @@ impl Proxy {
         &self,
         ctx: &RequestContext,
         sg: &Subgraph,
-        accepted: &Accepted,
+        operations: usize,
     ) -> Result<(), ProxyError> {
         let limiter = match &sg.limits.rate_limit {
             Some(own) => own.as_ref(),
@@ -405,7 +428,7 @@ impl Proxy {
             Some(subject) => Key::Subject(subject),
             None => Key::Address(ctx.client_ip()),
         };
-        let n = u32::try_from(accepted.operations).unwrap_or(u32::MAX);
+        let n = u32::try_from(operations).unwrap_or(u32::MAX);
         let decision = limiter.check_n(&key, n, now);
         if decision.allowed {
             return Ok(());
@@ -458,15 +481,10 @@ impl Proxy {
         &self,
         ctx: &mut RequestContext,
         sg: &Subgraph,
-        accepted: &mut Accepted,
-    ) -> Result<(), ProxyError> {
-        ctx.graphql_response = accepted
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("application/graphql-response+json"));
-        let docs = documents::of(accepted)?;
+        accepted: &Accepted,
+        docs: &[documents::Document<'_>],
+    ) -> Result<Option<documents::Rewritten>, ProxyError> {
+        ctx.graphql_response = wants_graphql_response(&accepted.headers);
         let limits = sg.limits.graphql.as_ref().unwrap_or(&self.graphql);
         let refuse = |e: GraphqlError| {
             self.metrics
@@ -484,7 +502,7 @@ impl Proxy {
         let mut resolved_docs: Vec<Option<Arc<str>>> = Vec::with_capacity(docs.len());
         let mut rewrite = false;
         let mut batch_cost = 0u64;
-        for doc in &docs {
+        for doc in docs {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
             let resolved = self
@@ -546,12 +564,9 @@ impl Proxy {
         ctx.operation = Some(kind);
         ctx.entity_fetch = entity_fetch;
         if rewrite {
-            match documents::rebuild(accepted, &resolved_docs)? {
-                documents::Rewritten::Body(body) => accepted.body = body,
-                documents::Rewritten::Query(qs) => accepted.query = Some(qs),
-            }
+            return documents::rebuild(accepted, &resolved_docs).map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Phase 6a: the subgraph serving the path.
@@ -692,6 +707,28 @@ impl Proxy {
             .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// Whether the edge's own GraphQL answers use
+/// `application/graphql-response+json` (GraphQL over HTTP): yes when the
+/// client lists it, or lists neither it nor `application/json` (`*/*`, no
+/// `Accept` — the spec's default since 2025); no when it asks for
+/// `application/json` alone.
+fn wants_graphql_response(headers: &http::HeaderMap) -> bool {
+    let mut json = false;
+    for range in headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let essence = range.split(';').next().unwrap_or("").trim();
+        if essence.eq_ignore_ascii_case("application/graphql-response+json") {
+            return true;
+        }
+        json |= essence.eq_ignore_ascii_case("application/json");
+    }
+    !json
 }
 
 fn refusal(r: Refusal) -> ProxyError {

@@ -4,12 +4,12 @@
 //!   allowed; `application/graphql-response+json` is a response type, and
 //!   anything else is 415), a body of at most `proxy.max_body_bytes` (413)
 //!   received within `proxy.body_read_timeout_ms` (408);
-//! * GET with `query` (and optionally `operationName`, `variables`,
-//!   `extensions`) in the query string, each at most once, for queries only;
+//! * GET: the query string is kept (the graphql phase reads `query`,
+//!   `operationName`, `variables` and `extensions`, each at most once, and
+//!   refuses a GET for anything but a query);
 //! * any other method: 405.
 //!
-//! The operation type is read here (retry safety depends on it) and put in
-//! the request context.
+//! The body is only read here; the graphql phase parses it, once.
 
 use std::time::Duration;
 
@@ -18,11 +18,7 @@ use http::{HeaderMap, Method, Request, header};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Limited};
 
-use super::{
-    context::RequestContext,
-    error::ProxyError,
-    operation::{self, OperationKind},
-};
+use super::error::ProxyError;
 
 /// The limits of the accept phase.
 #[derive(Clone, Copy, Debug)]
@@ -43,58 +39,30 @@ pub struct Accepted {
     pub headers: HeaderMap,
     /// The buffered body (empty for GET).
     pub body: Bytes,
-    /// Operations in the request (a batch's members; 1 otherwise).
-    pub operations: usize,
 }
 
-/// Runs the phase over `req`, filling in `ctx.operation` and
-/// `ctx.entity_fetch`.
-pub async fn accept<B>(
-    limits: AcceptLimits,
-    ctx: &mut RequestContext,
-    req: Request<B>,
-) -> Result<Accepted, ProxyError>
+/// Runs the phase over `req`.
+pub async fn accept<B>(limits: AcceptLimits, req: Request<B>) -> Result<Accepted, ProxyError>
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (parts, body) = req.into_parts();
-    let query = parts.uri.query().map(str::to_string);
-    let (body, op) = match parts.method {
+    let (query, body) = match parts.method {
         Method::POST => {
             if !is_json(&parts.headers) {
                 return Err(ProxyError::UnsupportedMediaType);
             }
-            let body = read_body(body, limits).await?;
-            let op = operation::from_post_body(&body)?;
-            (body, op)
+            (None, read_body(body, limits).await?)
         }
-        Method::GET => {
-            let op = operation::from_query_string(query.as_deref().unwrap_or(""))?;
-            ctx.operation = Some(op.kind);
-            if op.kind != OperationKind::Query {
-                return Err(ProxyError::MethodNotAllowed(format!(
-                    "GET for a {}",
-                    op.kind.as_str()
-                )));
-            }
-            (Bytes::new(), op)
-        }
+        Method::GET => (parts.uri.query().map(str::to_string), Bytes::new()),
         ref other => return Err(ProxyError::MethodNotAllowed(other.to_string())),
-    };
-    ctx.operation = Some(op.kind);
-    ctx.entity_fetch = op.entity_fetch;
-    let query = if parts.method == Method::GET {
-        query
-    } else {
-        None
     };
     Ok(Accepted {
         method: parts.method,
         query,
         headers: parts.headers,
         body,
-        operations: op.count,
     })
 }
 

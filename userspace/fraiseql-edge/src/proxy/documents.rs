@@ -43,23 +43,56 @@ impl Document<'_> {
     }
 }
 
-/// The requests of `accepted`: one, or a batch's members in order.
+/// The requests of `accepted`: one, or a batch's members in order. The
+/// body is parsed here, once; anything that is not a GraphQL-over-HTTP
+/// request (not JSON, not an object or a non-empty array of objects, a
+/// `query` that is not a string, a repeated key, a repeated GET parameter)
+/// is a 400.
 pub fn of(accepted: &Accepted) -> Result<Vec<Document<'_>>, ProxyError> {
     if accepted.method == Method::GET {
         return from_query(accepted.query.as_deref().unwrap_or(""));
     }
-    let bad = |e: serde_json::Error| ProxyError::BadRequest(format!("not a GraphQL request: {e}"));
     let first = accepted.body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        serde_json::from_slice(&accepted.body).map_err(bad)
-    } else {
-        Ok(vec![serde_json::from_slice(&accepted.body).map_err(bad)?])
+    let docs = match first {
+        Some(b'{') => vec![parse_json(&accepted.body)?],
+        Some(b'[') => parse_json(&accepted.body)?,
+        _ => {
+            return Err(ProxyError::BadRequest(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&accepted.body) {
+                    Err(e) => format!("request body is not valid JSON: {e}"),
+                    Ok(_) => "request body must be a JSON object with a `query`".into(),
+                },
+            ));
+        }
+    };
+    if docs.is_empty() {
+        return Err(ProxyError::BadRequest("empty batch".into()));
     }
+    Ok(docs)
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProxyError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ProxyError::BadRequest(if e.is_data() {
+            format!("not a GraphQL request: {e}")
+        } else {
+            format!("request body is not valid JSON: {e}")
+        })
+    })
 }
 
 fn from_query(qs: &str) -> Result<Vec<Document<'_>>, ProxyError> {
     let params: Vec<(Cow<'_, str>, Cow<'_, str>)> = serde_urlencoded::from_str(qs)
         .map_err(|e| ProxyError::BadRequest(format!("bad query string: {e}")))?;
+    // One value each: with two, the edge and the subgraph could each read
+    // a different one.
+    for name in ["query", "operationName", "variables", "extensions"] {
+        if params.iter().filter(|(n, _)| n == name).count() > 1 {
+            return Err(ProxyError::BadRequest(format!(
+                "`{name}` appears more than once in the query string"
+            )));
+        }
+    }
     let mut doc = Document::default();
     for (k, v) in params {
         match k.as_ref() {
@@ -165,7 +198,69 @@ mod tests {
             query: None,
             headers: HeaderMap::new(),
             body: bytes::Bytes::from(body.to_string()),
-            operations: 1,
+        }
+    }
+
+    fn get(qs: &str) -> Accepted {
+        Accepted {
+            method: Method::GET,
+            query: Some(qs.into()),
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_graphql_requests_are_bad_requests() {
+        let raw = |b: &'static [u8]| Accepted {
+            body: bytes::Bytes::from_static(b),
+            ..post(Value::Null)
+        };
+        let ok = raw(br#"{"query":"{ a }","variables":{"x":1},"extra":[1,{"x":null}]}"#);
+        let docs = of(&ok).unwrap();
+        assert_eq!(docs[0].query.as_deref(), Some("{ a }"));
+        assert_eq!(docs[0].variables.as_ref().unwrap()["x"], 1);
+        assert_eq!(
+            of(&raw(br#"[{"query":"{ a }"},{"query":"{ b }"}]"#))
+                .unwrap()
+                .len(),
+            2
+        );
+        for bad in [
+            &b"{not json"[..],
+            b"42",
+            b"[]",
+            br#"{"query":5}"#,
+            br#"[{"query":"{ a }"}, 7]"#,
+            br#"{"query":"{ a }","query":"{ b }"}"#,
+            br#"{"query":"{ a }","variables":[1]}"#,
+            b"",
+        ] {
+            assert!(
+                matches!(of(&raw(bad)), Err(ProxyError::BadRequest(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn get_takes_each_parameter_once() {
+        assert_eq!(
+            of(&get("query=%7B%20a%20%7D")).unwrap()[0].query.as_deref(),
+            Some("{ a }")
+        );
+        for qs in [
+            "query=%7Ba%7D&query=mutation%7Bm%7D",
+            "query=%7Ba%7D&operationName=A&operationName=B",
+            "query=%7Ba%7D&variables=%7B%7D&variables=%7B%7D",
+            "query=%7Ba%7D&extensions=%7B%7D&extensions=%7B%7D",
+            "query=%7Ba%7D&variables=5",
+        ] {
+            assert!(
+                matches!(of(&get(qs)), Err(ProxyError::BadRequest(_))),
+                "{qs}"
+            );
         }
     }
 
@@ -203,7 +298,6 @@ mod tests {
             query: Some(qs),
             headers: HeaderMap::new(),
             body: bytes::Bytes::new(),
-            operations: 1,
         };
         assert_eq!(of(&a).unwrap()[0].persisted().unwrap().sha256_hash, "ab");
         let Rewritten::Query(qs) = rebuild(&a, &[Some("query Q { a }".into())]).unwrap() else {

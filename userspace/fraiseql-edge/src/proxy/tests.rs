@@ -164,3 +164,26 @@ async fn the_listener_serves_h2c_and_drains_on_stop() {
         "still accepting"
     );
 }
+
+#[test]
+fn the_graphql_response_media_type_is_the_default_unless_json_alone_is_asked() {
+    let with = |accept: &[&str]| {
+        let mut h = http::HeaderMap::new();
+        for a in accept {
+            h.append(header::ACCEPT, http::HeaderValue::from_str(a).unwrap());
+        }
+        wants_graphql_response(&h)
+    };
+    assert!(with(&[]));
+    assert!(with(&["*/*"]));
+    assert!(with(&["application/graphql-response+json"]));
+    assert!(with(&[
+        "application/json;q=0.9, application/graphql-response+json"
+    ]));
+    assert!(with(&[
+        "application/json",
+        "Application/GraphQL-Response+JSON"
+    ]));
+    assert!(!with(&["application/json"]));
+    assert!(!with(&["application/json; charset=utf-8, */*;q=0.1"]));
+}
