@@ -10,6 +10,7 @@ pub mod clients;
 pub mod daemon;
 pub mod frames;
 pub mod graphql;
+pub mod jwks;
 pub mod loopback;
 pub mod netns;
 pub mod promtool;
