@@ -7,6 +7,7 @@ mod data_path;
 mod degraded_e2e;
 mod escalation_e2e;
 mod hardening;
+mod jwt_e2e;
 mod kernel_cli;
 mod kernel_e2e;
 mod program;
