@@ -282,7 +282,9 @@ fn malicious_documents_are_refused_before_the_subgraph() {
         "]".repeat(10_000)
     );
     let batch_1000 = serde_json::Value::Array(vec![json!({"query": "{ users { id } }"}); 1000]);
-    let raw: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    /// What, content type, body, status, code.
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let raw: Vec<Case> = vec![
         (
             "10 MB string literal",
             Some("application/json"),
