@@ -8,6 +8,7 @@ mod degraded_e2e;
 mod escalation_e2e;
 mod graphql_http_audit;
 mod hardening;
+mod jwt_e2e;
 mod kernel_cli;
 mod kernel_e2e;
 mod program;

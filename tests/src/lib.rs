@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod frames;
 pub mod graphql;
 pub mod http_audit;
+pub mod jwks;
 pub mod loopback;
 pub mod netns;
 pub mod promtool;
