@@ -21,6 +21,7 @@
 
 mod cache;
 mod error;
+pub mod federation;
 mod limits;
 mod measure;
 mod schema;
