@@ -1,0 +1,461 @@
+//! Phase 5 of the request path, **authorize**: `@authenticated`,
+//! `@requiresScopes` and `@policy` from the subgraph SDL, with Apollo
+//! Router's semantics.
+//!
+//! * [`requirements`] — once per cached document: what the selected
+//!   operation requires, as compact data (response paths and check ids).
+//! * [`Requirements::evaluate`] — per request: the [`Verdict`] for a caller
+//!   (no AST walk; free when [`Requirements::is_empty`]).
+//! * Reject mode ([`Mode::Reject`]): answer 403 with [`Verdict::errors`],
+//!   never calling the subgraph.
+//! * Filter mode ([`Mode::Filter`]): [`filter`] rewrites the document
+//!   without the unauthorized selections; forward
+//!   [`Filtered::document`] and apply [`Filtered::patch`] to the
+//!   subgraph's response (nulls, null propagation, errors). When nothing
+//!   is left, answer [`ResponsePatch::response`] without calling the
+//!   subgraph.
+//! * [`AuthorizationConfig`] — the `[authorization]` table; [`Policies`]
+//!   the named claim predicates; [`TrustedRouter`] who may reach
+//!   `_entities` and `_service`; [`undefined_policies`] the policies the
+//!   SDL names but the configuration lacks (warn at start).
+//!
+//! Semantics. `@authenticated` needs a verified token.
+//! `@requiresScopes(scopes: [[...]])` and `@policy(policies: [[...]])` hold
+//! when one inner list (OR) holds entirely (AND); nothing holds without a
+//! token, an undefined policy never holds, and an empty outer list never
+//! holds. A directive on a field applies to it; on a type, to every field
+//! returning that type and every fragment on it (abstract types: see
+//! [`rules`]). `_entities` is authorized by its representations'
+//! `__typename`s (passed to `evaluate`): one whose type's requirements fail
+//! makes the whole `_entities` field unauthorized; fields and fragments
+//! selected under it are checked as anywhere else.
+//!
+//! Errors follow Apollo Router: message `Unauthorized field or type`, code
+//! `UNAUTHORIZED_FIELD_OR_TYPE`, `path` of response keys (aliases) with
+//! `"@"` for list items (`["users", "@", "email"]`). A fragment refused for
+//! its type condition is reported at the path of the selection set holding
+//! it. A field whose selections are all removed is removed too; it is
+//! answered `null` and reported by its removed children.
+
+pub mod config;
+mod filter;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+
+use apollo_compiler::{Name, ast};
+use serde_json::{Value, json};
+
+use self::rules::Rules;
+pub use self::{
+    config::{AuthorizationConfig, Mode, Policies, Predicate, TrustedRouter},
+    filter::{Filtered, ResponsePatch, filter},
+};
+use crate::{auth::Identity, graphql::SubgraphSchema};
+
+/// The error message, as Apollo Router words it.
+pub const MESSAGE: &str = "Unauthorized field or type";
+/// The error code, as Apollo Router spells it.
+pub const CODE: &str = "UNAUTHORIZED_FIELD_OR_TYPE";
+
+/// Most selections visited while computing requirements; past it (a
+/// fragment fan-out) every check found applies to the whole operation.
+const MAX_VISITS: usize = 50_000;
+
+/// One condition from a directive.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Check {
+    /// `@authenticated`.
+    Authenticated,
+    /// `@requiresScopes`: OR of ANDs.
+    Scopes(Vec<Vec<String>>),
+    /// `@policy`: OR of ANDs of policy names.
+    Policies(Vec<Vec<String>>),
+}
+
+impl Check {
+    fn holds(&self, identity: Option<&Identity>, policies: &Policies) -> bool {
+        match self {
+            Self::Authenticated => identity.is_some(),
+            Self::Scopes(any) => identity.is_some_and(|identity| {
+                any.iter()
+                    .any(|all| all.iter().all(|s| identity.scopes.contains(s)))
+            }),
+            Self::Policies(any) => {
+                identity.is_some()
+                    && any
+                        .iter()
+                        .any(|all| all.iter().all(|p| policies.holds(p, identity)))
+            }
+        }
+    }
+}
+
+/// One element of a response path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PathElement {
+    /// A field's response key (its alias, else its name).
+    Key(Name),
+    /// Every item of a list (`"@"`).
+    Item,
+}
+
+impl PathElement {
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Key(key) => Value::String(key.to_string()),
+            Self::Item => Value::String("@".to_owned()),
+        }
+    }
+}
+
+/// A selection with requirements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    /// Where it is answered (a fragment: the selection set holding it).
+    path: Box<[PathElement]>,
+    /// Indexes into [`Requirements::checks`]; all must hold.
+    checks: Box<[u32]>,
+    /// The nearest enclosing entry: when it fails, this one is not reported.
+    parent: Option<u32>,
+}
+
+/// An `_entities` field and the type-level checks of its entity types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EntityFetch {
+    path: Box<[PathElement]>,
+    by_type: Box<[(Name, Box<[u32]>)]>,
+}
+
+/// What one operation requires, precomputed for [`Requirements::evaluate`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requirements {
+    checks: Vec<Check>,
+    entries: Vec<Entry>,
+    entities: Vec<EntityFetch>,
+}
+
+/// Computes what `operation` (in `document`, validated against `schema`)
+/// requires. Once per document: the result belongs in the document cache.
+pub fn requirements(
+    schema: &SubgraphSchema,
+    document: &ast::Document,
+    operation: &ast::OperationDefinition,
+) -> Requirements {
+    let rules = Rules::new(schema);
+    let Some(root) = schema.schema().root_operation(operation.operation_type) else {
+        return Requirements::default();
+    };
+    let mut walk = Walk {
+        rules: &rules,
+        fragments: fragments(document),
+        out: Requirements::default(),
+        stack: Vec::new(),
+        visits: 0,
+    };
+    let mut path = Vec::new();
+    walk.set(&operation.selection_set, root, &mut path, None, true);
+    if walk.visits > MAX_VISITS {
+        // Too many paths to keep: every check found guards the operation.
+        let checks = (0..walk.out.checks.len() as u32).collect();
+        walk.out.entries = vec![Entry {
+            path: Box::new([]),
+            checks,
+            parent: None,
+        }];
+    }
+    walk.out
+}
+
+/// The fragment definitions of `document` by name.
+fn fragments(document: &ast::Document) -> HashMap<&Name, &ast::FragmentDefinition> {
+    document
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            ast::Definition::FragmentDefinition(f) => Some((&f.name, &**f)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `"@"` elements a field of type `ty` adds below its key.
+fn list_levels(mut ty: &ast::Type) -> usize {
+    let mut levels = 0;
+    while let ast::Type::List(item) | ast::Type::NonNullList(item) = ty {
+        levels += 1;
+        ty = item;
+    }
+    levels
+}
+
+struct Walk<'a, 'd> {
+    rules: &'a Rules<'a>,
+    fragments: HashMap<&'d Name, &'d ast::FragmentDefinition>,
+    out: Requirements,
+    stack: Vec<&'d Name>,
+    visits: usize,
+}
+
+impl<'d> Walk<'_, 'd> {
+    fn intern(&mut self, checks: Vec<Check>) -> Box<[u32]> {
+        checks
+            .into_iter()
+            .map(
+                |check| match self.out.checks.iter().position(|c| *c == check) {
+                    Some(i) => i as u32,
+                    None => {
+                        self.out.checks.push(check);
+                        (self.out.checks.len() - 1) as u32
+                    }
+                },
+            )
+            .collect()
+    }
+
+    /// Records an entry when `checks` is not empty; returns the parent for
+    /// the selections below.
+    fn entry(
+        &mut self,
+        path: &[PathElement],
+        checks: Vec<Check>,
+        parent: Option<u32>,
+    ) -> Option<u32> {
+        if checks.is_empty() || self.visits > MAX_VISITS {
+            return parent;
+        }
+        let checks = self.intern(checks);
+        self.out.entries.push(Entry {
+            path: path.into(),
+            checks,
+            parent,
+        });
+        Some((self.out.entries.len() - 1) as u32)
+    }
+
+    fn set(
+        &mut self,
+        selections: &'d [ast::Selection],
+        parent_type: &str,
+        path: &mut Vec<PathElement>,
+        parent: Option<u32>,
+        root: bool,
+    ) {
+        for selection in selections {
+            self.visits += 1;
+            if self.visits > MAX_VISITS {
+                // Keep collecting checks only (see `requirements`).
+                if let ast::Selection::Field(f) = selection {
+                    let rule = self.rules.field(parent_type, &f.name);
+                    self.intern(rule.checks);
+                }
+                if self.visits > MAX_VISITS * 4 {
+                    return;
+                }
+            }
+            match selection {
+                ast::Selection::Field(field) => {
+                    if field.name.starts_with("__") {
+                        continue;
+                    }
+                    let rule = self.rules.field(parent_type, &field.name);
+                    path.push(PathElement::Key(field.response_name().clone()));
+                    if root && self.rules.is_entities(parent_type, &field.name) {
+                        let by_type = self
+                            .rules
+                            .entity_types(parent_type)
+                            .into_iter()
+                            .map(|(name, checks)| (name, self.intern(checks)))
+                            .collect();
+                        self.out.entities.push(EntityFetch {
+                            path: path.as_slice().into(),
+                            by_type,
+                        });
+                    }
+                    let below = self.entry(path, rule.checks, parent);
+                    if let Some(ty) = &rule.ty
+                        && !field.selection_set.is_empty()
+                    {
+                        let levels = list_levels(ty);
+                        path.extend(std::iter::repeat_n(PathElement::Item, levels));
+                        self.set(
+                            &field.selection_set,
+                            ty.inner_named_type(),
+                            path,
+                            below,
+                            false,
+                        );
+                        path.truncate(path.len() - levels);
+                    }
+                    path.pop();
+                }
+                ast::Selection::InlineFragment(inline) => {
+                    let condition = inline
+                        .type_condition
+                        .as_ref()
+                        .map_or(parent_type, Name::as_str);
+                    let checks = self.rules.condition_checks(parent_type, condition);
+                    let below = self.entry(path, checks, parent);
+                    self.set(&inline.selection_set, condition, path, below, root);
+                }
+                ast::Selection::FragmentSpread(spread) => {
+                    let Some(fragment) = self.fragments.get(&spread.fragment_name).copied() else {
+                        continue;
+                    };
+                    if self.stack.contains(&&fragment.name) {
+                        continue;
+                    }
+                    let condition = fragment.type_condition.as_str();
+                    let checks = self.rules.condition_checks(parent_type, condition);
+                    let below = self.entry(path, checks, parent);
+                    self.stack.push(&fragment.name);
+                    self.set(&fragment.selection_set, condition, path, below, root);
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+}
+
+impl Requirements {
+    /// Nothing to check: every caller may run the operation.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.entities.is_empty()
+    }
+
+    /// The verdict for a caller (`None`: no verified token), with the
+    /// `__typename`s of the request's `_entities` representations (empty
+    /// when it has none).
+    pub fn evaluate(
+        &self,
+        identity: Option<&Identity>,
+        policies: &Policies,
+        entity_typenames: &[&str],
+    ) -> Verdict {
+        let mut verdict = Verdict::default();
+        if self.is_empty() {
+            return verdict;
+        }
+        let passed: Vec<bool> = self
+            .checks
+            .iter()
+            .map(|c| c.holds(identity, policies))
+            .collect();
+        let fails = |ids: &[u32]| ids.iter().any(|&i| !passed[i as usize]);
+        for (check, passed) in self.checks.iter().zip(&passed) {
+            if !passed {
+                verdict.failed.insert(check.clone());
+            }
+        }
+        for fetch in &self.entities {
+            let refused = entity_typenames.iter().any(|typename| {
+                fetch
+                    .by_type
+                    .iter()
+                    .any(|(name, ids)| name == typename && fails(ids))
+            });
+            if refused {
+                verdict.refused_entities = true;
+                verdict.paths.push(fetch.path.to_vec());
+            }
+        }
+        let mut unauthorized = vec![false; self.entries.len()];
+        for (i, entry) in self.entries.iter().enumerate() {
+            let parent_failed = entry.parent.is_some_and(|p| unauthorized[p as usize]);
+            let failed = fails(&entry.checks);
+            unauthorized[i] = parent_failed || failed;
+            if !failed || parent_failed {
+                continue;
+            }
+            let under_refused_entities = verdict.refused_entities
+                && self
+                    .entities
+                    .iter()
+                    .any(|f| entry.path.starts_with(&f.path));
+            if under_refused_entities || verdict.paths.iter().any(|p| **p == *entry.path) {
+                continue;
+            }
+            verdict.paths.push(entry.path.to_vec());
+        }
+        verdict
+    }
+}
+
+/// The outcome of [`Requirements::evaluate`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Response paths of the unauthorized selections, in document order.
+    paths: Vec<Vec<PathElement>>,
+    /// The checks that failed (for [`filter`]).
+    failed: BTreeSet<Check>,
+    /// An `_entities` representation's type is unauthorized.
+    refused_entities: bool,
+}
+
+impl Verdict {
+    /// Nothing selected is unauthorized.
+    pub fn is_authorized(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Response paths of the unauthorized selections, in document order.
+    pub fn paths(&self) -> &[Vec<PathElement>] {
+        &self.paths
+    }
+
+    /// The GraphQL `errors` array: one error per unauthorized selection.
+    pub fn errors(&self) -> Value {
+        Value::Array(
+            self.paths
+                .iter()
+                .map(|path| {
+                    json!({
+                        "message": MESSAGE,
+                        "path": path.iter().map(PathElement::to_json).collect::<Vec<_>>(),
+                        "extensions": { "code": CODE },
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Policy names that `@policy` uses in the SDL but `policies` does not
+/// define (they never hold); sorted, for a warning at start-up.
+pub fn undefined_policies(schema: &SubgraphSchema, policies: &Policies) -> Vec<String> {
+    let name = &schema.directive_names().policy;
+    let valid = schema.schema();
+    let mut directives: Vec<&ast::Directive> = Vec::new();
+    for ty in valid.types.values() {
+        directives.extend(ty.directives().get_all(name).map(|d| &***d));
+        let fields: Vec<&apollo_compiler::schema::Component<ast::FieldDefinition>> = match ty {
+            apollo_compiler::schema::ExtendedType::Object(o) => o.fields.values().collect(),
+            apollo_compiler::schema::ExtendedType::Interface(i) => i.fields.values().collect(),
+            _ => Vec::new(),
+        };
+        for field in fields {
+            directives.extend(field.directives.get_all(name).map(|d| &**d));
+        }
+    }
+    let mut undefined = BTreeSet::new();
+    for directive in directives {
+        let Some(outer) = directive
+            .specified_argument_by_name("policies")
+            .and_then(|v| v.as_list())
+        else {
+            continue;
+        };
+        for inner in outer {
+            for policy in inner.as_list().unwrap_or(std::slice::from_ref(inner)) {
+                if let Some(policy) = policy.as_str()
+                    && !policies.0.contains_key(policy)
+                {
+                    undefined.insert(policy.to_owned());
+                }
+            }
+        }
+    }
+    undefined.into_iter().collect()
+}
