@@ -31,11 +31,16 @@
 //! selected under it are checked as anywhere else.
 //!
 //! Errors follow Apollo Router: message `Unauthorized field or type`, code
-//! `UNAUTHORIZED_FIELD_OR_TYPE`, `path` of response keys (aliases) with
-//! `"@"` for list items (`["users", "@", "email"]`). A fragment refused for
-//! its type condition is reported at the path of the selection set holding
-//! it. A field whose selections are all removed is removed too; it is
-//! answered `null` and reported by its removed children.
+//! `UNAUTHORIZED_FIELD_OR_TYPE`, `path` with `"@"` for list items
+//! (`["users", "@", "email"]`). Where Apollo Router's paths are not response
+//! paths, these are: they hold response keys (aliases, where Apollo Router
+//! writes field names), one `"@"` per list level (Apollo Router writes one
+//! per list field), and a fragment refused for its type condition is
+//! reported at the path of the selection set holding it (Apollo Router
+//! appends a `"... on Type"` element). A directive on the root operation
+//! type refuses the whole operation (path `[]`). A field whose selections
+//! are all removed is removed too; it is answered `null` and reported by
+//! its removed children, as in Apollo Router.
 
 pub mod config;
 mod filter;
@@ -155,8 +160,11 @@ pub fn requirements(
         stack: Vec::new(),
         visits: 0,
     };
+    // A directive on the root type guards the whole operation.
+    let root_checks = rules.type_checks(root);
+    let parent = walk.entry(&[], root_checks, None);
     let mut path = Vec::new();
-    walk.set(&operation.selection_set, root, &mut path, None, true);
+    walk.set(&operation.selection_set, root, &mut path, parent, true);
     if walk.visits > MAX_VISITS {
         // Too many paths to keep: every check found guards the operation.
         let checks = (0..walk.out.checks.len() as u32).collect();
@@ -248,7 +256,7 @@ impl<'d> Walk<'_, 'd> {
             if self.visits > MAX_VISITS {
                 // Keep collecting checks only (see `requirements`).
                 if let ast::Selection::Field(f) = selection {
-                    let rule = self.rules.field(parent_type, &f.name);
+                    let rule = self.rules.field(parent_type, &f.name, &f.selection_set);
                     self.intern(rule.checks);
                 }
                 if self.visits > MAX_VISITS * 4 {
@@ -260,7 +268,9 @@ impl<'d> Walk<'_, 'd> {
                     if field.name.starts_with("__") {
                         continue;
                     }
-                    let rule = self.rules.field(parent_type, &field.name);
+                    let rule = self
+                        .rules
+                        .field(parent_type, &field.name, &field.selection_set);
                     path.push(PathElement::Key(field.response_name().clone()));
                     if root && self.rules.is_entities(parent_type, &field.name) {
                         let by_type = self

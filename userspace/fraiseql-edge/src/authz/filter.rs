@@ -85,6 +85,14 @@ pub fn filter(
         },
     };
     let mut path = Vec::new();
+    if walk.denied(&rules.type_checks(root)) {
+        // The root type is refused: every root field is answered null.
+        walk.null_all(&operation.selection_set, root, &path, None);
+        return Filtered {
+            document: None,
+            patch: walk.patch,
+        };
+    }
     let (selections, _) = walk.set(&operation.selection_set, root, &mut path, None, true);
     if selections.is_empty() {
         return Filtered {
@@ -177,7 +185,7 @@ impl<'d> Walk<'_, 'd> {
                 ast::Selection::Field(field) => {
                     let non_null = self
                         .rules
-                        .field(ty, &field.name)
+                        .field(ty, &field.name, &field.selection_set)
                         .ty
                         .is_some_and(|t| t.is_non_null());
                     self.null(path, field.response_name(), non_null, on);
@@ -228,7 +236,9 @@ impl<'d> Walk<'_, 'd> {
                         out.push(selection.clone());
                         continue;
                     }
-                    let rule = self.rules.field(parent_type, &field.name);
+                    let rule = self
+                        .rules
+                        .field(parent_type, &field.name, &field.selection_set);
                     let non_null = rule.ty.as_ref().is_some_and(ast::Type::is_non_null);
                     let key = field.response_name();
                     let refused_entities = root

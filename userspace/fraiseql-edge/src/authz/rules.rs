@@ -2,14 +2,16 @@
 //! type, and of a fragment's type condition. Shared by
 //! [`super::requirements`] and [`super::filter`] so both apply the same rules.
 //!
-//! Abstract types are handled conservatively, as Apollo Router does: a
-//! field selected on an interface carries the requirements of that field on
-//! every implementation, and a field returning an interface or a union
-//! carries the type requirements of every possible type (plus the abstract
-//! type's own). A fragment whose type condition narrows the parent type
-//! carries the condition type's requirements. The exception is `_entities`:
-//! its result type `_Entity` covers every entity, so it is authorized by
-//! the representations' typenames instead (see [`Rules::entity_types`]).
+//! Abstract types follow Apollo Router: a field selected on an interface
+//! carries the requirements of that field (and of its result type) on
+//! every implementation; a field returning an interface carries the type
+//! requirements of every implementation, unless it selects only
+//! `__typename` and fragments (which are then checked by their type
+//! condition). Unions carry no requirements of their members: fragments on
+//! the members are checked by their type condition. A fragment carries the
+//! requirements of its type condition. `_entities` (whose `_Entity` union
+//! covers every entity) is authorized by the representations' typenames
+//! instead (see [`Rules::entity_types`]).
 
 use apollo_compiler::{
     Name, Schema,
@@ -68,19 +70,11 @@ impl<'s> Rules<'s> {
         }
     }
 
-    /// Checks of the type `name` itself (its possible types too when abstract).
+    /// Checks of the type `name` itself.
     pub fn type_checks(&self, name: &str) -> Vec<Check> {
         let mut out = Vec::new();
-        let Some(ty) = self.schema.types.get(name) else {
-            return out;
-        };
-        self.push(ty.directives().iter().map(|d| &***d), &mut out);
-        for possible in self.possible_types(name) {
-            if possible != name
-                && let Some(ty) = self.schema.types.get(possible.as_str())
-            {
-                self.push(ty.directives().iter().map(|d| &***d), &mut out);
-            }
+        if let Some(ty) = self.schema.types.get(name) {
+            self.push(ty.directives().iter().map(|d| &***d), &mut out);
         }
         out
     }
@@ -99,34 +93,50 @@ impl<'s> Rules<'s> {
         }
     }
 
-    /// The field `field` selected on `parent`.
-    pub fn field(&self, parent: &str, field: &str) -> FieldRule {
+    /// The field `field` selected on `parent`, with `selections` below it.
+    pub fn field(&self, parent: &str, field: &str, selections: &[ast::Selection]) -> FieldRule {
         let Ok(definition) = self.schema.type_field(parent, field) else {
             return FieldRule {
                 checks: Vec::new(),
                 ty: None,
             };
         };
-        let mut checks = Vec::new();
-        self.push(definition.directives.iter().map(|d| &**d), &mut checks);
+        let mut checks = self.definition_checks(definition);
         if let Some(ExtendedType::Interface(_)) = self.schema.types.get(parent) {
             for object in self.possible_types(parent) {
                 if let Ok(implementation) = self.schema.type_field(&object, field) {
-                    self.push(implementation.directives.iter().map(|d| &**d), &mut checks);
+                    merge(&mut checks, self.definition_checks(implementation));
                 }
             }
         }
-        if !self.is_entities(parent, field) {
-            for check in self.type_checks(definition.ty.inner_named_type()) {
-                if !checks.contains(&check) {
-                    checks.push(check);
-                }
+        let result = definition.ty.inner_named_type();
+        let plain_fields = selections.iter().any(|s| match s {
+            ast::Selection::Field(f) => f.name != "__typename",
+            _ => false,
+        });
+        if plain_fields && let Some(ExtendedType::Interface(_)) = self.schema.types.get(result) {
+            for object in self.possible_types(result) {
+                merge(&mut checks, self.type_checks(&object));
             }
         }
         FieldRule {
             checks,
             ty: Some(definition.ty.clone()),
         }
+    }
+
+    /// Checks of a field definition and of its result type (but not for
+    /// `_entities`, see the module docs).
+    fn definition_checks(&self, definition: &ast::FieldDefinition) -> Vec<Check> {
+        let mut checks = Vec::new();
+        self.push(definition.directives.iter().map(|d| &**d), &mut checks);
+        if definition.name != "_entities" {
+            merge(
+                &mut checks,
+                self.type_checks(definition.ty.inner_named_type()),
+            );
+        }
+        checks
     }
 
     /// Checks of a fragment with the type condition `condition` in a
@@ -160,6 +170,14 @@ impl<'s> Rules<'s> {
             }
         }
         out
+    }
+}
+
+fn merge(into: &mut Vec<Check>, checks: Vec<Check>) {
+    for check in checks {
+        if !into.contains(&check) {
+            into.push(check);
+        }
     }
 }
 

@@ -23,7 +23,14 @@ type Query {
   finance: Finance
   required: Report!
   reports: [Report!]
+  content: [Content]
 }
+
+type Mutation @authenticated { rename(id: ID!, name: String!): User }
+
+interface Content { id: ID! body: String }
+type Article implements Content { id: ID! body: String @authenticated }
+type Note implements Content { id: ID! body: String }
 
 interface Node { id: ID! }
 
@@ -141,6 +148,12 @@ impl Outcome {
     fn assert_filtered(&self, document: Option<&str>, response: Value, patched: Value) {
         let filtered = self.filtered.as_ref().unwrap();
         assert_eq!(filtered.document, document.map(normal));
+        if let Some(document) = &filtered.document {
+            // What is forwarded is valid against the schema.
+            let schema = schema();
+            crate::graphql::check(document, None, Some(schema.schema()), &Default::default())
+                .unwrap_or_else(|e| panic!("{document}: {e:?}"));
+        }
         let mut response = response;
         if filtered.document.is_none() {
             response = filtered.patch.response();
@@ -509,4 +522,95 @@ fn trusted_router_by_scope_and_by_cidr() {
     assert!(trusted.allows(None, "::ffff:10.1.2.3".parse().unwrap()));
     assert!(trusted.allows(None, "fd00::1".parse().unwrap()));
     assert!(!TrustedRouter::default().allows(None, "10.1.2.3".parse().unwrap()));
+}
+
+#[test]
+fn interface_fields_carry_their_implementations_requirements() {
+    run("{ content { id body } }", None, &[])
+        .assert_errors(&[json!(["content", "@", "body"])])
+        .assert_filtered(
+            Some("{ content { id } }"),
+            json!({ "data": { "content": [{ "id": "1" }] } }),
+            json!({
+                "data": { "content": [{ "id": "1", "body": null }] },
+                "errors": errors(&[json!(["content", "@", "body"])]),
+            }),
+        );
+    // Through a fragment on the unrestricted implementation: allowed.
+    run("{ content { id ... on Note { body } } }", None, &[]).assert_authorized();
+}
+
+#[test]
+fn interface_with_only_typename_and_fragments_is_checked_by_fragment() {
+    run(
+        "{ node(id: 1) { __typename ... on Post { title } } }",
+        None,
+        &[],
+    )
+    .assert_authorized();
+    let doc = "{ node(id: 1) { __typename ...S } } fragment S on Secret { code }";
+    run(doc, None, &[])
+        .assert_errors(&[json!(["node"])])
+        .assert_filtered(
+            Some("{ node(id: 1) { __typename } }"),
+            json!({ "data": { "node": { "__typename": "Secret" } } }),
+            json!({
+                "data": { "node": { "__typename": "Secret", "code": null } },
+                "errors": errors(&[json!(["node"])]),
+            }),
+        );
+    // The user's own `__typename` is kept; other types get no null.
+    let doc = "{ node(id: 1) { __typename ... on Secret { code } } }";
+    let filtered = run(doc, None, &[]).filtered.unwrap();
+    let mut post = json!({ "data": { "node": { "__typename": "Post" } } });
+    filtered.patch.apply(&mut post);
+    assert_eq!(post["data"], json!({ "node": { "__typename": "Post" } }));
+}
+
+#[test]
+fn a_named_fragment_spread_in_two_places() {
+    let doc = "{ me { ...U } users { ...U } } fragment U on User { id email }";
+    let token = identity(&[], json!({}));
+    run(doc, Some(&token), &[])
+        .assert_errors(&[json!(["me", "email"]), json!(["users", "@", "email"])])
+        .assert_filtered(
+            Some("{ me { ...U } users { ...U } } fragment U on User { id }"),
+            json!({ "data": { "me": { "id": "1" }, "users": [{ "id": "2" }] } }),
+            json!({
+                "data": { "me": { "id": "1", "email": null }, "users": [{ "id": "2", "email": null }] },
+                "errors": errors(&[json!(["me", "email"]), json!(["users", "@", "email"])]),
+            }),
+        );
+}
+
+#[test]
+fn a_restricted_root_type_refuses_the_operation() {
+    let doc = "mutation { rename(id: 1, name: \"x\") { id } }";
+    run(doc, Some(&identity(&[], json!({}))), &[]).assert_authorized();
+    run(doc, None, &[])
+        .assert_errors(&[json!([])])
+        .assert_filtered(
+            None,
+            json!(null),
+            json!({ "data": { "rename": null }, "errors": errors(&[json!([])]) }),
+        );
+}
+
+#[test]
+fn renamed_directives_are_enforced() {
+    let sdl = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.5",
+                    import: [{ name: "@authenticated", as: "@auth" }])
+type Query { a: Int @auth b: Int @federation__requiresScopes(scopes: [["s"]]) c: Int }
+"#;
+    let schema = SubgraphSchema::parse(sdl).unwrap();
+    let document = ast::Document::parse("{ a b c }", "q.graphql").unwrap();
+    let reqs = requirements(&schema, &document, operation(&document));
+    let verdict = reqs.evaluate(None, &Policies::default(), &[]);
+    assert_eq!(verdict.errors(), errors(&[json!(["a"]), json!(["b"])]));
+    let scoped = identity(&["s"], json!({}));
+    assert!(
+        reqs.evaluate(Some(&scoped), &Policies::default(), &[])
+            .is_authorized()
+    );
 }
