@@ -132,6 +132,43 @@ struct Entry {
 struct EntityFetch {
     path: Box<[PathElement]>,
     by_type: Box<[(Name, Box<[u32]>)]>,
+    representations: Representations,
+}
+
+/// Where an `_entities` field's representations come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Representations {
+    /// A variable (the usual `$representations`).
+    Variable(Name),
+    /// Literal objects: their `__typename`s.
+    Literal(Box<[String]>),
+}
+
+impl Representations {
+    fn of(field: &ast::Field) -> Self {
+        match field
+            .arguments
+            .iter()
+            .find(|a| a.name == "representations")
+            .map(|a| &*a.value)
+        {
+            Some(ast::Value::Variable(name)) => Self::Variable(name.clone()),
+            Some(ast::Value::List(items)) => Self::Literal(
+                items
+                    .iter()
+                    .filter_map(|item| match &**item {
+                        ast::Value::Object(fields) => fields
+                            .iter()
+                            .find(|(k, _)| k == "__typename")
+                            .and_then(|(_, v)| v.as_str())
+                            .map(str::to_owned),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => Self::Literal(Box::new([])),
+        }
+    }
 }
 
 /// What one operation requires, precomputed for [`Requirements::evaluate`].
@@ -166,15 +203,101 @@ pub fn requirements(
     let mut path = Vec::new();
     walk.set(&operation.selection_set, root, &mut path, parent, true);
     if walk.visits > MAX_VISITS {
-        // Too many paths to keep: every check found guards the operation.
-        let checks = (0..walk.out.checks.len() as u32).collect();
-        walk.out.entries = vec![Entry {
+        // Too many paths to keep (a fragment fan-out): every check of every
+        // selection in the document, each definition walked once, guards
+        // the whole operation.
+        let mut checks = rules.type_checks(root);
+        let mut entities = Vec::new();
+        every_check(
+            &rules,
+            &operation.selection_set,
+            root,
+            &mut checks,
+            &mut entities,
+        );
+        for definition in &document.definitions {
+            if let ast::Definition::FragmentDefinition(f) = definition {
+                every_check(
+                    &rules,
+                    &f.selection_set,
+                    &f.type_condition,
+                    &mut checks,
+                    &mut entities,
+                );
+            }
+        }
+        let mut out = Walk {
+            rules: &rules,
+            fragments: HashMap::new(),
+            out: Requirements::default(),
+            stack: Vec::new(),
+            visits: 0,
+        };
+        let checks = out.intern(checks);
+        out.out.entries.push(Entry {
             path: Box::new([]),
             checks,
             parent: None,
-        }];
+        });
+        for field in entities {
+            let by_type = rules
+                .entity_types(root)
+                .into_iter()
+                .map(|(name, checks)| (name, out.intern(checks)))
+                .collect();
+            out.out.entities.push(EntityFetch {
+                path: Box::new([]),
+                by_type,
+                representations: Representations::of(field),
+            });
+        }
+        return out.out;
     }
     walk.out
+}
+
+/// Every check of `selections` and the `_entities` fields among them,
+/// without following fragment spreads (their definitions are walked once).
+fn every_check<'d>(
+    rules: &Rules<'_>,
+    selections: &'d [ast::Selection],
+    parent_type: &str,
+    checks: &mut Vec<Check>,
+    entities: &mut Vec<&'d ast::Field>,
+) {
+    let mut add = |found: Vec<Check>| {
+        for check in found {
+            if !checks.contains(&check) {
+                checks.push(check);
+            }
+        }
+    };
+    let mut below = Vec::new();
+    for selection in selections {
+        match selection {
+            ast::Selection::Field(field) => {
+                let rule = rules.field(parent_type, &field.name, &field.selection_set);
+                add(rule.checks);
+                if rules.is_entities(parent_type, &field.name) {
+                    entities.push(field);
+                }
+                if let Some(ty) = rule.ty {
+                    below.push((&field.selection_set, ty.inner_named_type().clone()));
+                }
+            }
+            ast::Selection::InlineFragment(inline) => {
+                let condition = inline.type_condition.clone().unwrap_or_else(|| {
+                    Name::new(parent_type).unwrap_or_else(|_| Name::new_static_unchecked("Query"))
+                });
+                add(rules.condition_checks(parent_type, &condition));
+                below.push((&inline.selection_set, condition));
+            }
+            ast::Selection::FragmentSpread(_) => {}
+        }
+    }
+    for (selections, ty) in below {
+        every_check(rules, selections, &ty, checks, entities);
+    }
 }
 
 /// The fragment definitions of `document` by name.
@@ -254,14 +377,8 @@ impl<'d> Walk<'_, 'd> {
         for selection in selections {
             self.visits += 1;
             if self.visits > MAX_VISITS {
-                // Keep collecting checks only (see `requirements`).
-                if let ast::Selection::Field(f) = selection {
-                    let rule = self.rules.field(parent_type, &f.name, &f.selection_set);
-                    self.intern(rule.checks);
-                }
-                if self.visits > MAX_VISITS * 4 {
-                    return;
-                }
+                // See `requirements`: the walk is replaced.
+                return;
             }
             match selection {
                 ast::Selection::Field(field) => {
@@ -282,6 +399,7 @@ impl<'d> Walk<'_, 'd> {
                         self.out.entities.push(EntityFetch {
                             path: path.as_slice().into(),
                             by_type,
+                            representations: Representations::of(field),
                         });
                     }
                     let below = self.entry(path, rule.checks, parent);
@@ -333,6 +451,40 @@ impl Requirements {
     /// Nothing to check: every caller may run the operation.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.entities.is_empty()
+    }
+
+    /// The `__typename`s of the representations the operation's
+    /// `_entities` fields resolve, from the request's variables (or the
+    /// document's literals): the `entity_typenames` of
+    /// [`Requirements::evaluate`]. Empty when there is no `_entities`.
+    pub fn entity_typenames<'v>(
+        &'v self,
+        variables: &'v serde_json::Map<String, Value>,
+    ) -> Vec<&'v str> {
+        let mut out: Vec<&str> = Vec::new();
+        for fetch in &self.entities {
+            let found: Vec<&str> = match &fetch.representations {
+                Representations::Variable(name) => variables
+                    .get(name.as_str())
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|item| item.get("__typename")?.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Representations::Literal(typenames) => {
+                    typenames.iter().map(String::as_str).collect()
+                }
+            };
+            for typename in found {
+                if !out.contains(&typename) {
+                    out.push(typename);
+                }
+            }
+        }
+        out
     }
 
     /// The verdict for a caller (`None`: no verified token), with the

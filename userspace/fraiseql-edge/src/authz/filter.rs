@@ -85,9 +85,16 @@ pub fn filter(
         },
     };
     let mut path = Vec::new();
-    if walk.denied(&rules.type_checks(root)) {
-        // The root type is refused: every root field is answered null.
-        walk.null_all(&operation.selection_set, root, &path, None);
+    // The operation is refused as a whole (a restricted root type, or a
+    // document too large to keep paths for): every root field is null.
+    if walk.denied(&rules.type_checks(root)) || verdict.paths.iter().any(Vec::is_empty) {
+        walk.null_all(
+            &operation.selection_set,
+            root,
+            &path,
+            None,
+            &mut HashSet::new(),
+        );
         return Filtered {
             document: None,
             patch: walk.patch,
@@ -172,13 +179,15 @@ impl<'d> Walk<'_, 'd> {
         }
     }
 
-    /// Nulls for every field a refused fragment would have answered.
+    /// Nulls for every field a refused fragment would have answered
+    /// (`seen`: fragments already expanded at this level).
     fn null_all(
         &mut self,
         selections: &'d [ast::Selection],
         ty: &str,
         path: &[Step],
         on: Option<&[Name]>,
+        seen: &mut HashSet<&'d Name>,
     ) {
         for selection in selections {
             match selection {
@@ -192,16 +201,14 @@ impl<'d> Walk<'_, 'd> {
                 }
                 ast::Selection::InlineFragment(inline) => {
                     let condition = inline.type_condition.as_ref().map_or(ty, Name::as_str);
-                    self.null_all(&inline.selection_set, condition, path, on);
+                    self.null_all(&inline.selection_set, condition, path, on, seen);
                 }
                 ast::Selection::FragmentSpread(spread) => {
                     if let Some(fragment) = self.fragments.get(&spread.fragment_name).copied()
-                        && !self.stack.contains(&&fragment.name)
+                        && seen.insert(&fragment.name)
                     {
-                        self.stack.push(&fragment.name);
                         let condition = fragment.type_condition.as_str();
-                        self.null_all(&fragment.selection_set, condition, path, on);
-                        self.stack.pop();
+                        self.null_all(&fragment.selection_set, condition, path, on, seen);
                     }
                 }
             }
@@ -303,7 +310,13 @@ impl<'d> Walk<'_, 'd> {
                         .map_or(parent_type, Name::as_str);
                     let narrowed = self.narrow(parent_type, condition, on);
                     if self.denied(&self.rules.condition_checks(parent_type, condition)) {
-                        self.null_all(&inline.selection_set, condition, path, narrowed.as_deref());
+                        self.null_all(
+                            &inline.selection_set,
+                            condition,
+                            path,
+                            narrowed.as_deref(),
+                            &mut HashSet::new(),
+                        );
                         conditional |= narrowed.is_some();
                         continue;
                     }
@@ -337,6 +350,7 @@ impl<'d> Walk<'_, 'd> {
                             condition,
                             path,
                             narrowed.as_deref(),
+                            &mut HashSet::new(),
                         );
                         conditional |= narrowed.is_some();
                         self.stack.pop();

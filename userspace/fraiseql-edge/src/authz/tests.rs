@@ -614,3 +614,66 @@ type Query { a: Int @auth b: Int @federation__requiresScopes(scopes: [["s"]]) c:
             .is_authorized()
     );
 }
+
+#[test]
+fn entity_typenames_from_variables_and_literals() {
+    let schema = schema();
+    let document =
+        parse("query ($r: [_Any!]!) { _entities(representations: $r) { ... on User { name } } }");
+    let reqs = requirements(&schema, &document, operation(&document));
+    let variables = json!({ "r": [
+        { "__typename": "User", "id": "1" },
+        { "__typename": "Invoice", "id": "2" },
+        { "__typename": "User", "id": "3" },
+        { "id": "no typename" },
+    ] });
+    assert_eq!(
+        reqs.entity_typenames(variables.as_object().unwrap()),
+        vec!["User", "Invoice"]
+    );
+    let document = parse(
+        "{ _entities(representations: [{ __typename: \"Invoice\", id: \"2\" }]) { __typename } }",
+    );
+    let reqs = requirements(&schema, &document, operation(&document));
+    let none = serde_json::Map::new();
+    let typenames = reqs.entity_typenames(&none);
+    assert_eq!(typenames, vec!["Invoice"]);
+    assert!(!reqs.evaluate(None, &policies(), &typenames).is_authorized());
+}
+
+#[test]
+fn a_fragment_fan_out_is_guarded_as_a_whole() {
+    // 2^18 expansions of `email`: the walk stops and every check of the
+    // document guards the operation.
+    let mut doc = String::from("{ user(id: 1) { ...F0 } }");
+    for i in 0..18 {
+        doc.push_str(&format!(
+            " fragment F{i} on User {{ id ...F{n} ...F{n} }}",
+            n = i + 1
+        ));
+    }
+    doc.push_str(" fragment F18 on User { email salary }");
+    let schema = schema();
+    let document = ast::Document::parse(&doc, "q.graphql").unwrap();
+    let reqs = requirements(&schema, &document, operation(&document));
+    assert_eq!(
+        reqs.evaluate(None, &policies(), &[]).errors(),
+        errors(&[json!([])])
+    );
+    let email_only = identity(&["read:email"], json!({}));
+    assert!(
+        !reqs
+            .evaluate(Some(&email_only), &policies(), &[])
+            .is_authorized()
+    );
+    let both = identity(&["read:email"], json!({ "role": "admin" }));
+    assert!(reqs.evaluate(Some(&both), &policies(), &[]).is_authorized());
+    // Filter mode refuses it whole, without expanding it again.
+    let verdict = reqs.evaluate(None, &policies(), &[]);
+    let filtered = filter(&schema, &document, operation(&document), &verdict);
+    assert_eq!(filtered.document, None);
+    assert_eq!(
+        filtered.patch.response(),
+        json!({ "data": { "user": null }, "errors": errors(&[json!([])]) })
+    );
+}
