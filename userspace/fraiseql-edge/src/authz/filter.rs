@@ -1,8 +1,9 @@
 //! Filter mode: the document without its unauthorized selections, and the
 //! patch that answers them in the subgraph's response.
 //!
-//! The rewrite keeps fragments (named and inline), directives and
-//! variables; a named fragment is filtered once (its content depends only
+//! The rewrite holds the selected operation only (with its name and
+//! directives) and the fragments it still spreads. It keeps fragments
+//! (named and inline), directives and variables; a named fragment is filtered once (its content depends only
 //! on types) and dropped when nothing of it is left or it is no longer
 //! spread, and variable definitions no longer used are dropped, so the
 //! output stays valid. A removed selection under a type condition narrower

@@ -41,7 +41,10 @@ type User implements Node @key(fields: "id") {
   ssn: String @requiresScopes(scopes: [["read:pii", "read:ssn"]])
   salary: Int @policy(policies: [["admin"], ["hr", "eu_staff"]])
   rank: Int @policy(policies: [["verified"], ["missing"]])
+  level: Level
 }
+
+enum Level @requiresScopes(scopes: [["levels"]]) { LOW HIGH }
 
 type Post implements Node @key(fields: "id") {
   id: ID!
@@ -433,18 +436,24 @@ fn entities_by_representation_typename() {
 
 #[test]
 fn the_example_configuration() {
-    let config: AuthorizationConfig = toml::from_str(
+    #[derive(serde::Deserialize)]
+    struct File {
+        authorization: AuthorizationConfig,
+    }
+    let file: File = toml::from_str(
         r#"
+[authorization]
 mode = "filter"
-[policies]
+[authorization.policies]
 admin = [{ claim = "role", equals = "admin" }]
 eu_staff = [{ claim = "org.region", one_of = ["eu-west","eu-central"] }, { claim = "groups", contains = "staff" }]
-[trusted_router]
+[authorization.trusted_router]
 scopes = ["router"]
 cidrs = ["10.0.0.0/8"]
 "#,
     )
     .unwrap();
+    let config = file.authorization;
     config.validate("authorization").unwrap();
     assert_eq!(config.mode, Mode::Filter);
     assert_eq!(AuthorizationConfig::default().mode, Mode::Reject);
@@ -676,4 +685,20 @@ fn a_fragment_fan_out_is_guarded_as_a_whole() {
         filtered.patch.response(),
         json!({ "data": { "user": null }, "errors": errors(&[json!([])]) })
     );
+}
+
+#[test]
+fn a_directive_on_an_enum_applies_to_fields_returning_it() {
+    let doc = "{ user(id: 1) { id level } }";
+    run(doc, Some(&identity(&["levels"], json!({}))), &[]).assert_authorized();
+    run(doc, Some(&identity(&[], json!({}))), &[])
+        .assert_errors(&[json!(["user", "level"])])
+        .assert_filtered(
+            Some("{ user(id: 1) { id } }"),
+            json!({ "data": { "user": { "id": "1" } } }),
+            json!({
+                "data": { "user": { "id": "1", "level": null } },
+                "errors": errors(&[json!(["user", "level"])]),
+            }),
+        );
 }
