@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use apollo_compiler::{Name, Node, ast};
 use serde_json::Value;
 
-use super::{Verdict, fragments, rules::Rules};
+use super::{Verdict, requirements::fragments, rules::Rules};
 use crate::graphql::SubgraphSchema;
 
 /// The outcome of [`filter`].
