@@ -12,8 +12,8 @@
 //! own name (or its `as` rename, `{ name: "@authenticated", as: "@auth" }`);
 //! any other is spelled with the link's prefix, `@federation__authenticated`
 //! (or `@{as}__authenticated` when the link is renamed). Without a
-//! federation `@link` (Federation 1, or a plain SDL) the default names are
-//! recognised; federation entry points are only added when the SDL uses
+//! federation `@link` (Federation 1, or a plain SDL) only the default names
+//! are recognised; federation entry points are only added when the SDL uses
 //! `@key`.
 
 use std::collections::HashSet;
@@ -154,7 +154,10 @@ impl Naming {
                     .map(|(_, local)| local.trim_start_matches('@').to_owned());
                 vec![imported.unwrap_or_else(|| format!("{prefix}__{bare}"))]
             }
-            None => vec![bare.to_owned(), format!("federation__{bare}")],
+            // Without a link there is no prefix: a `@federation__…` name
+            // stays undefined (and fails validation) rather than being
+            // accepted but not enforced.
+            None => vec![bare.to_owned()],
         }
     }
 }
@@ -515,6 +518,13 @@ type Product @key(fields: "upc") { upc: String! weight: Int @external }
         // Federation 1 without definitions: `_FieldSet` is added.
         let bare = "extend type Query { p: Product } type Product @key(fields: \"upc\") @extends { upc: String! @external }";
         SubgraphSchema::parse(bare).unwrap();
+    }
+
+    #[test]
+    fn prefixed_names_need_a_link() {
+        assert!(SubgraphSchema::parse("type Query { a: Int @federation__authenticated }").is_err());
+        let schema = SubgraphSchema::parse("type Query { a: Int @authenticated }").unwrap();
+        assert_eq!(schema.directive_names().authenticated, "authenticated");
     }
 
     #[test]
