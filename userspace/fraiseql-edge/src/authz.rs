@@ -21,12 +21,13 @@
 //!
 //! Semantics. `@authenticated` needs a verified token.
 //! `@requiresScopes(scopes: [[...]])` and `@policy(policies: [[...]])` hold
-//! when one inner list (OR) holds entirely (AND); nothing holds without a
-//! token, an undefined policy never holds, and an empty outer list never
-//! holds. A directive on a field applies to it; on a type, to every field
-//! returning that type and every fragment on it (abstract types: see
-//! [`rules`]). `_entities` is authorized by its representations'
-//! `__typename`s (passed to `evaluate`): one whose type's requirements fail
+//! when one inner list (OR) holds entirely (AND); a caller without a token
+//! has no scopes and satisfies no policy, an undefined policy never holds,
+//! and an empty outer list asks for nothing (as in Apollo Router). A directive on a field applies to it; on a type, to every field
+//! returning that type and every fragment on it (abstract types: see the
+//! `rules` module). `_entities` is authorized by its representations'
+//! `__typename`s ([`Requirements::entity_typenames`], passed to
+//! `evaluate`): one whose type's requirements fail
 //! makes the whole `_entities` field unauthorized; fields and fragments
 //! selected under it are checked as anywhere else.
 //!
@@ -82,13 +83,17 @@ impl Check {
     fn holds(&self, identity: Option<&Identity>, policies: &Policies) -> bool {
         match self {
             Self::Authenticated => identity.is_some(),
-            Self::Scopes(any) => identity.is_some_and(|identity| {
-                any.iter()
-                    .any(|all| all.iter().all(|s| identity.scopes.contains(s)))
-            }),
+            // An empty outer list asks for nothing (as in Apollo Router).
+            Self::Scopes(any) => {
+                any.is_empty()
+                    || any.iter().any(|all| {
+                        all.iter()
+                            .all(|s| identity.is_some_and(|id| id.scopes.contains(s)))
+                    })
+            }
             Self::Policies(any) => {
-                identity.is_some()
-                    && any
+                any.is_empty()
+                    || any
                         .iter()
                         .any(|all| all.iter().all(|p| policies.holds(p, identity)))
             }

@@ -42,6 +42,7 @@ type User implements Node @key(fields: "id") {
   salary: Int @policy(policies: [["admin"], ["hr", "eu_staff"]])
   rank: Int @policy(policies: [["verified"], ["missing"]])
   level: Level
+  open: Int @requiresScopes(scopes: [])
 }
 
 enum Level @requiresScopes(scopes: [["levels"]]) { LOW HIGH }
@@ -215,6 +216,8 @@ fn policies_or_of_and_with_each_operator() {
     let doc = "{ user(id: 1) { salary } }";
     let admin = identity(&[], json!({ "role": "admin" }));
     run(doc, Some(&admin), &[]).assert_authorized();
+    // No alternative listed: nothing is asked.
+    run("{ user(id: 1) { open } }", None, &[]).assert_authorized();
     let hr_eu = identity(
         &[],
         json!({ "groups": ["hr"], "org": { "region": "eu-west" } }),
