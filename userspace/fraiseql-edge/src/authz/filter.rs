@@ -33,7 +33,7 @@ pub struct Filtered {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResponsePatch {
     nulls: Vec<NullAt>,
-    strip_typename: Vec<Vec<Step>>,
+    strip_typename: Vec<Strip>,
     errors: Vec<Value>,
 }
 
@@ -43,6 +43,14 @@ pub struct ResponsePatch {
 struct NullAt {
     steps: Vec<Step>,
     on: Option<Vec<Name>>,
+}
+
+/// A `__typename` the rewrite added at `steps`, removed again except in
+/// objects of the types `keep` (the document asks it under fragments on them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Strip {
+    steps: Vec<Step>,
+    keep: Vec<Name>,
 }
 
 /// One step of a response path, with the nullability of what it reaches.
@@ -281,10 +289,7 @@ impl<'d> Walk<'_, 'd> {
                         None,
                         false,
                     );
-                    if needs_typename
-                        && !children.is_empty()
-                        && !self.selects_typename(&field.selection_set)
-                    {
+                    if needs_typename && !children.is_empty() && !self.selects_typename(&children) {
                         children.push(ast::Selection::Field(Node::new(ast::Field {
                             alias: None,
                             name: Name::new_static_unchecked("__typename"),
@@ -292,7 +297,12 @@ impl<'d> Walk<'_, 'd> {
                             directives: ast::DirectiveList::new(),
                             selection_set: Vec::new(),
                         })));
-                        self.patch.strip_typename.push(path.clone());
+                        let mut keep = Vec::new();
+                        self.typename_under_fragments(&children, &mut keep);
+                        self.patch.strip_typename.push(Strip {
+                            steps: path.clone(),
+                            keep,
+                        });
                     }
                     path.truncate(depth);
                     if children.is_empty() {
@@ -379,16 +389,42 @@ impl<'d> Walk<'_, 'd> {
         (out, conditional)
     }
 
-    /// Whether `selections` (with their fragments) select `__typename`
-    /// under its own name.
+    /// The types whose objects get `__typename` from a type-conditioned
+    /// fragment among the filtered `selections`.
+    fn typename_under_fragments(&self, selections: &[ast::Selection], out: &mut Vec<Name>) {
+        for selection in selections {
+            let (condition, body) = match selection {
+                ast::Selection::Field(_) => continue,
+                ast::Selection::InlineFragment(i) => (i.type_condition.as_ref(), &i.selection_set),
+                ast::Selection::FragmentSpread(s) => {
+                    let (Some(fragment), Some(Some(body))) = (
+                        self.fragments.get(&s.fragment_name),
+                        self.filtered.get(&s.fragment_name),
+                    ) else {
+                        continue;
+                    };
+                    (Some(&fragment.type_condition), body)
+                }
+            };
+            match condition {
+                Some(condition) if self.selects_typename(body) => {
+                    out.extend(self.rules.possible_types(condition));
+                }
+                _ => {}
+            }
+            self.typename_under_fragments(body, out);
+        }
+    }
+
+    /// Whether the filtered `selections` select `__typename` under its own
+    /// name in every object (not under a type condition).
     fn selects_typename(&self, selections: &[ast::Selection]) -> bool {
         selections.iter().any(|s| match s {
-            ast::Selection::Field(f) => f.response_name() == "__typename",
-            ast::Selection::InlineFragment(i) => self.selects_typename(&i.selection_set),
-            ast::Selection::FragmentSpread(s) => self
-                .fragments
-                .get(&s.fragment_name)
-                .is_some_and(|f| self.selects_typename(&f.selection_set)),
+            ast::Selection::Field(f) => f.alias.is_none() && f.name == "__typename",
+            ast::Selection::InlineFragment(i) => {
+                i.type_condition.is_none() && self.selects_typename(&i.selection_set)
+            }
+            ast::Selection::FragmentSpread(_) => false,
         })
     }
 }
@@ -456,8 +492,8 @@ impl ResponsePatch {
                     break;
                 }
             }
-            for path in &self.strip_typename {
-                strip(data, path);
+            for added in &self.strip_typename {
+                strip(data, &added.steps, &added.keep);
             }
         }
         if self.errors.is_empty() {
@@ -522,20 +558,27 @@ fn insert(value: &mut Value, steps: &[Step], on: Option<&[Name]>) -> bool {
     }
 }
 
-/// Removes the `__typename` the rewrite added in the objects at `steps`.
-fn strip(value: &mut Value, steps: &[Step]) {
+/// Removes the `__typename` the rewrite added in the objects at `steps`,
+/// except in objects of the types `keep`.
+fn strip(value: &mut Value, steps: &[Step], keep: &[Name]) {
     match (steps.split_first(), value) {
         (None, Value::Object(object)) => {
-            object.remove("__typename");
+            let kept = object
+                .get("__typename")
+                .and_then(Value::as_str)
+                .is_some_and(|t| keep.iter().any(|k| k == t));
+            if !kept {
+                object.remove("__typename");
+            }
         }
         (Some((Step::Key { key, .. }, rest)), Value::Object(object)) => {
             if let Some(child) = object.get_mut(key.as_str()) {
-                strip(child, rest);
+                strip(child, rest, keep);
             }
         }
         (Some((Step::Item { .. }, rest)), Value::Array(items)) => {
             for item in items {
-                strip(item, rest);
+                strip(item, rest, keep);
             }
         }
         _ => {}

@@ -705,3 +705,43 @@ fn a_directive_on_an_enum_applies_to_fields_returning_it() {
             }),
         );
 }
+
+#[test]
+fn a_typename_inside_a_removed_fragment_is_replaced() {
+    let doc = "query ($r: [_Any!]!) { _entities(representations: $r) { \
+               ... on Invoice { __typename amount } ... on User { name } } }";
+    run(doc, Some(&identity(&[], json!({}))), &["User"])
+        .assert_errors(&[json!(["_entities", "@"])])
+        .assert_filtered(
+            Some(
+                "query ($r: [_Any!]!) { _entities(representations: $r) { \
+                 ... on User { name } __typename } }",
+            ),
+            json!({ "data": { "_entities": [{ "__typename": "User", "name": "A" }] } }),
+            json!({
+                "data": { "_entities": [{ "name": "A" }] },
+                "errors": errors(&[json!(["_entities", "@"])]),
+            }),
+        );
+}
+
+#[test]
+fn a_typename_asked_under_a_fragment_is_kept() {
+    let doc = "{ search { ... on User { __typename email } ... on Post { title } } }";
+    run(doc, None, &[])
+        .assert_errors(&[json!(["search", "@", "email"])])
+        .assert_filtered(
+            Some("{ search { ... on User { __typename } ... on Post { title } __typename } }"),
+            json!({ "data": { "search": [
+                { "__typename": "User" },
+                { "__typename": "Post", "title": "t" },
+            ] } }),
+            json!({
+                "data": { "search": [
+                    { "__typename": "User", "email": null },
+                    { "title": "t" },
+                ] },
+                "errors": errors(&[json!(["search", "@", "email"])]),
+            }),
+        );
+}
