@@ -521,6 +521,18 @@ type Product @key(fields: "upc") { upc: String! weight: Int @external }
     }
 
     #[test]
+    fn a_subgraph_without_query_gets_one() {
+        let sdl = r#"
+extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key"])
+type Product @key(fields: "id") { id: ID! name: String }
+"#;
+        let schema = SubgraphSchema::parse(sdl).unwrap();
+        let doc =
+            "query ($r: [_Any!]!) { _entities(representations: $r) { ... on Product { name } } }";
+        check(doc, None, Some(schema.schema()), &GraphqlLimits::default()).unwrap();
+    }
+
+    #[test]
     fn prefixed_names_need_a_link() {
         assert!(SubgraphSchema::parse("type Query { a: Int @federation__authenticated }").is_err());
         let schema = SubgraphSchema::parse("type Query { a: Int @authenticated }").unwrap();
