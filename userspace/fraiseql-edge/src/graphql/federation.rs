@@ -3,7 +3,7 @@
 //! A federation subgraph's SDL applies `@key`, `@link`, `@authenticated`,
 //! `@requiresScopes`, `@policy`, `@cost`… and its router adds `_Any`,
 //! `_Entity`, `_entities` and `_service`, but the SDL rarely defines them.
-//! [`complete`] reads the SDL and returns the definitions to add before
+//! `complete` reads the SDL and returns the definitions to add before
 //! validation: only what is used (or, for the entry points, what federation
 //! needs) and not already defined, so an SDL that defines them itself (a
 //! Federation 1 SDL with `directive @key(fields: _FieldSet!)`) still parses.
