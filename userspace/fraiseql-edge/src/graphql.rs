@@ -22,6 +22,7 @@
 
 mod cache;
 mod error;
+pub mod federation;
 mod limits;
 mod measure;
 pub mod persisted;

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod blocklist;
 pub mod breaker;
 pub mod cli;
