@@ -368,7 +368,11 @@ fn random_typenames_add_a_bounded_number_of_series() {
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
     // Default settings: no SDL, so the first 100 typenames are labels.
-    let edge = quiet_edge(&sg);
+    // The test client (loopback) is the trusted router.
+    let edge = Edge::start(
+        &ProxySetup::one(SubgraphSpec::new("users", [&sg]).table("health", QUIET_HEALTH))
+            .section("[authorization.trusted_router]\ncidrs = [\"127.0.0.0/8\"]"),
+    );
     let c = Client::default();
     let url = edge.route("users");
     let doc = "query($representations: [_Any!]!) { _entities(representations: $representations) { ... on User { id } } }";

@@ -2,6 +2,7 @@
 //! Kernel tests run as root against real programs, real maps and real
 //! interfaces in network namespaces they create.
 
+mod authorization;
 mod config_errors;
 mod data_path;
 mod degraded_e2e;

@@ -282,6 +282,8 @@ pub struct ProxySetup {
     /// The `[rate_limit]` section's keys; `None`: the per-identity limit
     /// off, so that tests of other things can send as fast as they need.
     pub rate_limit: Option<String>,
+    /// More top-level tables, as TOML text (`[authorization]` …).
+    pub sections: Vec<String>,
 }
 
 impl ProxySetup {
@@ -297,6 +299,12 @@ impl ProxySetup {
     /// an empty string keeps every default).
     pub fn rate_limit(mut self, keys: &str) -> Self {
         self.rate_limit = Some(keys.to_string());
+        self
+    }
+
+    /// Adds top-level tables: `.section("[authorization]\nmode = \"filter\"")`.
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections.push(toml.to_string());
         self
     }
 
@@ -329,6 +337,9 @@ impl ProxySetup {
             .as_deref()
             .unwrap_or("requests_per_minute = 0");
         s += &format!("\n[rate_limit]\n{rate_limit}\n");
+        for section in &self.sections {
+            s += &format!("\n{section}\n");
+        }
         for sg in &self.subgraphs {
             s += &sg.to_toml();
         }

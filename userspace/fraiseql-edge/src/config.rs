@@ -46,6 +46,10 @@ pub struct Config {
     /// Automatic persisted queries and the safelist.
     #[serde(default)]
     pub persisted_queries: crate::graphql::persisted::PersistedQueriesConfig,
+    /// Field authorization from the subgraphs' SDLs, and who may reach the
+    /// federation entry points.
+    #[serde(default)]
+    pub authorization: crate::authz::AuthorizationConfig,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -185,6 +189,12 @@ impl Config {
                     ConfigError::invalid(key, reason)
                 }
                 _ => ConfigError::invalid("graphql", e),
+            })?;
+        self.authorization
+            .validate("authorization")
+            .map_err(|e| match e.split_once(": ") {
+                Some((key, reason)) => ConfigError::invalid(key, reason),
+                None => ConfigError::invalid("authorization", e),
             })?;
         self.persisted_queries
             .validate("persisted_queries")

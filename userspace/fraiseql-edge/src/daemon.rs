@@ -168,6 +168,7 @@ async fn serve(
                     &config.persisted_queries,
                 )
                 .context("loading the safelist ([persisted_queries])")?,
+                authorization: &config.authorization,
             });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");

@@ -73,9 +73,14 @@ pub struct Checked {
     pub introspection: bool,
     /// `_entities` is a root field (a federation entity fetch).
     pub entity_fetch: bool,
+    /// `_service` is a root field (a federation SDL fetch).
+    pub service_fetch: bool,
     /// Variables used as slicing arguments: `cost` assumed a size for them,
     /// [`Checked::check_variables`] accounts for the values sent.
     pub slicing_variables: Vec<SlicingVariable>,
+    /// What the operation requires of its caller (`@authenticated`,
+    /// `@requiresScopes`, `@policy`); empty without a schema.
+    pub authz: std::sync::Arc<crate::authz::Requirements>,
 }
 
 impl Checked {
@@ -118,6 +123,33 @@ pub fn check(
     doc: &str,
     operation_name: Option<&str>,
     schema: Option<&Valid<Schema>>,
+    limits: &GraphqlLimits,
+) -> Result<Checked, GraphqlError> {
+    check_inner(doc, operation_name, schema, None, limits)
+}
+
+/// [`check`] against a subgraph's schema, which also derives what the
+/// operation requires of its caller ([`Checked::authz`]).
+pub fn check_for(
+    doc: &str,
+    operation_name: Option<&str>,
+    schema: Option<&SubgraphSchema>,
+    limits: &GraphqlLimits,
+) -> Result<Checked, GraphqlError> {
+    check_inner(
+        doc,
+        operation_name,
+        schema.map(SubgraphSchema::schema),
+        schema,
+        limits,
+    )
+}
+
+fn check_inner(
+    doc: &str,
+    operation_name: Option<&str>,
+    schema: Option<&Valid<Schema>>,
+    subgraph: Option<&SubgraphSchema>,
     limits: &GraphqlLimits,
 ) -> Result<Checked, GraphqlError> {
     if doc.len() > limits.max_document_bytes {
@@ -190,7 +222,13 @@ pub fn check(
         cost: summary.cost,
         introspection: summary.introspection,
         entity_fetch: summary.entity_fetch,
+        service_fetch: summary.service_fetch,
         slicing_variables,
+        authz: std::sync::Arc::new(
+            subgraph
+                .map(|sg| crate::authz::requirements(sg, &document, operation))
+                .unwrap_or_default(),
+        ),
     })
 }
 
@@ -209,7 +247,7 @@ pub fn check_batch(len: usize, limits: &GraphqlLimits) -> Result<(), GraphqlErro
 ///
 /// An anonymous operation next to another operation breaks the Lone
 /// Anonymous Operation rule: the document is invalid whatever name is asked.
-fn select_operation<'d>(
+pub(crate) fn select_operation<'d>(
     document: &'d ast::Document,
     name: Option<&str>,
 ) -> Result<&'d Node<ast::OperationDefinition>, GraphqlError> {

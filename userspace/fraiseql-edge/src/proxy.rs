@@ -86,6 +86,7 @@ const DOCUMENT_CACHE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new
 
 use crate::{
     auth::{AuthError, Authenticator},
+    authz::{AuthorizationConfig, Filtered, Mode},
     blocklist::BlockList,
     config::{ProxyConfig, SubgraphConfig},
     fallback::{Refusal, UserLimiter},
@@ -123,6 +124,8 @@ pub struct Proxy {
     documents: DocumentCache,
     /// APQ cache and safelist.
     persisted: PersistedQueries,
+    /// Field authorization (`[authorization]`).
+    authz: AuthorizationConfig,
 }
 
 /// What the data path is built from.
@@ -145,6 +148,8 @@ pub struct ProxyParts<'a> {
     pub graphql: &'a GraphqlLimits,
     /// `[persisted_queries]`, loaded.
     pub persisted: PersistedQueries,
+    /// `[authorization]`.
+    pub authorization: &'a AuthorizationConfig,
 }
 
 impl Proxy {
@@ -161,6 +166,7 @@ impl Proxy {
             auth,
             graphql,
             persisted,
+            authorization,
         } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
@@ -172,6 +178,15 @@ impl Proxy {
             .collect();
         for sg in &built {
             sg.spawn_background(metrics.clone());
+            if let Some(schema) = &sg.schema {
+                for policy in crate::authz::undefined_policies(schema, &authorization.policies) {
+                    tracing::warn!(
+                        subgraph = sg.name(),
+                        policy,
+                        "the SDL names a policy that [authorization.policies] does not define: fields requiring it are never authorized"
+                    );
+                }
+            }
         }
         let ms = Duration::from_millis;
         Arc::new(Self {
@@ -199,6 +214,7 @@ impl Proxy {
                 metrics.document_cache.with_label_values(&["miss"]),
             ),
             persisted,
+            authz: authorization.clone(),
             metrics: Arc::new(metrics),
         })
     }
@@ -306,7 +322,11 @@ impl Proxy {
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (sg, accepted) = self.admit(ctx, req).await?; // 0–5
+        let (sg, accepted) = match self.admit(ctx, req).await? {
+            // 0–5
+            Admitted::Forward(sg, accepted) => (sg, accepted),
+            Admitted::Answer(resp) => return Ok(resp),
+        };
         let typenames = self.entity_typenames(ctx, &accepted);
         let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
         Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
@@ -319,7 +339,7 @@ impl Proxy {
         &self,
         ctx: &mut RequestContext,
         req: Request<B>,
-    ) -> Result<(Arc<Subgraph>, Accepted), ProxyError>
+    ) -> Result<Admitted, ProxyError>
     where
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -332,15 +352,15 @@ impl Proxy {
             let docs = documents::of(&accepted)?;
             self.identify(ctx, &sg, &accepted).await?; // 2. identify
             self.rate_limit(ctx, &sg, docs.len())?; // 3. rate limit
-            self.graphql(ctx, &sg, &accepted, &docs)? // 4. graphql
-            // 5. authorize: to come.
+            self.graphql(ctx, &sg, &accepted, &docs)? // 4. graphql + 5. authorize
         };
         match rewritten {
-            Some(documents::Rewritten::Body(body)) => accepted.body = body,
-            Some(documents::Rewritten::Query(qs)) => accepted.query = Some(qs),
-            None => {}
+            Rewrite::Body(body) => accepted.body = body,
+            Rewrite::Query(qs) => accepted.query = Some(qs),
+            Rewrite::Answer(response) => return Ok(Admitted::Answer(json_response(&response))),
+            Rewrite::None => {}
         }
-        Ok((sg, accepted))
+        Ok(Admitted::Forward(sg, accepted))
     }
 
     /// Runs the admission phases (client, route, accept, identify, rate
@@ -359,6 +379,71 @@ impl Proxy {
         let client = self.trusted.resolve(peer.ip(), req.headers());
         let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
         self.admit(&mut ctx, req).await.map(drop)
+    }
+
+    /// Phase 5, per operation: the federation entry points only for
+    /// trusted routers, then the fields the caller may see. Reject mode (or
+    /// a batch) refuses the operation; filter mode returns it without the
+    /// unauthorized selections.
+    fn authorize(
+        &self,
+        ctx: &RequestContext,
+        sg: &Subgraph,
+        checked: &crate::graphql::Checked,
+        doc: &documents::Document<'_>,
+        query: &str,
+        batch: bool,
+    ) -> Result<Option<Filtered>, ProxyError> {
+        let refuse = |reason: &str, e: ProxyError| {
+            self.metrics
+                .authz_refusals
+                .with_label_values(&[reason])
+                .inc();
+            tracing::debug!(client = %ctx.client_ip(), reason, "authorization refused");
+            Err(e)
+        };
+        if (checked.entity_fetch || checked.service_fetch)
+            && !self
+                .authz
+                .trusted_router
+                .allows(ctx.identity.as_ref(), ctx.client_ip())
+        {
+            return refuse("entry_point", ProxyError::EntryPointForbidden);
+        }
+        if checked.authz.is_empty() {
+            return Ok(None);
+        }
+        let no_variables = serde_json::Map::new();
+        let variables = doc.variables.as_ref().unwrap_or(&no_variables);
+        let typenames = checked.authz.entity_typenames(variables);
+        let verdict =
+            checked
+                .authz
+                .evaluate(ctx.identity.as_ref(), &self.authz.policies, &typenames);
+        if verdict.is_authorized() {
+            return Ok(None);
+        }
+        let unauthorized = || ProxyError::Unauthorized(verdict.errors());
+        if self.authz.mode == Mode::Reject || batch {
+            return refuse("fields", unauthorized());
+        }
+        // Filter mode: the document again (only on this path), rewritten.
+        let filtered = sg.schema.as_ref().and_then(|schema| {
+            let document = apollo_compiler::ast::Document::parse(query, "request.graphql").ok()?;
+            let operation =
+                crate::graphql::select_operation(&document, doc.operation_name.as_deref()).ok()?;
+            Some(crate::authz::filter(schema, &document, operation, &verdict))
+        });
+        match filtered {
+            Some(filtered) => {
+                self.metrics
+                    .authz_refusals
+                    .with_label_values(&["filtered"])
+                    .inc();
+                Ok(Some(filtered))
+            }
+            None => refuse("fields", unauthorized()),
+        }
     }
 
     /// Phase 0: degraded mode enforces the kernel layer's per-client limits.
@@ -483,7 +568,7 @@ impl Proxy {
         sg: &Subgraph,
         accepted: &Accepted,
         docs: &[documents::Document<'_>],
-    ) -> Result<Option<documents::Rewritten>, ProxyError> {
+    ) -> Result<Rewrite, ProxyError> {
         ctx.graphql_response = wants_graphql_response(&accepted.headers);
         let limits = sg.limits.graphql.as_ref().unwrap_or(&self.graphql);
         let refuse = |e: GraphqlError| {
@@ -502,6 +587,7 @@ impl Proxy {
         let mut resolved_docs: Vec<Option<Arc<str>>> = Vec::with_capacity(docs.len());
         let mut rewrite = false;
         let mut batch_cost = 0u64;
+        let mut answer = None;
         for doc in docs {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
@@ -552,7 +638,21 @@ impl Proxy {
                 kind = this;
             }
             entity_fetch |= checked.entity_fetch;
-            resolved_docs.push(resolved.document);
+            let filtered = self.authorize(ctx, sg, &checked, doc, query, docs.len() > 1)?;
+            let mut forwarded = resolved.document;
+            if let Some(filtered) = filtered {
+                let Filtered { document, patch } = filtered;
+                match document {
+                    Some(text) => {
+                        forwarded = Some(Arc::from(text));
+                        rewrite = true;
+                        ctx.patch = Some(patch);
+                    }
+                    // Nothing the caller may see is left: the edge answers.
+                    None => answer = Some(patch.response()),
+                }
+            }
+            resolved_docs.push(forwarded);
         }
         if accepted.method == http::Method::GET && kind != operation::OperationKind::Query {
             // Known only now for a query sent by hash.
@@ -563,10 +663,16 @@ impl Proxy {
         }
         ctx.operation = Some(kind);
         ctx.entity_fetch = entity_fetch;
-        if rewrite {
-            return documents::rebuild(accepted, &resolved_docs).map(Some);
+        if let Some(response) = answer {
+            return Ok(Rewrite::Answer(response));
         }
-        Ok(None)
+        if rewrite {
+            return Ok(match documents::rebuild(accepted, &resolved_docs)? {
+                documents::Rewritten::Body(body) => Rewrite::Body(body),
+                documents::Rewritten::Query(qs) => Rewrite::Query(qs),
+            });
+        }
+        Ok(Rewrite::None)
     }
 
     /// Phase 6a: the subgraph serving the path.
@@ -646,11 +752,63 @@ impl Proxy {
             })
         };
         let body = TimedBody::new(body, idle, deadline.into(), on_timeout).boxed();
-        let resp = Response::from_parts(parts, body);
+        let mut resp = Response::from_parts(parts, body);
+        if let Some(patch) = &ctx.patch {
+            resp = self.patch_response(sg, patch, resp).await;
+        }
         match typenames {
             Some(t) => self.observe_entities(sg, &t, resp).await,
             None => resp,
         }
+    }
+
+    /// Filter mode: the subgraph's response with the removed fields put back
+    /// as `null` (propagated) and their errors. A body that is not JSON
+    /// passes unchanged (the removed fields were never asked for).
+    async fn patch_response(
+        &self,
+        sg: &Subgraph,
+        patch: &crate::authz::ResponsePatch,
+        resp: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, mut body) = resp.into_parts();
+        let limit = self.accept.max_body.max(PATCH_MIN);
+        let mut buf = bytes::BytesMut::new();
+        // The body carries its deadlines: a stall ends the read.
+        while let Some(frame) = body.frame().await {
+            let detail = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if buf.len() + data.len() <= limit => {
+                        buf.extend_from_slice(&data);
+                        continue;
+                    }
+                    Ok(_) => format!("response larger than {limit} bytes"),
+                    Err(_) => continue, // trailers
+                },
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(subgraph = sg.name(), detail, "reading a response to patch");
+            return ProxyError::UpstreamUnavailable {
+                subgraph: sg.name().to_string(),
+                detail,
+            }
+            .into_response();
+        }
+        let bytes = buf.freeze();
+        let bytes = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut value) => {
+                patch.apply(&mut value);
+                Bytes::from(value.to_string())
+            }
+            Err(_) => bytes,
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, bytes.len().into());
+        let body = http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed();
+        Response::from_parts(parts, body)
     }
 
     /// Counts `_entities` outcomes. The body is buffered when its length is
@@ -707,6 +865,44 @@ impl Proxy {
             .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// Largest subgraph response patched in filter mode is the larger of this
+/// and `proxy.max_body_bytes`.
+const PATCH_MIN: usize = 16 << 20;
+
+/// What the admission phases decided.
+enum Admitted {
+    /// Send it to the subgraph.
+    Forward(Arc<Subgraph>, Accepted),
+    /// The edge answers (filter mode left nothing to ask).
+    Answer(Response<ProxyBody>),
+}
+
+/// How the graphql and authorize phases change the request.
+enum Rewrite {
+    /// Forward it as it came.
+    None,
+    /// A new POST body.
+    Body(Bytes),
+    /// A new GET query string.
+    Query(String),
+    /// Do not forward it; answer this.
+    Answer(serde_json::Value),
+}
+
+/// A 200 `application/json` answer of the edge's own.
+fn json_response(value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        http_body_util::Full::new(Bytes::from(value.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Whether the edge's own GraphQL answers use

@@ -17,7 +17,7 @@ use std::{
 use lru::LruCache;
 use prometheus::IntCounter;
 
-use super::{Checked, GraphqlError, GraphqlLimits, SubgraphSchema, check};
+use super::{Checked, GraphqlError, GraphqlLimits, SubgraphSchema, check_for};
 
 type Outcome = Result<Checked, GraphqlError>;
 
@@ -72,12 +72,7 @@ impl DocumentCache {
         }
         self.misses.inc();
         // Checked outside the lock: a slow document never blocks others.
-        let outcome = check(
-            doc,
-            operation_name,
-            schema.map(SubgraphSchema::schema),
-            limits,
-        );
+        let outcome = check_for(doc, operation_name, schema, limits);
         self.lock().put(key, outcome.clone());
         outcome
     }

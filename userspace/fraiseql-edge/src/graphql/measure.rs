@@ -58,6 +58,8 @@ pub(crate) struct Summary {
     pub introspection: bool,
     /// `_entities` appears at the top level of the set.
     pub entity_fetch: bool,
+    /// `_service` appears at the top level of the set.
+    pub service_fetch: bool,
     /// Variables used as slicing arguments (see [`super::variables`]).
     pub sized_by: Vec<SlicingVariable>,
     /// List fields at the top level of the set, for a parent whose
@@ -121,6 +123,7 @@ impl Summary {
         self.cost = self.cost.saturating_add(other.cost);
         self.introspection |= other.introspection;
         self.entity_fetch |= other.entity_fetch;
+        self.service_fetch |= other.service_fetch;
         for v in &other.sized_by {
             variables::merge(&mut self.sized_by, &v.name, v.assumed, v.nesting);
         }
@@ -368,6 +371,7 @@ impl Measurer<'_> {
         summary.introspection |=
             child.introspection || field.name == "__schema" || field.name == "__type";
         summary.entity_fetch |= field.name == "_entities";
+        summary.service_fetch |= field.name == "_service";
     }
 }
 

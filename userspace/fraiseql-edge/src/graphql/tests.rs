@@ -94,7 +94,9 @@ fn a_valid_query_without_a_schema() {
             cost: 2,
             introspection: false,
             entity_fetch: false,
+            service_fetch: false,
             slicing_variables: Vec::new(),
+            authz: Default::default(),
         }
     );
 }

@@ -31,6 +31,9 @@ pub struct RequestContext {
     pub graphql_response: bool,
     /// Who the token says the caller is (`None`: anonymous).
     pub identity: Option<crate::auth::Identity>,
+    /// Filter mode: what to do to the subgraph's response for the fields
+    /// authorization removed.
+    pub patch: Option<crate::authz::ResponsePatch>,
 }
 
 impl RequestContext {
@@ -46,6 +49,7 @@ impl RequestContext {
             entity_fetch: false,
             identity: None,
             graphql_response: false,
+            patch: None,
         }
     }
 

@@ -46,6 +46,13 @@ pub enum ProxyError {
     /// the safelist.
     #[error("{0}")]
     Persisted(crate::graphql::persisted::PersistedError),
+    /// Authorization (reject mode): the operation selects fields the caller
+    /// may not see; the `errors` list their paths.
+    #[error("unauthorized field or type")]
+    Unauthorized(serde_json::Value),
+    /// `_entities` or `_service` from a caller that is not a trusted router.
+    #[error("_entities and _service are only served to trusted routers")]
+    EntryPointForbidden,
     /// No valid token (`[auth]`): 401 with `WWW-Authenticate`.
     #[error("{0}")]
     Unauthenticated(crate::auth::AuthError),
@@ -94,6 +101,10 @@ impl ProxyError {
                 (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
             }
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Self::Unauthorized(_) => (StatusCode::FORBIDDEN, crate::authz::CODE),
+            Self::EntryPointForbidden => {
+                (StatusCode::FORBIDDEN, "FEDERATION_ENTRY_POINT_FORBIDDEN")
+            }
             Self::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, e.code()),
             Self::Graphql(e) => (StatusCode::BAD_REQUEST, e.code()),
             Self::Persisted(e) => (e.status(), e.code()),
@@ -116,9 +127,13 @@ impl ProxyError {
             Self::Unauthenticated(e) => Some(e.www_authenticate()),
             _ => None,
         };
-        let body = serde_json::json!({
-            "errors": [{ "message": self.to_string(), "extensions": { "code": code } }]
-        });
+        let body = match &self {
+            // One error per unauthorized path, as authorization wrote them.
+            Self::Unauthorized(errors) => serde_json::json!({ "errors": errors }),
+            _ => serde_json::json!({
+                "errors": [{ "message": self.to_string(), "extensions": { "code": code } }]
+            }),
+        };
         let mut resp = Response::new(
             Full::new(Bytes::from(body.to_string()))
                 .map_err(|never| match never {})
@@ -191,6 +206,8 @@ mod tests {
                 retry_after_secs: 1,
             }),
             ProxyError::Forbidden,
+            ProxyError::Unauthorized(serde_json::Value::Null),
+            ProxyError::EntryPointForbidden,
             ProxyError::CircuitOpen(String::new()),
             ProxyError::Unauthenticated(crate::auth::AuthError::MissingToken),
             ProxyError::Graphql(crate::graphql::GraphqlError::OperationNotFound),
@@ -214,6 +231,8 @@ mod tests {
                 | ProxyError::RateLimited
                 | ProxyError::TooManyRequests(_)
                 | ProxyError::Forbidden
+                | ProxyError::Unauthorized(_)
+                | ProxyError::EntryPointForbidden
                 | ProxyError::Unauthenticated(_)
                 | ProxyError::Graphql(_)
                 | ProxyError::Persisted(_)

@@ -94,6 +94,8 @@ pub struct ProxyMetrics {
     pub document_cache: IntCounterVec,
     /// Operations by how their document was found (APQ, safelist, plain).
     pub persisted_queries: IntCounterVec,
+    /// Operations refused or filtered by authorization, by reason.
+    pub authz_refusals: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -270,8 +272,16 @@ impl ProxyMetrics {
                 ),
                 &["outcome"],
             )?,
+            authz_refusals: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}authorization_refusals_total"),
+                    "Operations refused (entry_point, fields) or filtered (filtered) by authorization",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.document_cache.clone()))?;
+        registry.register(Box::new(m.authz_refusals.clone()))?;
         registry.register(Box::new(m.persisted_queries.clone()))?;
         registry.register(Box::new(m.graphql_refusals.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;

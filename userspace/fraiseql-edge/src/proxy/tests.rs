@@ -69,6 +69,7 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
         graphql: &cfg.graphql,
         persisted: crate::graphql::persisted::PersistedQueries::new(&cfg.persisted_queries)
             .unwrap(),
+        authorization: &cfg.authorization,
     })
 }
 
