@@ -209,3 +209,128 @@ fn auth_and_rate_limit_settings_are_checked() {
     assert!(!c.subgraphs[0].require_authentication);
     assert_eq!(c.rate_limit.requests_per_minute, 1000);
 }
+
+#[test]
+fn the_reference_page_lists_every_request_path_default() {
+    use crate::{
+        auth::{AuthConfig, config::JwksUrlConfig},
+        authz::AuthorizationConfig,
+        graphql::{GraphqlLimits, persisted::PersistedQueriesConfig},
+        ratelimit::RateLimitConfig,
+    };
+    let doc = include_str!("../../../../docs/reference.md");
+    let section = doc
+        .split("## Limits and defaults of the request path")
+        .nth(1)
+        .expect("section present");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut documented: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let key = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((key.to_string(), cells.next()?.to_string()))
+        })
+        .collect();
+
+    let p = ProxyConfig::default();
+    let a = AuthConfig::default();
+    let j = JwksUrlConfig::default();
+    let r = RateLimitConfig::default();
+    let e = &r.escalation;
+    let q = PersistedQueriesConfig::default();
+    let z = AuthorizationConfig::default();
+    let list = |v: &[String]| format!("[{}]", v.join(", "));
+    let mut in_code: Vec<(String, String)> = vec![
+        ("proxy.max_body_bytes", p.max_body_bytes.to_string()),
+        (
+            "proxy.header_read_timeout_ms",
+            p.header_read_timeout_ms.to_string(),
+        ),
+        (
+            "proxy.body_read_timeout_ms",
+            p.body_read_timeout_ms.to_string(),
+        ),
+        (
+            "proxy.client_write_timeout_ms",
+            p.client_write_timeout_ms.to_string(),
+        ),
+        ("proxy.drain_timeout_ms", p.drain_timeout_ms.to_string()),
+        (
+            "proxy.entities_buffer_bytes",
+            p.entities_buffer_bytes.to_string(),
+        ),
+        (
+            "proxy.entities_max_typenames",
+            p.entities_max_typenames.to_string(),
+        ),
+        ("auth.require_exp", a.require_exp.to_string()),
+        ("auth.leeway_secs", a.leeway_secs.to_string()),
+        ("auth.scope_claim", a.scope_claim.clone()),
+        ("auth.cache_size", a.cache_size.to_string()),
+        ("auth.max_token_bytes", a.max_token_bytes.to_string()),
+        ("auth.keys[].refresh_secs", j.refresh_secs.to_string()),
+        (
+            "auth.keys[].unknown_kid_refetch_secs",
+            j.unknown_kid_refetch_secs.to_string(),
+        ),
+        (
+            "auth.keys[].fetch_timeout_secs",
+            j.fetch_timeout_secs.to_string(),
+        ),
+        ("auth.keys[].max_bytes", j.max_bytes.to_string()),
+        (
+            "rate_limit.requests_per_minute",
+            r.requests_per_minute.to_string(),
+        ),
+        ("rate_limit.burst", r.burst.to_string()),
+        ("rate_limit.max_keys", r.max_keys.to_string()),
+        ("rate_limit.escalation.threshold", e.threshold.to_string()),
+        (
+            "rate_limit.escalation.window_secs",
+            e.window_secs.to_string(),
+        ),
+        ("rate_limit.escalation.block_secs", e.block_secs.to_string()),
+        (
+            "rate_limit.escalation.max_addresses",
+            e.max_addresses.to_string(),
+        ),
+        ("persisted_queries.apq", q.apq.to_string()),
+        (
+            "persisted_queries.apq_cache_size",
+            q.apq_cache_size.to_string(),
+        ),
+        (
+            "persisted_queries.safelist_mode",
+            format!("{:?}", q.safelist_mode).to_lowercase(),
+        ),
+        ("authorization.mode", format!("{:?}", z.mode).to_lowercase()),
+        (
+            "authorization.trusted_router.scopes",
+            list(&z.trusted_router.scopes),
+        ),
+        (
+            "authorization.trusted_router.cidrs",
+            list(
+                &z.trusted_router
+                    .cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let graphql = toml::Table::try_from(GraphqlLimits::default()).unwrap();
+    for (key, value) in graphql {
+        in_code.push((format!("graphql.{key}"), value.to_string()));
+    }
+    in_code.sort();
+    documented.sort();
+    assert_eq!(
+        documented, in_code,
+        "docs/reference.md, Limits and defaults"
+    );
+}
