@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 9] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -21,6 +21,8 @@ const PACKAGES: [&str; 8] = [
     "haproxy",
     "wrk",
     "nginx",
+    // `cargo xtask bench security`: the RSA key and the RS256 tokens.
+    "openssl",
     // `promtool check metrics` in the tests.
     "prometheus",
 ];
