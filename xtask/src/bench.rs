@@ -1,6 +1,7 @@
-//! `cargo xtask bench kernel|proxy`.
+//! `cargo xtask bench kernel|proxy|security`.
 
 mod proxy;
+mod security;
 
 use anyhow::Result;
 
@@ -21,4 +22,11 @@ pub fn kernel(args: &[String]) -> Result<()> {
 /// fraiseql-edge and through HAProxy, under `wrk` (see [`proxy`]).
 pub fn proxy(args: &[String]) -> Result<()> {
     proxy::run(args)
+}
+
+/// Runs the security load benchmark: the edge's full pipeline (JWT, rate
+/// limit, validation) against the plain edge and HAProxy with `jwt_verify`
+/// (see [`security`]).
+pub fn security(args: &[String]) -> Result<()> {
+    security::run(args)
 }

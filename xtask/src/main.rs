@@ -74,6 +74,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The edge's JWT, rate limit and validation under wrk, side by side with the plain edge and HAProxy with jwt_verify (options: `-- --help`).
+    Security {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,9 @@ fn main() -> ExitCode {
         Task::Bench {
             which: Bench::Proxy { args },
         } => bench::proxy(&args),
+        Task::Bench {
+            which: Bench::Security { args },
+        } => bench::security(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,8 @@ const PACKAGES: [&str; 9] = [
     "haproxy",
     "wrk",
     "nginx",
+    // `cargo xtask bench security`: the RSA key and the RS256 tokens.
+    "openssl",
     // `promtool check metrics` in the tests.
     "prometheus",
     // The graphql-http server audit (tests/audit, run by the e2e tests).

@@ -14,14 +14,14 @@
 //! errors, and the upstream must have served at least as many requests as
 //! wrk counted, or the benchmark fails.
 
-mod http;
-mod nginx;
-mod procs;
-mod report;
-mod subgraph;
-mod targets;
-mod upstream;
-mod wrk;
+pub(super) mod http;
+pub(super) mod nginx;
+pub(super) mod procs;
+pub(super) mod report;
+pub(super) mod subgraph;
+pub(super) mod targets;
+pub(super) mod upstream;
+pub(super) mod wrk;
 
 use std::path::Path;
 use std::process::Command;
@@ -295,7 +295,7 @@ fn check_clean(target: &Target, connections: u32, what: &str, s: &wrk::Sample) -
 }
 
 /// CPUs, CPU model, kernel, and the versions of wrk, HAProxy and nginx.
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo

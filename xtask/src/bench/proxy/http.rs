@@ -17,11 +17,25 @@ pub struct Response {
 
 /// Sends one request (`Connection: close`) and reads the whole response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+    request_with(addr, method, path, body, &[])
+}
+
+/// [`request`] with extra request headers (`name: value`).
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(body) = body {
         head.push_str(&format!(
             "content-type: application/json\r\ncontent-length: {}\r\n",

@@ -110,8 +110,23 @@ pub fn start_edge(
     let addr = free_port()?;
     let admin = free_port()?;
     let config = dir.join(format!("edge-{}.toml", kind.short()));
-    std::fs::write(&config, edge_config(addr, admin, upstream))
-        .with_context(|| format!("writing {}", config.display()))?;
+    let text = edge_config(addr, admin, upstream);
+    let target = launch_edge(binary, &config, &text, addr, kind.answer(), &[])?;
+    println!("bench: fraiseql-edge ready on {}", target.url());
+    Ok(target)
+}
+
+/// Writes `text` to `config`, starts fraiseql-edge with it (listening on
+/// `addr`) and waits for `ready` and a 200 to the query sent with `headers`.
+pub fn launch_edge(
+    binary: &Path,
+    config: &Path,
+    text: &str,
+    addr: SocketAddr,
+    answer: &'static str,
+    headers: &[(&str, &str)],
+) -> Result<Target> {
+    std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
     let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
     let mut proc = Proc::spawn("fraiseql-edge", binary, args)?;
     println!("bench: starting `{}`", proc.describe());
@@ -120,11 +135,10 @@ pub fn start_edge(
         kind: Kind::Edge,
         addr,
         path: PROXY_PATH,
-        answer: kind.answer(),
+        answer,
         proc,
     };
-    probe(&target)?;
-    println!("bench: fraiseql-edge ready on {}", target.url());
+    probe_with(&target, headers)?;
     Ok(target)
 }
 
@@ -162,12 +176,26 @@ pub fn haproxy_config(listen: SocketAddr, upstream: SocketAddr) -> String {
 /// Starts HAProxy (foreground, no log) in front of `upstream` on a free port
 /// and waits for a 200.
 pub fn start_haproxy(dir: &Path, kind: Upstream, upstream: SocketAddr) -> Result<Target> {
-    let binary = which::which("haproxy")
-        .context("haproxy is not installed (as root, `cargo xtask setup` installs it)")?;
     let addr = free_port()?;
     let config = dir.join(format!("haproxy-{}.cfg", kind.short()));
-    std::fs::write(&config, haproxy_config(addr, upstream))
-        .with_context(|| format!("writing {}", config.display()))?;
+    let text = haproxy_config(addr, upstream);
+    let target = launch_haproxy(&config, &text, addr, kind.answer(), &[])?;
+    println!("bench: HAProxy ready on {}", target.url());
+    Ok(target)
+}
+
+/// Writes `text` to `config`, starts HAProxy with it (listening on `addr`)
+/// and waits for a 200 to the query sent with `headers`.
+pub fn launch_haproxy(
+    config: &Path,
+    text: &str,
+    addr: SocketAddr,
+    answer: &'static str,
+    headers: &[(&str, &str)],
+) -> Result<Target> {
+    let binary = which::which("haproxy")
+        .context("haproxy is not installed (as root, `cargo xtask setup` installs it)")?;
+    std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
     let mut proc = Proc::spawn(
         "haproxy",
         binary,
@@ -183,11 +211,10 @@ pub fn start_haproxy(dir: &Path, kind: Upstream, upstream: SocketAddr) -> Result
         kind: Kind::Haproxy,
         addr,
         path: PROXY_PATH,
-        answer: kind.answer(),
+        answer,
         proc,
     };
-    probe(&target)?;
-    println!("bench: HAProxy ready on {}", target.url());
+    probe_with(&target, headers)?;
     Ok(target)
 }
 
@@ -211,11 +238,17 @@ pub fn wait_listening(proc: &mut Proc, name: &str, addr: SocketAddr) -> Result<(
 /// Sends the benchmark's query once, insisting on a 200 with the expected
 /// answer in it (retrying while the target warms up, e.g. a pool filling).
 pub fn probe(target: &Target) -> Result<()> {
+    probe_with(target, &[])
+}
+
+/// [`probe`] with extra request headers.
+pub fn probe_with(target: &Target, headers: &[(&str, &str)]) -> Result<()> {
     let body = request_body();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         check_interrupted()?;
-        let last = match http::request(target.addr, "POST", target.path, Some(&body)) {
+        let last = match http::request_with(target.addr, "POST", target.path, Some(&body), headers)
+        {
             Ok(r) if r.status == 200 && r.body.contains(target.answer) => return Ok(()),
             Ok(r) => format!("HTTP {}: {}", r.status, r.body.trim()),
             Err(e) => format!("{e:#}"),

@@ -14,14 +14,27 @@ const RESULT_PREFIX: &str = "wrk-result ";
 
 /// The Lua script; the body goes in a long bracket string, verbatim.
 pub fn script() -> String {
+    script_with(&[])
+}
+
+/// [`script`] with extra request headers (`name`, `value`) on every request.
+pub fn script_with(headers: &[(&str, &str)]) -> String {
     let body = request_body();
     assert!(!body.contains("]]"), "the body must fit a Lua long string");
+    let mut extra = String::new();
+    for (name, value) in headers {
+        assert!(
+            !name.contains("]]") && !value.contains("]]"),
+            "headers must fit Lua long strings"
+        );
+        extra.push_str(&format!("wrk.headers[ [[{name}]] ] = [[{value}]]\n"));
+    }
     format!(
-        r#"-- Written by `cargo xtask bench proxy`.
+        r#"-- Written by `cargo xtask bench proxy|security`.
 wrk.method = "POST"
 wrk.body = [[{body}]]
 wrk.headers["content-type"] = "application/json"
-
+{extra}
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
