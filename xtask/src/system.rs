@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 9] = [
+const PACKAGES: [&str; 10] = [
     "nftables",
     "bpftool",
     "iproute2",

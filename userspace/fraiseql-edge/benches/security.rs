@@ -10,8 +10,9 @@
 //!   schema and cost: what a document-cache miss costs) for a typical and a
 //!   large query, and [`DocumentCache::check`] hits for both.
 //!
-//! Authorization gets a group of its own here when its module lands: a
-//! function taking `&mut Criterion`, added to `criterion_group!` below.
+//! * `authz` — what authorization adds per request: deriving an operation's
+//!   requirements (once per document, with the cache miss) and evaluating
+//!   them for a caller who passes and one who does not.
 //!
 //! `cargo bench -p fraiseql-edge --bench security`
 
@@ -370,5 +371,99 @@ fn graphql_check(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jwt, rate_limit, graphql_check);
+// ---------------------------------------------------------- authorization
+
+/// The bench schema with authorization directives on what the typical
+/// query selects: `email` needs a scope, `orders` a token, `Order` a policy.
+fn authz_sdl() -> String {
+    sdl()
+        .replacen(
+            "  email: String\n",
+            "  email: String @requiresScopes(scopes: [[\"read:email\"], [\"admin\"]])\n",
+            1,
+        )
+        .replacen(
+            "  orders(first: Int = 5): [Order!]!",
+            "  orders(first: Int = 5): [Order!]! @authenticated",
+            1,
+        )
+        .replacen(
+            "type Order @key(fields: \"id\") {",
+            "type Order @key(fields: \"id\") @policy(policies: [[\"staff\"]]) {",
+            1,
+        )
+}
+
+fn authz(c: &mut Criterion) {
+    use fraiseql_edge::{
+        auth::Identity,
+        authz::{AuthorizationConfig, Policies},
+    };
+    let schema = SubgraphSchema::parse(&authz_sdl()).expect("the annotated SDL is valid");
+    let limits = GraphqlLimits::default();
+    let config: AuthorizationConfig = toml::from_str(
+        "policies = { staff = [{ claim = \"role\", one_of = [\"staff\", \"admin\"] }] }",
+    )
+    .expect("a valid [authorization]");
+    let policies: &Policies = &config.policies;
+    let checked = graphql::check_for(TYPICAL, None, Some(&schema), &limits).expect("passes");
+    assert!(
+        !checked.authz.is_empty(),
+        "the typical query has requirements"
+    );
+    let caller = |scope: &str, role: &str| Identity {
+        subject: Some("u1".to_owned()),
+        scopes: scope.split_whitespace().map(str::to_owned).collect(),
+        claims: json!({"sub": "u1", "role": role})
+            .as_object()
+            .cloned()
+            .expect("an object"),
+    };
+    let allowed = caller("read:email", "staff");
+    let denied = caller("profile", "customer");
+    assert!(
+        checked
+            .authz
+            .evaluate(Some(&allowed), policies, &[])
+            .is_authorized()
+    );
+    assert!(
+        !checked
+            .authz
+            .evaluate(Some(&denied), policies, &[])
+            .is_authorized()
+    );
+
+    let mut group = c.benchmark_group("authz");
+    group.bench_function("check with requirements, miss (typical)", |b| {
+        b.iter(|| {
+            black_box(graphql::check_for(
+                black_box(TYPICAL),
+                None,
+                Some(&schema),
+                &limits,
+            ))
+        })
+    });
+    group.bench_function("evaluate, authorized (typical)", |b| {
+        b.iter(|| {
+            black_box(
+                checked
+                    .authz
+                    .evaluate(Some(black_box(&allowed)), policies, &[]),
+            )
+        })
+    });
+    group.bench_function("evaluate, refused + errors (typical)", |b| {
+        b.iter(|| {
+            let verdict = checked
+                .authz
+                .evaluate(Some(black_box(&denied)), policies, &[]);
+            black_box(verdict.errors())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, jwt, rate_limit, graphql_check, authz);
 criterion_main!(benches);

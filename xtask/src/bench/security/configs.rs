@@ -109,9 +109,10 @@ pub fn haproxy_jwt(listen: SocketAddr, upstream: SocketAddr, public_pem: &Path) 
     ))
 }
 
-/// The SDL the edge validates against: `demo-subgraph --print-sdl` without
-/// the federation `@link` (the edge validates a subgraph schema, in which
-/// the federation directives it uses must be declared).
+/// The SDL the edge validates against: `demo-subgraph --print-sdl` (a
+/// federation SDL) with `email`, which the benchmark's query selects,
+/// marked `@authenticated`: every request also runs the authorize phase
+/// (and passes it, with its token).
 pub fn subgraph_sdl(demo_subgraph: &Path) -> Result<String> {
     let out = std::process::Command::new(demo_subgraph)
         .arg("--print-sdl")
@@ -125,19 +126,18 @@ pub fn subgraph_sdl(demo_subgraph: &Path) -> Result<String> {
         );
     }
     let printed = String::from_utf8(out.stdout).context("the SDL is not UTF-8")?;
-    let sdl = match printed.find("extend schema @link(") {
-        Some(start) => {
-            let end = printed[start..]
-                .find(')')
-                .map(|i| start + i + 1)
-                .context("unterminated @link")?;
-            format!("{}{}", &printed[..start], &printed[end..])
-        }
-        None => printed,
-    };
-    Ok(format!(
-        "directive @key(fields: String!) repeatable on OBJECT | INTERFACE\n{sdl}"
-    ))
+    annotate(&printed)
+}
+
+/// Imports `@authenticated` and puts it on `User.email`.
+fn annotate(sdl: &str) -> Result<String> {
+    let (import, field) = ("import: [\"@key\"", "\temail: String!\n");
+    if !sdl.contains(import) || !sdl.contains(field) {
+        bail!("the demo subgraph's SDL changed: update the security benchmark");
+    }
+    Ok(sdl
+        .replacen(import, "import: [\"@key\", \"@authenticated\"", 1)
+        .replacen(field, "\temail: String! @authenticated\n", 1))
 }
 
 fn utf8(p: &Path) -> Result<&str> {
@@ -170,6 +170,19 @@ mod tests {
         );
         assert!(!text.contains("requests_per_minute = 0"), "{text}");
         assert!(text.ends_with("sdl = \"/s.graphql\"\n"), "{text}");
+    }
+
+    #[test]
+    fn the_sdl_asks_for_authentication_on_the_queried_field() {
+        let sdl = "type User @key(fields: \"id\") {\n\tid: ID!\n\temail: String!\n}\n\
+                   extend schema @link(url: \"https://specs.apollo.dev/federation/v2.5\", import: [\"@key\"])\n";
+        let out = annotate(sdl).unwrap();
+        assert!(out.contains("\temail: String! @authenticated\n"), "{out}");
+        assert!(
+            out.contains("import: [\"@key\", \"@authenticated\"]"),
+            "{out}"
+        );
+        assert!(annotate("type Query { a: Int }").is_err());
     }
 
     #[test]
