@@ -1,0 +1,526 @@
+//! Fuzzes the admission pipeline, [`Proxy::admission`]: client limits,
+//! route, accept, identify (JWT), rate limit, graphql (parse, limits,
+//! validation against `schema.graphql`, persisted queries), authorize.
+//! Nothing is forwarded; the subgraph endpoints are never connected to.
+//!
+//! An input is a request in a plain-text shape, so that seeds are readable
+//! and the dictionary's tokens land where they mean something:
+//!
+//! ```text
+//! POST /users/graphql?optional=query
+//! content-type: application/json
+//! authorization: Bearer $VALID
+//!
+//! {"query":"{ me { id } }"}
+//! ```
+//!
+//! The first line is the method and the request target; header lines
+//! follow up to an empty line; the rest is the body. A line or request
+//! target that hyper would never hand over (invalid method, URI, header
+//! name or value) is dropped. In header values `$VALID`, `$SCOPED`,
+//! `$EXPIRED`, `$WRONG_KEY`, `$WRONG_AUD`, `$NO_EXP`, `$NONE_ALG` and
+//! `$UNKNOWN_KID` stand for tokens minted at start (see [`Tokens`]). The
+//! pseudo-header `fuzz-peer: <ip>` sets the peer address (default
+//! 192.0.2.1) and with it the proxy the request goes to (see [`Harness`]).
+//!
+//! `FUZZ_ADMISSION_TRACE=1` prints each input's outcome.
+//!
+//! Besides "no panic", every outcome is checked against what must hold
+//! (see [`check_refusal`] and [`check_admitted`]).
+
+#![no_main]
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use fraiseql_edge::{
+    auth::Authenticator,
+    blocklist::BlockList,
+    config::Config,
+    fallback::UserLimiter,
+    graphql::{SubgraphSchema, persisted::PersistedQueries},
+    proxy::{
+        Proxy, ProxyParts,
+        error::{ProxyBody, ProxyError},
+        metrics::ProxyMetrics,
+    },
+};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Value, json};
+
+/// The subgraph schema requests are validated against.
+const SDL: &str = include_str!("../schema.graphql");
+/// The safelist (a plain `{"<id>": "<document>"}` manifest).
+const SAFELIST: &str = include_str!("../safelist.json");
+/// The HMAC secret tokens are signed with (at least 32 bytes).
+const SECRET: &[u8] = b"fraiseql-edge-fuzz-hmac-secret-0123456789";
+/// Issuer and audience the edge requires.
+const ISSUER: &str = "https://issuer.example";
+const AUDIENCE: &str = "edge";
+/// `proxy.max_body_bytes`: small, so that 413 is within a fuzz input's reach.
+const MAX_BODY: usize = 2048;
+/// The pseudo-header that sets the peer address.
+const PEER_HEADER: &str = "fuzz-peer";
+const DEFAULT_PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// Three proxies over the same subgraphs, picked by the peer address, so
+/// that one process covers the settings that exclude each other:
+///
+/// * `open` (any peer not below): generous rate limit, safelist in `log`
+///   mode, so that most requests reach the graphql phase;
+/// * `tight` (198.51.100.0/24): degraded mode (the kernel layer's limits
+///   enforced in user space, phase 0), a rate limit of a few requests and
+///   escalation into the user-space block list;
+/// * `strict` (203.0.113.0/24): safelist `enforce`, no APQ.
+///
+/// Every proxy trusts 10.0.0.0/8 as forwarding proxies, so the client
+/// address comes from `X-Forwarded-For` for such peers.
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    open: Arc<Proxy>,
+    tight: Arc<Proxy>,
+    strict: Arc<Proxy>,
+    tokens: Tokens,
+    /// `FUZZ_ADMISSION_TRACE=1`: print each input's outcome (to check
+    /// what seeds and corpus entries reach).
+    trace: bool,
+}
+
+/// Tokens minted at start: `(placeholder, token, identifies)`.
+struct Tokens(Vec<(&'static str, String, bool)>);
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| Harness::new().expect("the fuzz harness starts"))
+}
+
+impl Harness {
+    fn new() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("fraiseql-edge-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |name: &str, text: &[u8]| -> Result<PathBuf, String> {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(path)
+        };
+        let sdl = write("schema.graphql", SDL.as_bytes())?;
+        let safelist = write("safelist.json", SAFELIST.as_bytes())?;
+        let secret = write("hmac.secret", SECRET)?;
+        // A schema that does not validate would silently turn validation
+        // off (the proxy logs it and goes on): refuse to fuzz without it.
+        SubgraphSchema::parse(SDL).map_err(|e| format!("schema.graphql: {e}"))?;
+
+        // Current-thread: one request at a time, background tasks (pool
+        // maintenance, health checks) only run inside `block_on`.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let open = runtime.block_on(build(
+            &dir,
+            &config(&sdl, &secret, &safelist, Profile::Open),
+        ))?;
+        let tight = runtime.block_on(build(
+            &dir,
+            &config(&sdl, &secret, &safelist, Profile::Tight),
+        ))?;
+        let strict = runtime.block_on(build(
+            &dir,
+            &config(&sdl, &secret, &safelist, Profile::Strict),
+        ))?;
+        Ok(Self {
+            runtime,
+            open,
+            tight,
+            strict,
+            tokens: Tokens::mint()?,
+            trace: std::env::var_os("FUZZ_ADMISSION_TRACE").is_some_and(|v| v == "1"),
+        })
+    }
+
+    fn proxy_for(&self, peer: IpAddr) -> &Proxy {
+        match peer {
+            IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] => &self.tight,
+            IpAddr::V4(v4) if v4.octets()[..3] == [203, 0, 113] => &self.strict,
+            _ => &self.open,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Profile {
+    Open,
+    Tight,
+    Strict,
+}
+
+/// The configuration of one proxy. Endpoints point at the discard port of
+/// loopback (admission never connects); no warm connections are kept and
+/// health checks are a day apart, so no background task touches the
+/// network during a run.
+fn config(sdl: &Path, secret: &Path, safelist: &Path, profile: Profile) -> String {
+    let subgraph = |name: &str, route: Option<&str>, sdl: Option<&Path>, auth: bool| {
+        let mut s = format!(
+            "[[subgraphs]]\nname = \"{name}\"\nendpoints = [\"http://127.0.0.1:9/graphql\"]\n\
+             require_authentication = {auth}\n"
+        );
+        if let Some(route) = route {
+            s += &format!("route = \"{route}\"\n");
+        }
+        if let Some(sdl) = sdl {
+            s += &format!("sdl = {:?}\n", sdl.display().to_string());
+        }
+        s + "[subgraphs.pool]\nmin_idle = 0\nmax = 1\n\
+             [subgraphs.health]\ninterval_ms = 86400000\ntimeout_ms = 1000\n"
+    };
+    let (kernel, rate_limit, persisted) = match profile {
+        Profile::Open => (
+            "",
+            "requests_per_minute = 6000000\nburst = 1000000\n",
+            "safelist_mode = \"log\"\n",
+        ),
+        Profile::Tight => (
+            "rate = 20\nburst = 10\n",
+            "requests_per_minute = 60\nburst = 3\n\
+             [rate_limit.escalation]\nthreshold = 5\nwindow_secs = 60\nblock_secs = 1\n",
+            "safelist_mode = \"log\"\n",
+        ),
+        Profile::Strict => (
+            "",
+            "requests_per_minute = 6000000\nburst = 1000000\n",
+            "safelist_mode = \"enforce\"\napq = false\n",
+        ),
+    };
+    format!(
+        "[kernel]\nenabled = false\n{kernel}\
+         [proxy]\nmax_body_bytes = {MAX_BODY}\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+         [auth]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\n\
+         [[auth.keys]]\ntype = \"hmac_secret_file\"\npath = {:?}\nalgorithms = [\"HS256\", \"HS384\"]\n\
+         [rate_limit]\n{rate_limit}\
+         [persisted_queries]\nsafelist = {:?}\n{persisted}\
+         {}{}{}",
+        secret.display().to_string(),
+        safelist.display().to_string(),
+        subgraph("users", None, Some(sdl), true),
+        subgraph("public", Some("/public/"), Some(sdl), false),
+        subgraph("plain", None, None, true),
+    )
+}
+
+async fn build(dir: &Path, toml: &str) -> Result<Arc<Proxy>, String> {
+    let mut cfg = Config::from_toml(toml).map_err(|e| format!("{e}\n{toml}"))?;
+    cfg.resolve_files(dir).map_err(|e| e.to_string())?;
+    let auth = Authenticator::new(cfg.auth.clone().ok_or("no [auth]")?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (limiter, blocks) = if cfg.kernel.rate > 0 {
+        let limiter = Arc::new(UserLimiter::new(&cfg.kernel));
+        let blocks = Arc::new(BlockList::UserSpace(Arc::clone(&limiter)));
+        (Some(limiter), Some(blocks))
+    } else {
+        (None, None)
+    };
+    let metrics = ProxyMetrics::new(&prometheus::Registry::new()).map_err(|e| e.to_string())?;
+    let persisted = PersistedQueries::new(&cfg.persisted_queries).map_err(|e| e.to_string())?;
+    Ok(Proxy::new(ProxyParts {
+        cfg: cfg.proxy.as_ref().ok_or("no [proxy]")?,
+        subgraphs: &cfg.subgraphs,
+        rate_limit: &cfg.rate_limit,
+        metrics,
+        limiter,
+        blocks,
+        auth: Some(Arc::new(auth)),
+        graphql: &cfg.graphql,
+        persisted,
+    }))
+}
+
+impl Tokens {
+    fn mint() -> Result<Self, String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let key = EncodingKey::from_secret(SECRET).map_err(|e| e.to_string())?;
+        let other = EncodingKey::from_secret(b"another-secret-of-thirty-two-bytes-or-more")
+            .map_err(|e| e.to_string())?;
+        let year = 365 * 24 * 3600;
+        let claims = |sub: &str, extra: Value| {
+            let mut c = json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": now + year});
+            if let (Value::Object(c), Value::Object(extra)) = (&mut c, extra) {
+                c.extend(extra);
+            }
+            c
+        };
+        let sign = |alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey| {
+            let mut header = Header::new(alg);
+            header.kid = kid.map(str::to_owned);
+            jsonwebtoken::encode(&header, claims, key).map_err(|e| e.to_string())
+        };
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let none_alg = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims("mallory", json!({"scope": "read write admin"})))
+        );
+        let no_exp = {
+            let mut c = claims("carol", json!({}));
+            if let Value::Object(c) = &mut c {
+                c.remove("exp");
+            }
+            c
+        };
+        Ok(Self(vec![
+            (
+                "$VALID",
+                sign(Algorithm::HS256, None, &claims("alice", json!({})), &key)?,
+                true,
+            ),
+            (
+                "$SCOPED",
+                sign(
+                    Algorithm::HS384,
+                    None,
+                    &claims("bob", json!({"scope": "read write"})),
+                    &key,
+                )?,
+                true,
+            ),
+            (
+                "$EXPIRED",
+                sign(
+                    Algorithm::HS256,
+                    None,
+                    &claims("dave", json!({"exp": now - 2 * 3600})),
+                    &key,
+                )?,
+                false,
+            ),
+            (
+                "$WRONG_KEY",
+                sign(Algorithm::HS256, None, &claims("erin", json!({})), &other)?,
+                false,
+            ),
+            (
+                "$WRONG_AUD",
+                sign(
+                    Algorithm::HS256,
+                    None,
+                    &claims("frank", json!({"aud": "other"})),
+                    &key,
+                )?,
+                false,
+            ),
+            (
+                "$NO_EXP",
+                sign(Algorithm::HS256, None, &no_exp, &key)?,
+                false,
+            ),
+            ("$NONE_ALG", none_alg, false),
+            (
+                "$UNKNOWN_KID",
+                sign(
+                    Algorithm::HS256,
+                    Some("k9"),
+                    &claims("grace", json!({})),
+                    &key,
+                )?,
+                false,
+            ),
+        ]))
+    }
+
+    /// `value` with every placeholder replaced by its token.
+    fn expand(&self, value: &[u8]) -> Vec<u8> {
+        if !value.contains(&b'$') {
+            return value.to_vec();
+        }
+        let mut out = value.to_vec();
+        for (placeholder, token, _) in &self.0 {
+            out = replace(&out, placeholder.as_bytes(), token.as_bytes());
+        }
+        out
+    }
+
+    /// Whether `value` holds a token that identifies its bearer.
+    fn identifies(&self, value: &[u8]) -> bool {
+        self.0
+            .iter()
+            .filter(|(_, _, ok)| *ok)
+            .any(|(_, token, _)| find(value, token.as_bytes()).is_some())
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    while let Some(at) = find(rest, from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// A decoded input: the request, its peer, and whether it carries a token
+/// that identifies.
+struct Decoded {
+    request: Request<Full<Bytes>>,
+    peer: SocketAddr,
+    identified: bool,
+    body_len: usize,
+}
+
+/// Reads an input in the shape of the module doc; `None` for what no HTTP
+/// server would hand over.
+fn decode(data: &[u8], tokens: &Tokens) -> Option<Decoded> {
+    let (head, body) = match find(data, b"\n\n") {
+        Some(at) => (&data[..at], &data[at + 2..]),
+        None => (data, &[][..]),
+    };
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    let (method, target) = match first.iter().position(|b| *b == b' ') {
+        Some(at) => (&first[..at], &first[at + 1..]),
+        None => (first, &b"/"[..]),
+    };
+    let method = Method::from_bytes(method).ok()?;
+    let uri = Uri::try_from(target).ok()?;
+    let mut request = Request::builder().method(method).uri(uri);
+    let mut peer = IpAddr::V4(DEFAULT_PEER);
+    let mut identified = false;
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        let value = tokens.expand(line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(PEER_HEADER.as_bytes()) {
+            if let Some(ip) = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                peer = ip;
+            }
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_bytes(&value),
+        ) else {
+            continue;
+        };
+        if name == header::AUTHORIZATION {
+            identified |= tokens.identifies(value.as_bytes());
+        }
+        request = request.header(name, value);
+    }
+    let request = request.body(Full::new(Bytes::copy_from_slice(body))).ok()?;
+    Some(Decoded {
+        request,
+        peer: SocketAddr::new(peer, 40_000),
+        identified,
+        body_len: body.len(),
+    })
+}
+
+/// A refusal is a 4xx with a stable code (admission never reaches a
+/// subgraph, so it has no 5xx of its own), except an APQ miss, which the
+/// protocol answers with 200; its response is the documented GraphQL
+/// error shape with that code.
+fn check_refusal(h: &Harness, e: ProxyError) {
+    let (status, code) = e.status_and_code();
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+        "code {code:?} of {e:?}"
+    );
+    assert!(
+        status.is_client_error() || status == StatusCode::OK && code == "PERSISTED_QUERY_NOT_FOUND",
+        "status {status} for {code} ({e:?})"
+    );
+    let message = e.to_string();
+    let resp = e.into_response();
+    assert_eq!(resp.status(), status, "{code}");
+    let headers = resp.headers();
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+        Some(&b"application/json"[..]),
+        "{code}"
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        assert!(
+            headers.contains_key(header::WWW_AUTHENTICATE),
+            "{code}: no WWW-Authenticate"
+        );
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        assert!(headers.contains_key(header::ALLOW), "{code}: no Allow");
+    }
+    let body = body_json(h, resp);
+    assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+    assert_eq!(body["errors"][0]["message"], message, "{body}");
+}
+
+fn body_json(h: &Harness, resp: http::Response<ProxyBody>) -> Value {
+    let bytes = h
+        .runtime
+        .block_on(resp.into_body().collect())
+        .expect("a refusal's body is in memory")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("a refusal's body is JSON")
+}
+
+/// An admitted request is a GET or POST, with a body within the limit, and
+/// reaches a subgraph that requires authentication only with a token that
+/// identifies (only `public` admits anonymous requests).
+fn check_admitted(method: &Method, path: &str, body_len: usize, identified: bool) {
+    assert!(
+        *method == Method::GET || *method == Method::POST,
+        "{method} admitted"
+    );
+    assert!(body_len <= MAX_BODY, "{body_len}-byte body admitted");
+    let public = path == "/public" || path.starts_with("/public/");
+    assert!(
+        identified || public,
+        "{path} admitted without a token that identifies"
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    let h = harness();
+    let Some(Decoded {
+        request,
+        peer,
+        identified,
+        body_len,
+    }) = decode(data, &h.tokens)
+    else {
+        return;
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let proxy = h.proxy_for(peer.ip());
+    let outcome = h.runtime.block_on(proxy.admission(request, peer));
+    if h.trace {
+        let what = outcome
+            .as_ref()
+            .map_or_else(|e| e.status_and_code().1, |()| "ADMITTED");
+        eprintln!("admission: {method} {path} from {peer}: {what}");
+    }
+    match outcome {
+        Ok(()) => check_admitted(&method, &path, body_len, identified),
+        Err(e) => check_refusal(h, e),
+    }
+});
