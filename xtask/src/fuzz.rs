@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::setup::{self, Report};
-use crate::{cmd, paths};
+use crate::{cmd, linker, paths};
 
 /// The one fuzz target.
 pub const TARGET: &str = "admission";
@@ -67,11 +67,12 @@ fn is_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
 
-/// Nightly and cargo-fuzz (installed into the toolchain directory, like
-/// bpf-linker).
+/// Nightly, bpf-linker (the daemon's build script builds the eBPF object)
+/// and cargo-fuzz (installed into the toolchain directory, like bpf-linker).
 fn ensure_tools() -> Result<()> {
     let report = Report { verbose: false };
     setup::ensure_nightly(report).context("setting up the nightly toolchain")?;
+    linker::ensure_bpf_linker(report).context("setting up bpf-linker")?;
     let bin = paths::toolchain_dir()?.join("bin").join("cargo-fuzz");
     if cmd::succeeds(Command::new(&bin).arg("--version")) {
         return Ok(());

@@ -144,6 +144,8 @@ impl Harness {
             &dir,
             &config(&sdl, &secret, &safelist, Profile::Strict),
         ))?;
+        // Every file was read while building; nothing is left behind.
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(Self {
             runtime,
             open,
