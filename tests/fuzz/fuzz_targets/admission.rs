@@ -21,11 +21,13 @@
 //! is written as read. A request or header line that hyper would never hand
 //! over (invalid method, URI, header name or value) is dropped.
 //!
-//! Two short forms keep mutated inputs in the graphql phase (a full
-//! request breaks at its first line or content type more often than not):
+//! Short forms keep mutated inputs in the graphql phase (a full request
+//! breaks at its first line, content type or JSON more often than not):
 //! an input that starts with `{` or `[` is the JSON body of an anonymous
 //! `POST /public/graphql`; one that starts with `?` is the query string of
-//! an anonymous `GET /public/graphql`. In header values `$VALID`, `$SCOPED`,
+//! an anonymous `GET /public/graphql`; one that starts with `!` is a
+//! GraphQL document, which the harness sends as `{"query": <the rest>}`
+//! (invalid UTF-8 replaced) in such a POST. In header values `$VALID`, `$SCOPED`,
 //! `$EXPIRED`, `$WRONG_KEY`, `$WRONG_AUD`, `$NO_EXP`, `$NONE_ALG` and
 //! `$UNKNOWN_KID` stand for tokens minted at start (see [`Tokens`]). The
 //! pseudo-header `fuzz-peer: <ip>` sets the peer address (default
@@ -41,7 +43,10 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -58,7 +63,7 @@ use fraiseql_edge::{
         metrics::ProxyMetrics,
     },
 };
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
@@ -86,7 +91,8 @@ const DEFAULT_PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 ///   mode, so that most requests reach the graphql phase;
 /// * `tight` (198.51.100.0/24): degraded mode (the kernel layer's limits
 ///   enforced in user space, phase 0), a rate limit of a few requests and
-///   escalation into the user-space block list;
+///   escalation into the user-space block list; each such input is sent
+///   several times from a fresh address (see [`Harness::route`]);
 /// * `strict` (203.0.113.0/24): safelist `enforce`, no APQ.
 ///
 /// Every proxy trusts 10.0.0.0/8 as forwarding proxies, so the client
@@ -156,13 +162,34 @@ impl Harness {
         })
     }
 
-    fn proxy_for(&self, peer: IpAddr) -> &Proxy {
+    /// The proxy for a request from `peer`, the address it comes from and
+    /// how many times it is sent. A `tight` request is sent
+    /// [`TIGHT_REPEATS`] times from an address no earlier input used, so
+    /// that what happens to it (burst, 429s, strikes, block) does not
+    /// depend on the inputs run before it.
+    fn route(&self, peer: IpAddr) -> (&Proxy, SocketAddr, usize) {
+        let at = |ip| SocketAddr::new(ip, 40_000);
         match peer {
-            IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] => &self.tight,
-            IpAddr::V4(v4) if v4.octets()[..3] == [203, 0, 113] => &self.strict,
-            _ => &self.open,
+            IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] => {
+                (&self.tight, at(fresh_client()), TIGHT_REPEATS)
+            }
+            IpAddr::V4(v4) if v4.octets()[..3] == [203, 0, 113] => (&self.strict, at(peer), 1),
+            _ => (&self.open, at(peer), 1),
         }
     }
+}
+
+/// Requests of a `tight` input: three pass the burst of the rate limit,
+/// five 429s make the strikes that block the address, the last two meet
+/// the block.
+const TIGHT_REPEATS: usize = 10;
+
+/// A client address no earlier input used: 100.64.0.0/10, in turn (the
+/// limiter's tables forget the oldest long before it wraps).
+fn fresh_client() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 22);
+    IpAddr::V4(Ipv4Addr::from(0x6440_0000 | n))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -385,32 +412,67 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 /// A decoded input: the request, its peer, and whether it carries a token
 /// that identifies.
 struct Decoded {
-    request: Request<Full<Bytes>>,
-    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    peer: IpAddr,
     identified: bool,
-    body_len: usize,
+}
+
+impl Decoded {
+    fn anonymous(method: Method, uri: Uri, headers: HeaderMap, body: &[u8]) -> Self {
+        Self {
+            method,
+            uri,
+            headers,
+            body: Bytes::copy_from_slice(body),
+            peer: IpAddr::V4(DEFAULT_PEER),
+            identified: false,
+        }
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 /// Reads an input in the shape of the module doc; `None` for what no HTTP
 /// server would hand over.
 fn decode(data: &[u8], tokens: &Tokens) -> Option<Decoded> {
-    let short = |request: http::request::Builder, body: &[u8]| {
-        Some(Decoded {
-            request: request.body(Full::new(Bytes::copy_from_slice(body))).ok()?,
-            peer: SocketAddr::new(IpAddr::V4(DEFAULT_PEER), 40_000),
-            identified: false,
-            body_len: body.len(),
-        })
-    };
+    let public = Uri::from_static("/public/graphql");
     match data.first() {
         Some(b'{' | b'[') => {
-            let post =
-                Request::post("/public/graphql").header(header::CONTENT_TYPE, "application/json");
-            return short(post, data);
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Some(Decoded::anonymous(Method::POST, public, headers, data));
+        }
+        Some(b'!') => {
+            let document = String::from_utf8_lossy(&data[1..]);
+            let body = json!({ "query": document }).to_string();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Some(Decoded::anonymous(
+                Method::POST,
+                public,
+                headers,
+                body.as_bytes(),
+            ));
         }
         Some(b'?') => {
-            let target = [&b"/public/graphql"[..], &encode_target(data)].concat();
-            return short(Request::get(Uri::try_from(target).ok()?), &[]);
+            let target = [public.path().as_bytes(), &encode_target(data)].concat();
+            let uri = Uri::try_from(target).ok()?;
+            return Some(Decoded::anonymous(Method::GET, uri, HeaderMap::new(), &[]));
         }
         _ => {}
     }
@@ -428,9 +490,7 @@ fn decode(data: &[u8], tokens: &Tokens) -> Option<Decoded> {
     };
     let method = Method::from_bytes(method).ok()?;
     let uri = Uri::try_from(encode_target(target)).ok()?;
-    let mut request = Request::builder().method(method).uri(uri);
-    let mut peer = IpAddr::V4(DEFAULT_PEER);
-    let mut identified = false;
+    let mut decoded = Decoded::anonymous(method, uri, HeaderMap::new(), body);
     for line in lines {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
@@ -442,7 +502,7 @@ fn decode(data: &[u8], tokens: &Tokens) -> Option<Decoded> {
                 .ok()
                 .and_then(|v| v.parse().ok())
             {
-                peer = ip;
+                decoded.peer = ip;
             }
             continue;
         }
@@ -453,17 +513,11 @@ fn decode(data: &[u8], tokens: &Tokens) -> Option<Decoded> {
             continue;
         };
         if name == header::AUTHORIZATION {
-            identified |= tokens.identifies(value.as_bytes());
+            decoded.identified |= tokens.identifies(value.as_bytes());
         }
-        request = request.header(name, value);
+        decoded.headers.append(name, value);
     }
-    let request = request.body(Full::new(Bytes::copy_from_slice(body))).ok()?;
-    Some(Decoded {
-        request,
-        peer: SocketAddr::new(peer, 40_000),
-        identified,
-        body_len: body.len(),
-    })
+    Some(decoded)
 }
 
 /// `target` with the bytes a URI never holds percent-encoded.
@@ -528,42 +582,43 @@ fn body_json(h: &Harness, resp: http::Response<ProxyBody>) -> Value {
 /// An admitted request is a GET or POST, with a body within the limit, and
 /// reaches a subgraph that requires authentication only with a token that
 /// identifies (only `public` admits anonymous requests).
-fn check_admitted(method: &Method, path: &str, body_len: usize, identified: bool) {
+fn check_admitted(input: &Decoded) {
+    let method = &input.method;
     assert!(
         *method == Method::GET || *method == Method::POST,
         "{method} admitted"
     );
-    assert!(body_len <= MAX_BODY, "{body_len}-byte body admitted");
+    let len = input.body.len();
+    assert!(len <= MAX_BODY, "{len}-byte body admitted");
+    let path = input.uri.path();
     let public = path == "/public" || path.starts_with("/public/");
     assert!(
-        identified || public,
+        input.identified || public,
         "{path} admitted without a token that identifies"
     );
 }
 
 fuzz_target!(|data: &[u8]| {
     let h = harness();
-    let Some(Decoded {
-        request,
-        peer,
-        identified,
-        body_len,
-    }) = decode(data, &h.tokens)
-    else {
+    let Some(input) = decode(data, &h.tokens) else {
         return;
     };
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let proxy = h.proxy_for(peer.ip());
-    let outcome = h.runtime.block_on(proxy.admission(request, peer));
-    if h.trace {
-        let what = outcome
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |()| "ADMITTED");
-        eprintln!("admission: {method} {path} from {peer}: {what}");
-    }
-    match outcome {
-        Ok(()) => check_admitted(&method, &path, body_len, identified),
-        Err(e) => check_refusal(h, e),
+    let (proxy, peer, times) = h.route(input.peer);
+    for _ in 0..times {
+        let outcome = h.runtime.block_on(proxy.admission(input.request(), peer));
+        if h.trace {
+            let what = outcome
+                .as_ref()
+                .map_or_else(|e| e.status_and_code().1, |()| "ADMITTED");
+            eprintln!(
+                "admission: {} {} from {peer}: {what}",
+                input.method,
+                input.uri.path()
+            );
+        }
+        match outcome {
+            Ok(()) => check_admitted(&input),
+            Err(e) => check_refusal(h, e),
+        }
     }
 });
