@@ -101,6 +101,9 @@ struct Harness {
     runtime: tokio::runtime::Runtime,
     open: Arc<Proxy>,
     tight: Arc<Proxy>,
+    /// The `tight` proxy's limiter, whose expired blocks the harness sweeps
+    /// as the daemon does.
+    tight_limiter: Arc<UserLimiter>,
     strict: Arc<Proxy>,
     tokens: Tokens,
     /// `FUZZ_ADMISSION_TRACE=1`: print each input's outcome (to check
@@ -138,15 +141,15 @@ impl Harness {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let open = runtime.block_on(build(
+        let (open, _) = runtime.block_on(build(
             &dir,
             &config(&sdl, &secret, &safelist, Profile::Open),
         ))?;
-        let tight = runtime.block_on(build(
+        let (tight, tight_limiter) = runtime.block_on(build(
             &dir,
             &config(&sdl, &secret, &safelist, Profile::Tight),
         ))?;
-        let strict = runtime.block_on(build(
+        let (strict, _) = runtime.block_on(build(
             &dir,
             &config(&sdl, &secret, &safelist, Profile::Strict),
         ))?;
@@ -156,6 +159,7 @@ impl Harness {
             runtime,
             open,
             tight,
+            tight_limiter: tight_limiter.ok_or("the tight proxy has no limiter")?,
             strict,
             tokens: Tokens::mint()?,
             trace: std::env::var_os("FUZZ_ADMISSION_TRACE").is_some_and(|v| v == "1"),
@@ -171,7 +175,7 @@ impl Harness {
         let at = |ip| SocketAddr::new(ip, 40_000);
         match peer {
             IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] => {
-                (&self.tight, at(fresh_client()), TIGHT_REPEATS)
+                (&self.tight, at(self.fresh_client()), TIGHT_REPEATS)
             }
             IpAddr::V4(v4) if v4.octets()[..3] == [203, 0, 113] => (&self.strict, at(peer), 1),
             _ => (&self.open, at(peer), 1),
@@ -184,12 +188,19 @@ impl Harness {
 /// the block.
 const TIGHT_REPEATS: usize = 10;
 
-/// A client address no earlier input used: 100.64.0.0/10, in turn (the
-/// limiter's tables forget the oldest long before it wraps).
-fn fresh_client() -> IpAddr {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 22);
-    IpAddr::V4(Ipv4Addr::from(0x6440_0000 | n))
+impl Harness {
+    /// A client address no earlier input used: 100.64.0.0/10, in turn (the
+    /// limiter's tables forget the oldest long before it wraps). Every
+    /// 256 addresses the expired blocks are swept, as the daemon's timer
+    /// does, so the block table does not fill up over a long run.
+    fn fresh_client(&self) -> IpAddr {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 22);
+        if n.is_multiple_of(256) {
+            self.tight_limiter.expire_blocks();
+        }
+        IpAddr::V4(Ipv4Addr::from(0x6440_0000 | n))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -252,13 +263,14 @@ fn config(sdl: &Path, secret: &Path, safelist: &Path, profile: Profile) -> Strin
     )
 }
 
-async fn build(dir: &Path, toml: &str) -> Result<Arc<Proxy>, String> {
+/// A proxy and, in degraded mode, its user-space limiter.
+async fn build(dir: &Path, toml: &str) -> Result<(Arc<Proxy>, Option<Arc<UserLimiter>>), String> {
     let mut cfg = Config::from_toml(toml).map_err(|e| format!("{e}\n{toml}"))?;
     cfg.resolve_files(dir).map_err(|e| e.to_string())?;
     let auth = Authenticator::new(cfg.auth.clone().ok_or("no [auth]")?)
         .await
         .map_err(|e| e.to_string())?;
-    let (limiter, blocks) = if cfg.kernel.rate > 0 {
+    let (limiter, blocks): (Option<Arc<UserLimiter>>, _) = if cfg.kernel.rate > 0 {
         let limiter = Arc::new(UserLimiter::new(&cfg.kernel));
         let blocks = Arc::new(BlockList::UserSpace(Arc::clone(&limiter)));
         (Some(limiter), Some(blocks))
@@ -267,17 +279,18 @@ async fn build(dir: &Path, toml: &str) -> Result<Arc<Proxy>, String> {
     };
     let metrics = ProxyMetrics::new(&prometheus::Registry::new()).map_err(|e| e.to_string())?;
     let persisted = PersistedQueries::new(&cfg.persisted_queries).map_err(|e| e.to_string())?;
-    Ok(Proxy::new(ProxyParts {
+    let proxy = Proxy::new(ProxyParts {
         cfg: cfg.proxy.as_ref().ok_or("no [proxy]")?,
         subgraphs: &cfg.subgraphs,
         rate_limit: &cfg.rate_limit,
         metrics,
-        limiter,
+        limiter: limiter.clone(),
         blocks,
         auth: Some(Arc::new(auth)),
         graphql: &cfg.graphql,
         persisted,
-    }))
+    });
+    Ok((proxy, limiter))
 }
 
 impl Tokens {
