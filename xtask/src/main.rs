@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod compile;
 mod demo;
+mod fuzz;
 mod linker;
 mod paths;
 mod setup;
@@ -36,11 +37,20 @@ enum Task {
     BuildEbpf,
     /// Release build of the workspace.
     Build,
-    /// fmt check, clippy and the test suite: the one test command (CI runs it).
+    /// fmt check, clippy, the test suite and (under CI=true) a bounded fuzz
+    /// run: the one test command (CI runs it).
     Test {
         /// Passed on to `cargo test` (e.g. `-- -p fraiseql-edge -- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the admission pipeline (tests/fuzz, cargo-fuzz on nightly) for a
+    /// bounded time; fails on any crash. Installs cargo-fuzz into
+    /// target/toolchain if missing.
+    Fuzz {
+        /// How long the fuzzer runs (after the build).
+        #[arg(long, default_value_t = fuzz::CI_SECONDS)]
+        seconds: u64,
     },
     /// See it work: rate limits and a block on real traffic from a network
     /// namespace (needs root).
@@ -88,6 +98,7 @@ fn main() -> ExitCode {
         Task::BuildEbpf => compile::build_ebpf(),
         Task::Build => compile::build(),
         Task::Test { args } => testing::test(&args),
+        Task::Fuzz { seconds } => fuzz::fuzz(seconds),
         Task::Demo {
             seconds,
             no_daemon,

@@ -49,7 +49,8 @@ fn run(report: Report) -> Result<()> {
     system::ensure_system(report)
 }
 
-fn ensure_nightly(report: Report) -> Result<()> {
+/// The nightly toolchain with rust-src (the eBPF build and fuzzing use it).
+pub fn ensure_nightly(report: Report) -> Result<()> {
     let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !has_nightly(&toolchains) {
         let mut install = Command::new("rustup");

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the project's one test command (CI runs it through
-//! `.ci/run`): formatting, clippy, then the test suite.
+//! `.ci/run`): formatting, clippy, the test suite, then (under `CI=true`)
+//! a bounded run of the admission fuzz target ([`crate::fuzz`]).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -7,11 +8,12 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::ensure_setup;
-use crate::{cmd, paths, system};
+use crate::{cmd, fuzz, paths, system};
 
 /// What one step ended with, for the summary.
 enum Outcome {
     Ok,
+    Skipped,
     Failed(String),
 }
 
@@ -26,6 +28,7 @@ impl Outcome {
     fn word(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Skipped => "skipped",
             Outcome::Failed(_) => "FAILED",
         }
     }
@@ -46,19 +49,25 @@ pub fn test(args: &[String]) -> Result<()> {
     let clippy = Outcome::from(step(["clippy", "--all-targets", "--", "-D", "warnings"]));
     let mut counts = Counts::default();
     let tests = Outcome::from(run_tests(args, &mut counts));
+    let fuzz = match fuzz::in_test() {
+        Ok(true) => Outcome::Ok,
+        Ok(false) => Outcome::Skipped,
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    };
     let mut all_ok = true;
-    for outcome in [&fmt, &clippy, &tests] {
+    for outcome in [&fmt, &clippy, &tests, &fuzz] {
         if let Outcome::Failed(why) = outcome {
             eprintln!("error: {why}");
             all_ok = false;
         }
     }
     println!(
-        "xtask test: {} (fmt {}, clippy {}, cargo test {})",
+        "xtask test: {} (fmt {}, clippy {}, cargo test {}, fuzz {})",
         if all_ok { "OK" } else { "FAILED" },
         fmt.word(),
         clippy.word(),
-        tests.word()
+        tests.word(),
+        fuzz.word()
     );
     println!(
         "summary: {} passed, {} failed, {} skipped",
