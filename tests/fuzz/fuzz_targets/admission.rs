@@ -229,22 +229,25 @@ fn config(sdl: &Path, secret: &Path, safelist: &Path, profile: Profile) -> Strin
         s + "[subgraphs.pool]\nmin_idle = 0\nmax = 1\n\
              [subgraphs.health]\ninterval_ms = 86400000\ntimeout_ms = 1000\n"
     };
-    let (kernel, rate_limit, persisted) = match profile {
+    let (kernel, rate_limit, persisted, authz_mode) = match profile {
         Profile::Open => (
             "",
             "requests_per_minute = 6000000\nburst = 1000000\n",
             "safelist_mode = \"log\"\n",
+            "filter",
         ),
         Profile::Tight => (
             "rate = 20\nburst = 10\n",
             "requests_per_minute = 60\nburst = 3\n\
              [rate_limit.escalation]\nthreshold = 5\nwindow_secs = 60\nblock_secs = 1\n",
             "safelist_mode = \"log\"\n",
+            "reject",
         ),
         Profile::Strict => (
             "",
             "requests_per_minute = 6000000\nburst = 1000000\n",
             "safelist_mode = \"enforce\"\napq = false\n",
+            "reject",
         ),
     };
     format!(
@@ -254,6 +257,9 @@ fn config(sdl: &Path, secret: &Path, safelist: &Path, profile: Profile) -> Strin
          [[auth.keys]]\ntype = \"hmac_secret_file\"\npath = {:?}\nalgorithms = [\"HS256\", \"HS384\"]\n\
          [rate_limit]\n{rate_limit}\
          [persisted_queries]\nsafelist = {:?}\n{persisted}\
+         [authorization]\nmode = \"{authz_mode}\"\n\
+         policies = {{ admin = [{{ claim = \"role\", equals = \"admin\" }}] }}\n\
+         trusted_router = {{ scopes = [\"router\"], cidrs = [\"10.9.0.0/16\"] }}\n\
          {}{}{}",
         secret.display().to_string(),
         safelist.display().to_string(),
@@ -289,6 +295,7 @@ async fn build(dir: &Path, toml: &str) -> Result<(Arc<Proxy>, Option<Arc<UserLim
         auth: Some(Arc::new(auth)),
         graphql: &cfg.graphql,
         persisted,
+        authorization: &cfg.authorization,
     });
     Ok((proxy, limiter))
 }

@@ -48,7 +48,7 @@ pub enum ProxyError {
     Persisted(crate::graphql::persisted::PersistedError),
     /// Authorization (reject mode): the operation selects fields the caller
     /// may not see; the `errors` list their paths.
-    #[error("unauthorized field or type")]
+    #[error("Unauthorized field or type")]
     Unauthorized(serde_json::Value),
     /// `_entities` or `_service` from a caller that is not a trusted router.
     #[error("_entities and _service are only served to trusted routers")]
