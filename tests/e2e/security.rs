@@ -393,6 +393,41 @@ fn malicious_documents_are_refused_before_the_subgraph() {
     );
     let _ = resp.body_mut().read_to_string();
 
+    // A client asking for `application/json` alone: an invalid document is
+    // a 200 with `errors` (the legacy media type's rule), a limit keeps its
+    // 400; the subgraph sees neither.
+    let json_only = |query: &str| {
+        let mut resp = ureq::post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(json!({ "query": query }).to_string())
+            .expect("POST");
+        let body: serde_json::Value =
+            serde_json::from_reader(resp.body_mut().as_reader()).unwrap_or_default();
+        (
+            resp.status().as_u16(),
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .map(str::to_string),
+            body.get("data").is_some(),
+        )
+    };
+    assert_eq!(
+        json_only("{ nope }"),
+        (200, Some("GRAPHQL_VALIDATION_FAILED".into()), false)
+    );
+    assert_eq!(
+        json_only("{ users { id "),
+        (200, Some("GRAPHQL_PARSE_FAILED".into()), false)
+    );
+    assert_eq!(
+        json_only("{ __schema { types { name } } }"),
+        (400, Some("INTROSPECTION_DISABLED".into()), false)
+    );
+
     // A valid query still goes through.
     assert!(c.query(&url, "{ users(first: 2) { id name } }").is_data());
     let m = c.metrics(&edge.admin_url("/metrics"));
@@ -401,7 +436,7 @@ fn malicious_documents_are_refused_before_the_subgraph() {
             "fraiseql_edge_graphql_refusals_total",
             &[("code", "INTROSPECTION_DISABLED")]
         ),
-        Some(1.0)
+        Some(2.0)
     );
 }
 

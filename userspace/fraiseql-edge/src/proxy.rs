@@ -271,20 +271,28 @@ impl Proxy {
                 tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
                 refused = true;
                 let request_error = matches!(e, ProxyError::Graphql(_) | ProxyError::Persisted(_));
+                // GraphQL over HTTP: a document that does not parse or
+                // validate is 200 in `application/json` (the legacy media
+                // type says nothing through its status). The edge's own
+                // limits keep their 4xx in either media type: they are the
+                // edge's policy, which operators and clients tell by status.
+                let invalid_document = matches!(
+                    e,
+                    ProxyError::Graphql(
+                        GraphqlError::ParseFailed { .. }
+                            | GraphqlError::ValidationFailed { .. }
+                            | GraphqlError::OperationNotFound
+                            | GraphqlError::OperationNameRequired { .. }
+                    )
+                );
                 let mut resp = e.into_response();
-                if request_error {
-                    // GraphQL over HTTP: a request error is 4xx in
-                    // `application/graphql-response+json`, and 200 in
-                    // `application/json` (the legacy media type says
-                    // nothing through its status).
-                    if ctx.graphql_response {
-                        resp.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/graphql-response+json"),
-                        );
-                    } else {
-                        *resp.status_mut() = http::StatusCode::OK;
-                    }
+                if request_error && ctx.graphql_response {
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/graphql-response+json"),
+                    );
+                } else if invalid_document {
+                    *resp.status_mut() = http::StatusCode::OK;
                 }
                 resp
             }
