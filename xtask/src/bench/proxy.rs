@@ -48,32 +48,86 @@ const DEFAULT_TIME: &str = "With the defaults: 2 upstreams x 3 levels x 3 target
     after_help = DEFAULT_TIME
 )]
 struct Args {
+    #[command(flatten)]
+    schedule: Schedule,
+}
+
+impl std::ops::Deref for Args {
+    type Target = Schedule;
+
+    fn deref(&self) -> &Schedule {
+        &self.schedule
+    }
+}
+
+/// The load schedule's options, shared by the load benchmarks.
+#[derive(clap::Args)]
+pub(super) struct Schedule {
     /// Upstream kinds, measured one after the other (comma-separated):
     /// `demo` is demo-subgraph, `fixed` is nginx with a fixed response.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Upstream::ALL)]
-    upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Upstream>,
     /// Seconds of each measured run.
     #[arg(long, default_value_t = 8)]
-    duration: u64,
+    pub duration: u64,
     /// Seconds of the warm-up run before each measured run (discarded).
     #[arg(long, default_value_t = 2)]
-    warmup: u64,
+    pub warmup: u64,
     /// Concurrent connections, one level per value (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [8, 64, 256])]
-    connections: Vec<u32>,
+    pub connections: Vec<u32>,
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
-    threads: u32,
+    pub threads: u32,
     /// Repetitions of the whole schedule; the tables show medians.
     #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    pub repeats: usize,
     /// Use the existing release binaries instead of building them first.
     #[arg(long)]
-    no_build: bool,
+    pub no_build: bool,
+}
+
+impl Schedule {
+    /// Measured runs (each with its warm-up) of the whole schedule, with
+    /// `targets` targets per level.
+    pub fn run_count(&self, targets: usize) -> usize {
+        self.upstreams.len() * self.repeats * self.connections.len() * targets
+    }
+
+    /// How long the schedule takes: load, warm-up and the pauses between
+    /// runs, plus `start` to start each upstream and its proxies.
+    pub fn estimate(&self, targets: usize, start: Duration) -> Duration {
+        let pauses = if self.warmup > 0 { 2 } else { 1 };
+        let per_run = Duration::from_secs(self.warmup + self.duration) + SETTLE * pauses;
+        let runs = u32::try_from(self.run_count(targets)).unwrap_or(u32::MAX);
+        let upstreams = u32::try_from(self.upstreams.len()).unwrap_or(u32::MAX);
+        per_run.saturating_mul(runs) + start.saturating_mul(upstreams)
+    }
+
+    /// Refuses options that cannot make a schedule.
+    pub fn check(&self) -> Result<()> {
+        if self.duration == 0 || self.repeats == 0 || self.threads == 0 {
+            bail!("--duration, --repeats and --threads must be at least 1");
+        }
+        if self.connections.is_empty() || self.upstreams.is_empty() {
+            bail!("--connections and --upstreams need at least one value");
+        }
+        let list = &self.upstreams;
+        if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
+            bail!("--upstreams names an upstream twice");
+        }
+        if let Some(c) = self.connections.iter().find(|&&c| c < self.threads) {
+            bail!(
+                "--connections {c} is below --threads {} (wrk needs a connection per thread)",
+                self.threads
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Pause between runs, for connections of the previous one to close.
-const SETTLE: Duration = Duration::from_millis(500);
+pub(super) const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(raw: &[String]) -> Result<()> {
     let args = match Args::try_parse_from(
@@ -154,38 +208,17 @@ pub fn run(raw: &[String]) -> Result<()> {
 
 /// Measured runs (each with its warm-up) of the whole schedule.
 fn run_count(args: &Args) -> usize {
-    args.upstreams.len() * args.repeats * args.connections.len() * Kind::ALL.len()
+    args.run_count(Kind::ALL.len())
 }
 
-/// How long the schedule takes: load, warm-up and the pauses between runs,
-/// plus a few seconds to start each upstream and its proxies.
+/// How long the schedule takes, with a few seconds to start each upstream
+/// and its proxies.
 fn estimate(args: &Args) -> Duration {
-    const START: Duration = Duration::from_secs(3);
-    let pauses = if args.warmup > 0 { 2 } else { 1 };
-    let per_run = Duration::from_secs(args.warmup + args.duration) + SETTLE * pauses;
-    let runs = u32::try_from(run_count(args)).unwrap_or(u32::MAX);
-    let upstreams = u32::try_from(args.upstreams.len()).unwrap_or(u32::MAX);
-    per_run.saturating_mul(runs) + START.saturating_mul(upstreams)
+    args.estimate(Kind::ALL.len(), Duration::from_secs(3))
 }
 
 fn check_args(args: &Args) -> Result<()> {
-    if args.duration == 0 || args.repeats == 0 || args.threads == 0 {
-        bail!("--duration, --repeats and --threads must be at least 1");
-    }
-    if args.connections.is_empty() || args.upstreams.is_empty() {
-        bail!("--connections and --upstreams need at least one value");
-    }
-    let list = &args.upstreams;
-    if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
-        bail!("--upstreams names an upstream twice");
-    }
-    if let Some(c) = args.connections.iter().find(|&&c| c < args.threads) {
-        bail!(
-            "--connections {c} is below --threads {} (wrk needs a connection per thread)",
-            args.threads
-        );
-    }
-    Ok(())
+    args.check()
 }
 
 /// The schedule of one upstream: repetition → concurrency → every target,

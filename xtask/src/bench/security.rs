@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use super::proxy::procs;
 use super::proxy::targets::{self, PROXY_PATH, Target, free_port, request_body};
 use super::proxy::upstream::{Served, Upstream};
+use super::proxy::{SETTLE, Schedule, procs};
 use super::proxy::{http, wrk};
 use crate::setup::ensure_setup;
 use crate::{compile, paths};
@@ -52,28 +52,16 @@ const DEFAULT_TIME: &str = "With the defaults: 2 upstreams x 3 levels x 5 target
     after_help = DEFAULT_TIME
 )]
 struct Args {
-    /// Upstream kinds, measured one after the other (comma-separated):
-    /// `demo` is demo-subgraph, `fixed` is nginx with a fixed response.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Upstream::ALL)]
-    upstreams: Vec<Upstream>,
-    /// Seconds of each measured run.
-    #[arg(long, default_value_t = 8)]
-    duration: u64,
-    /// Seconds of the warm-up run before each measured run (discarded).
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
-    /// Concurrent connections, one level per value (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [8, 64, 256])]
-    connections: Vec<u32>,
-    /// wrk threads.
-    #[arg(long, default_value_t = 2)]
-    threads: u32,
-    /// Repetitions of the whole schedule; the tables show medians.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
-    /// Use the existing release binaries instead of building them first.
-    #[arg(long)]
-    no_build: bool,
+    #[command(flatten)]
+    schedule: Schedule,
+}
+
+impl std::ops::Deref for Args {
+    type Target = Schedule;
+
+    fn deref(&self) -> &Schedule {
+        &self.schedule
+    }
 }
 
 /// What a run loads.
@@ -123,9 +111,6 @@ impl Role {
         )
     }
 }
-
-/// Pause between runs, for connections of the previous one to close.
-const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(raw: &[String]) -> Result<()> {
     let args = match Args::try_parse_from(
@@ -313,36 +298,15 @@ fn check_tokens(
 }
 
 fn run_count(args: &Args) -> usize {
-    args.upstreams.len() * args.repeats * args.connections.len() * Role::ALL.len()
+    args.run_count(Role::ALL.len())
 }
 
 fn estimate(args: &Args) -> Duration {
-    const START: Duration = Duration::from_secs(5);
-    let pauses = if args.warmup > 0 { 2 } else { 1 };
-    let per_run = Duration::from_secs(args.warmup + args.duration) + SETTLE * pauses;
-    let runs = u32::try_from(run_count(args)).unwrap_or(u32::MAX);
-    let upstreams = u32::try_from(args.upstreams.len()).unwrap_or(u32::MAX);
-    per_run.saturating_mul(runs) + START.saturating_mul(upstreams)
+    args.estimate(Role::ALL.len(), Duration::from_secs(5))
 }
 
 fn check_args(args: &Args) -> Result<()> {
-    if args.duration == 0 || args.repeats == 0 || args.threads == 0 {
-        bail!("--duration, --repeats and --threads must be at least 1");
-    }
-    if args.connections.is_empty() || args.upstreams.is_empty() {
-        bail!("--connections and --upstreams need at least one value");
-    }
-    let list = &args.upstreams;
-    if (1..list.len()).any(|i| list[..i].contains(&list[i])) {
-        bail!("--upstreams names an upstream twice");
-    }
-    if let Some(c) = args.connections.iter().find(|&&c| c < args.threads) {
-        bail!(
-            "--connections {c} is below --threads {} (wrk needs a connection per thread)",
-            args.threads
-        );
-    }
-    Ok(())
+    args.check()
 }
 
 /// Repetition → concurrency → every target, the first rotating with the
