@@ -67,6 +67,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The claim at `path`: the claim of that exact name, else the dotted
+    /// path walked through nested objects (`realm_access.roles`).
+    pub fn claim(&self, path: &str) -> Option<&Value> {
+        if let Some(value) = self.claims.get(path) {
+            return Some(value);
+        }
+        let mut parts = path.split('.');
+        let mut value = self.claims.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    }
+
     fn from_claims(claims: Map<String, Value>, scope_claim: &str) -> Self {
         let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         let scopes = match claims.get(scope_claim) {

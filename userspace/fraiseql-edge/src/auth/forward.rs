@@ -17,7 +17,8 @@ use super::Identity;
 #[serde(deny_unknown_fields)]
 pub struct ForwardClaim {
     /// The claim: a name, or a dotted path into nested claims
-    /// (`realm_access.roles`).
+    /// (`realm_access.roles`; a claim whose name has dots is found by its
+    /// full name first).
     pub claim: String,
     /// The header it is sent in. A string claim is sent as is; any other
     /// JSON value (number, boolean, array, object) as compact JSON.
@@ -67,7 +68,7 @@ pub fn validate(claims: &[ForwardClaim], at: &str) -> Result<(), String> {
 /// The claims to forward, with their header names parsed once.
 #[derive(Clone, Debug, Default)]
 pub struct ClaimHeaders {
-    claims: Vec<(Vec<String>, HeaderName)>,
+    claims: Vec<(String, HeaderName)>,
 }
 
 impl ClaimHeaders {
@@ -78,7 +79,7 @@ impl ClaimHeaders {
                 .iter()
                 .filter_map(|c| {
                     let name = HeaderName::from_bytes(c.header.as_bytes()).ok()?;
-                    Some((c.claim.split('.').map(str::to_owned).collect(), name))
+                    Some((c.claim.clone(), name))
                 })
                 .collect(),
         }
@@ -93,7 +94,7 @@ impl ClaimHeaders {
         }
         let Some(identity) = identity else { return };
         for (path, name) in &self.claims {
-            let Some(value) = claim(&identity.claims, path) else {
+            let Some(value) = identity.claim(path) else {
                 continue;
             };
             let text = match value {
@@ -111,13 +112,6 @@ impl ClaimHeaders {
             }
         }
     }
-}
-
-/// The claim at `path` (names into nested objects).
-pub fn claim<'a>(claims: &'a serde_json::Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    rest.iter()
-        .try_fold(claims.get(first)?, |v, key| v.as_object()?.get(key))
 }
 
 #[cfg(test)]

@@ -135,9 +135,9 @@ impl Predicate {
         }
     }
 
-    /// Whether the predicate holds for these claims.
-    pub fn holds(&self, claims: &serde_json::Map<String, Value>) -> bool {
-        let claim = claim(claims, &self.claim).filter(|v| !v.is_null());
+    /// Whether the predicate holds for the caller's claims.
+    pub fn holds(&self, identity: &Identity) -> bool {
+        let claim = identity.claim(&self.claim).filter(|v| !v.is_null());
         if let Some(exists) = self.exists {
             return claim.is_some() == exists;
         }
@@ -163,28 +163,12 @@ impl Predicate {
     }
 }
 
-/// The claim at `path`: the claim of that exact name, else the dotted path
-/// walked through nested objects.
-fn claim<'c>(claims: &'c serde_json::Map<String, Value>, path: &str) -> Option<&'c Value> {
-    if let Some(value) = claims.get(path) {
-        return Some(value);
-    }
-    let mut parts = path.split('.');
-    let mut value = claims.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
-}
-
 impl Policies {
     /// Whether the policy `name` holds for `identity`. An undefined policy
     /// never holds; nothing holds without an identity.
     pub fn holds(&self, name: &str, identity: Option<&Identity>) -> bool {
         match (self.0.get(name), identity) {
-            (Some(predicates), Some(identity)) => {
-                predicates.iter().all(|p| p.holds(&identity.claims))
-            }
+            (Some(predicates), Some(identity)) => predicates.iter().all(|p| p.holds(identity)),
             _ => false,
         }
     }
