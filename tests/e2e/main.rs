@@ -6,6 +6,7 @@ mod authorization;
 mod config_errors;
 mod data_path;
 mod degraded_e2e;
+mod edgectl_e2e;
 mod escalation_e2e;
 mod graphql_http_audit;
 mod hardening;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 pub mod clients;
 pub mod daemon;
+pub mod edgectl;
 pub mod frames;
 pub mod graphql;
 pub mod http_audit;
