@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fraiseql_edge_api::v1 as pb;
 use fraiseql_edge_tests::{
     graphql::{Client, assert_refused},
     subgraphs::{DemoOptions, DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
@@ -493,20 +494,23 @@ fn smaller_edges_of_the_http_contract() {
     assert_refused(&r, 415, "UNSUPPORTED_MEDIA_TYPE");
     assert_eq!(sg.stats().graphql(), 0, "nothing reached the subgraph");
 
-    // Admin calls a web page could make cross-site are refused.
-    let blocks = edge.admin_url("/v1/blocks");
-    let block = json!({"client": "192.0.2.1", "ttl_secs": 60}).to_string();
-    for ct in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-    ] {
-        let r = c.try_post(&blocks, ct, block.as_bytes()).expect("POST");
-        assert_refused(&r, 403, "CSRF_REJECTED");
+    // The admin listener only reads, so a web page cannot drive the daemon
+    // through it; the control API takes no call without a token.
+    for ct in [None, Some("text/plain"), Some("application/json")] {
+        let r = c
+            .try_post(&edge.admin_url("/v1/subgraphs/users/breaker/open"), ct, b"")
+            .expect("POST");
+        assert_eq!(r.status, 405, "{ct:?}");
     }
-    let breaker = edge.admin_url("/v1/subgraphs/users/breaker/open");
-    let r = c.try_post(&breaker, Some("text/plain"), b"").expect("POST");
-    assert_refused(&r, 403, "CSRF_REJECTED");
+    let ctl = edge.control();
+    let mut anonymous = ctl.with_token(None);
+    let refused = ctl
+        .run(anonymous.set_breaker(pb::SetBreakerRequest {
+            subgraph: "users".into(),
+            action: pb::BreakerAction::Open as i32,
+        }))
+        .expect_err("a call without a token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     assert!(
         c.query(&url, QUERY).is_data(),
         "the breaker was not forced open"

@@ -18,12 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fraiseql_edge::kernel::{BlockInfo, KernelMaps};
+use fraiseql_edge::kernel::KernelMaps;
+use fraiseql_edge_api::v1 as pb;
 use fraiseql_edge_common::Counter;
 use fraiseql_edge_tests::{
     PinDir,
     clients::flood_for,
-    daemon::{Daemon, EdgeConfig, run_cli},
+    control::{self, Control},
+    daemon::{Daemon, EdgeConfig},
     graphql::{Client, Reply, assert_refused},
     kernel_tests_enabled,
     loopback::LoopbackClient,
@@ -32,7 +34,6 @@ use fraiseql_edge_tests::{
     subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec, logged_addr},
     wait::{eventually, settled},
 };
-use serde_json::json;
 
 const QUERY: &str = "{ users(first: 2) { id name } }";
 const PATH: &str = "/users/graphql";
@@ -100,6 +101,15 @@ impl Degraded {
         self.edge.admin_url(path)
     }
 
+    /// The addresses on the block list, over the control API.
+    fn blocked(&self, ctl: &Control) -> Vec<(String, Option<u64>)> {
+        ctl.blocks()
+            .expect("ListBlocks")
+            .into_iter()
+            .map(|b| (b.address, b.expires_in_seconds))
+            .collect()
+    }
+
     /// `fraiseql_edge_degraded_checks_total{verdict}`.
     fn checks(&self, verdict: &str) -> f64 {
         Client::default()
@@ -109,23 +119,6 @@ impl Degraded {
                 &[("verdict", verdict)],
             )
             .unwrap_or(0.0)
-    }
-
-    /// `fraiseql-edge kernel <args> --admin <admin listener>`: stdout.
-    fn cli(&self, args: &[&str]) -> String {
-        let admin = self.edge.admin.to_string();
-        let mut all = vec!["kernel"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--admin", &admin]);
-        let out = run_cli(&all);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "fraiseql-edge {all:?}: {:?}\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
     }
 }
 
@@ -262,27 +255,29 @@ fn degraded_connection_cap_admits_max_conns_per_client() {
     assert_closed_unanswered("connection K+1 again", extra.query(PATH, QUERY));
 }
 
-/// (c) A block set through the admin API while degraded refuses the client
-/// (403 `FORBIDDEN` on an open connection, new connections closed); lifting
-/// it lets the client through; another client never notices. Timed blocks
-/// set through the CLI are deleted by the sweep when they expire.
+/// (c) A block set through the control API while degraded refuses the
+/// client (403 `FORBIDDEN` on an open connection, new connections closed);
+/// lifting it lets the client through; another client never notices. Timed
+/// blocks are deleted by the sweep when they expire.
 #[test]
-fn degraded_blocks_are_set_and_lifted_through_the_admin_api() {
+fn degraded_blocks_are_set_and_lifted_through_the_control_api() {
     let _serial = serial();
     let edge = Degraded::start("rate = 0\nmax_conns = 0\n");
-    let api = Client::default();
-    let blocks_url = edge.admin("/v1/blocks");
+    let ctl = edge.edge.control();
     let (blocked, bystander) = (client_ip(5), client_ip(6));
     let mut b = edge.connect(blocked);
     let mut o = edge.connect(bystander);
     assert!(b.query(PATH, QUERY).expect("an answer").is_data());
     assert!(o.query(PATH, QUERY).expect("an answer").is_data());
 
-    let r = api.post_json(&blocks_url, &json!({ "client": blocked }));
-    assert_eq!(r.status, 200, "{}", r.text());
+    let entry = ctl.block(&blocked.to_string(), None).expect("Block");
     assert_eq!(
-        r.json(),
-        json!({ "client": blocked, "expires_in_secs": null })
+        (
+            entry.address.as_str(),
+            entry.expires_in_seconds,
+            entry.enforced_by.as_str()
+        ),
+        ("127.0.0.5", None, "user_space")
     );
     assert_refused(&b.query(PATH, QUERY).expect("an answer"), 403, "FORBIDDEN");
     assert_closed_unanswered(
@@ -290,43 +285,38 @@ fn degraded_blocks_are_set_and_lifted_through_the_admin_api() {
         edge.connect(blocked).query(PATH, QUERY),
     );
     assert!(o.query(PATH, QUERY).expect("an answer").is_data());
-    assert_eq!(
-        api.get(&blocks_url, &[]).json(),
-        json!([{ "client": blocked, "expires_in_secs": null }])
-    );
+    assert_eq!(edge.blocked(&ctl), [("127.0.0.5".to_string(), None)]);
 
-    // Bad input: a 400 with a stable code, and nothing is blocked.
-    for (body, code) in [
-        (&b"{\"client\": \"127.0.0.300\"}"[..], "INVALID_CLIENT"),
-        (
-            b"{\"client\": \"127.0.0.6\", \"ttl_secs\": 0}",
-            "INVALID_TTL",
-        ),
-        (
-            b"{\"client\": \"127.0.0.6\", \"ttl_secs\": 99999999999}",
-            "INVALID_TTL",
-        ),
-        (b"client=127.0.0.6", "BAD_REQUEST"),
+    // Bad input: INVALID_ARGUMENT with the reason, and nothing is blocked.
+    for (address, ttl, says) in [
+        ("127.0.0.300", None, "not an IP address"),
+        ("127.0.0.6", Some(0), "ttl"),
+        ("127.0.0.6", Some(99_999_999_999), "ttl"),
+        ("", None, "not an IP address"),
     ] {
-        let r = api.post_raw(&blocks_url, body);
-        assert_refused(&r, 400, code);
+        let e = ctl.block(address, ttl).expect_err("a bad block");
+        assert_eq!(
+            e.code(),
+            tonic::Code::InvalidArgument,
+            "{address} {ttl:?}: {e:?}"
+        );
+        assert!(e.message().contains(says), "{e:?}");
     }
-    assert_refused(&api.put(&blocks_url, b"{}"), 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(edge.blocked(&ctl).len(), 1);
+    // The read-only token cannot block.
+    let mut reader = ctl.reader();
+    let e = ctl
+        .run(reader.block(pb::BlockRequest {
+            address: "127.0.0.6".into(),
+            ttl_seconds: None,
+            reason: String::new(),
+        }))
+        .expect_err("a read-only block");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert!(o.query(PATH, QUERY).expect("an answer").is_data());
 
-    let r = api
-        .try_post(
-            &edge.admin(&format!("/v1/blocks/{blocked}")),
-            Some("application/json"),
-            b"",
-        )
-        .expect("POST");
-    assert_refused(&r, 405, "METHOD_NOT_ALLOWED");
-    let r = api.delete(&edge.admin(&format!("/v1/blocks/{blocked}")));
-    assert_eq!(
-        (r.status, r.json()),
-        (200, json!({ "client": blocked, "unblocked": true }))
-    );
+    assert!(ctl.unblock(&blocked.to_string()).expect("Unblock"));
+    assert!(!ctl.unblock(&blocked.to_string()).expect("Unblock again"));
     assert!(b.query(PATH, QUERY).expect("an answer").is_data());
     assert!(
         edge.connect(blocked)
@@ -334,41 +324,19 @@ fn degraded_blocks_are_set_and_lifted_through_the_admin_api() {
             .expect("an answer")
             .is_data()
     );
-    assert_eq!(api.get(&blocks_url, &[]).json(), json!([]));
+    assert!(edge.blocked(&ctl).is_empty());
     assert_eq!(edge.checks("dropped_block"), 2.0);
-
-    // The CLI through the daemon: a block without expiry, listed, lifted.
-    let mut c7 = edge.connect(client_ip(7));
-    let out = edge.cli(&["block", "127.0.0.7"]);
-    assert_eq!(out.trim(), "blocked 127.0.0.7 until unblocked");
-    let listed: Vec<BlockInfo> =
-        serde_json::from_str(&edge.cli(&["blocks", "--json"])).expect("JSON");
-    assert_eq!(
-        listed,
-        vec![BlockInfo {
-            client: client_ip(7),
-            expires_in_secs: None
-        }]
-    );
-    assert_refused(&c7.query(PATH, QUERY).expect("an answer"), 403, "FORBIDDEN");
-    assert_eq!(
-        edge.cli(&["unblock", "127.0.0.7"]).trim(),
-        "unblocked 127.0.0.7"
-    );
-    assert!(c7.query(PATH, QUERY).expect("an answer").is_data());
 
     // A timed block expires and the once-a-second sweep deletes it. (Whether
     // a request lands inside the one second is up to the scheduler, so the
-    // refusal itself is shown above with untimed blocks.)
+    // refusal itself is shown above with an untimed block.)
     let mut timed = edge.connect(client_ip(8));
-    let out = edge.cli(&["block", "127.0.0.8", "--ttl", "1", "--json"]);
-    let info: BlockInfo = serde_json::from_str(&out).expect("JSON");
-    assert_eq!((info.client, info.expires_in_secs), (client_ip(8), Some(1)));
+    let entry = ctl.block("127.0.0.8", Some(1)).expect("Block");
+    assert_eq!(entry.expires_in_seconds, Some(1));
     assert!(
-        eventually(Duration::from_secs(10), || api.get(&blocks_url, &[]).json()
-            == json!([])),
-        "the expired block was not deleted: {}",
-        api.get(&blocks_url, &[]).text()
+        eventually(Duration::from_secs(10), || edge.blocked(&ctl).is_empty()),
+        "the expired block was not deleted: {:?}",
+        edge.blocked(&ctl)
     );
     assert!(timed.query(PATH, QUERY).expect("an answer").is_data());
     assert!(
@@ -402,36 +370,31 @@ fn block_api_writes_the_kernel_block_map_when_the_kernel_layer_runs() {
     let dst = SocketAddr::new(ns.host_v4().into(), PORT);
     let server = UdpCounter::bind(&[dst]);
     let cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
-    let mut daemon = Daemon::spawn(
-        &format!("{}\n[admin]\nlisten = \"127.0.0.1:0\"\n", cfg.to_toml()),
-        &[],
-    );
+    let mut daemon = Daemon::spawn(&format!("{}\n{}", cfg.to_toml(), control::section()), &[]);
     daemon.wait_ready();
     assert!(!daemon.log().contains("eBPF UNAVAILABLE"));
-    let admin = logged_addr(&daemon, "admin listener").expect("the admin listener's address");
+    let ctl =
+        Control::connect(logged_addr(&daemon, "control API").expect("the control API's address"));
     let maps = KernelMaps::open_pinned(&pin.0).expect("the daemon's pinned maps");
-    let api = Client::default();
-    let blocks_url = format!("http://{admin}/v1/blocks");
     let client = ns.client(0);
 
-    let r = api.post_json(&blocks_url, &json!({ "client": client, "ttl_secs": 600 }));
-    assert_eq!(r.status, 200, "{}", r.text());
+    let entry = ctl.block(&client.to_string(), Some(600)).expect("Block");
+    assert_eq!(entry.enforced_by, "kernel");
     let kernel_blocks = maps.blocks().expect("reading the block map");
     assert_eq!(kernel_blocks.len(), 1);
     assert_eq!(kernel_blocks[0].client, client);
     assert!(kernel_blocks[0].expires_in_secs.is_some_and(|s| s <= 600));
-    assert_eq!(api.get(&blocks_url, &[]).json()[0]["client"], json!(client));
+    assert_eq!(
+        ctl.blocks().expect("ListBlocks")[0].address,
+        client.to_string()
+    );
 
     flood_for(&ns, client, dst, 200, Duration::from_millis(500));
     let received = settled(Duration::from_secs(3), || server.received(client));
     assert_eq!(received, 0, "a blocked client's packets reached the server");
     assert!(maps.counter(Counter::DroppedBlock).expect("counter") > 0);
 
-    let r = api.delete(&format!("{blocks_url}/{client}"));
-    assert_eq!(
-        (r.status, r.json()["unblocked"].clone()),
-        (200, json!(true))
-    );
+    assert!(ctl.unblock(&client.to_string()).expect("Unblock"));
     assert!(maps.blocks().expect("reading the block map").is_empty());
     flood_for(&ns, client, dst, 200, Duration::from_millis(500));
     assert!(
@@ -465,10 +428,10 @@ fn repeated_rate_limit_refusals_escalate_to_a_block() {
         "a new connection from the blocked client",
         fresh.query(PATH, QUERY),
     );
-    let listed = Client::default().get(&edge.admin("/v1/blocks"), &[]).json();
+    let listed = edge.blocked(&edge.edge.control());
     assert!(
-        listed.to_string().contains("127.0.0.7"),
-        "the block is listed: {listed}"
+        listed.iter().any(|(a, _)| a == "127.0.0.7"),
+        "the block is listed: {listed:?}"
     );
     let mut other = edge.connect(client_ip(8));
     assert!(other.query(PATH, QUERY).expect("an answer").is_data());

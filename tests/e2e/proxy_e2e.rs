@@ -972,10 +972,11 @@ fn metrics_and_probes_describe_the_traffic() {
     );
 }
 
-/// The operator API on the admin port forces the breaker open and closed,
-/// resets it, and lists subgraphs with their endpoints.
+/// Operators force the breaker open and closed and reset it over the gRPC
+/// control API, and list subgraphs with their endpoints.
 #[test]
 fn operators_force_and_reset_the_breaker() {
+    use fraiseql_edge_api::v1::{BreakerAction, BreakerState};
     let _serial = serial();
     let sg = DemoSubgraph::start("users");
     let edge = Edge::start(&ProxySetup::one(
@@ -986,17 +987,21 @@ fn operators_force_and_reset_the_breaker() {
     wait_settled(&[&sg]);
     let c = Client::default();
     let url = edge.route("users");
-    let api = |path: &str| edge.admin_url(&format!("/v1/subgraphs{path}"));
+    let ctl = edge.control();
 
-    let listing = c.get(&api(""), &[]).json();
-    assert_eq!(listing[0]["name"], "users");
-    assert_eq!(listing[0]["breaker"], "closed");
-    assert_eq!(listing[0]["endpoints"][0]["healthy"], true);
+    let listing = ctl.subgraphs().expect("ListSubgraphs");
+    assert_eq!(listing[0].name, "users");
+    assert_eq!(listing[0].breaker, BreakerState::Closed as i32);
+    assert!(listing[0].endpoints[0].healthy);
+    assert!(
+        listing[0].endpoints[0].url.contains(&sg.addr.to_string()),
+        "{listing:?}"
+    );
 
-    let r = c.post_raw(&api("/users/breaker/open"), b"");
+    let s = ctl.breaker("users", BreakerAction::Open).expect("open");
     assert_eq!(
-        (r.status, r.json()["breaker"].clone()),
-        (200, "open".into())
+        (s.breaker, s.breaker_forced.as_str()),
+        (BreakerState::Open as i32, "open")
     );
     let before = sg.stats().graphql();
     for _ in 0..5 {
@@ -1015,21 +1020,29 @@ fn operators_force_and_reset_the_breaker() {
         Some(5.0)
     );
 
-    let r = c.post_raw(&api("/users/breaker/reset"), b"");
+    let s = ctl.breaker("users", BreakerAction::Reset).expect("reset");
     assert_eq!(
-        (r.status, r.json()["breaker"].clone()),
-        (200, "closed".into())
+        (s.breaker, s.breaker_forced.as_str()),
+        (BreakerState::Closed as i32, "")
     );
     assert!(c.query(&url, QUERY).is_data());
 
     // Forced closed: failures no longer open it.
-    c.post_raw(&api("/users/breaker/close"), b"");
+    ctl.breaker("users", BreakerAction::Close).expect("close");
     sg.faults(&serde_json::json!({"error_rate": 1.0, "error_status": 503}));
     for _ in 0..10 {
         assert_eq!(c.query(&url, QUERY).status, 503);
     }
-    assert_eq!(c.get(&api(""), &[]).json()[0]["breaker"], "closed");
+    assert_eq!(
+        ctl.subgraphs().expect("ListSubgraphs")[0].breaker,
+        BreakerState::Closed as i32
+    );
 
-    assert_eq!(c.post_raw(&api("/nope/breaker/open"), b"").status, 404);
-    assert_eq!(c.post_raw(&api("/users/breaker/sideways"), b"").status, 400);
+    let unknown = ctl.breaker("nope", BreakerAction::Open).unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    assert!(unknown.message().contains("nope"));
+    let bad = ctl
+        .breaker("users", BreakerAction::Unspecified)
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
 }

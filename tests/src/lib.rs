@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 pub mod clients;
+pub mod control;
 pub mod daemon;
 pub mod edgectl;
 pub mod frames;

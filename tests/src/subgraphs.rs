@@ -332,6 +332,7 @@ impl ProxySetup {
             s += "\n";
         }
         s += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+        s += &format!("\n{}", crate::control::section());
         let rate_limit = self
             .rate_limit
             .as_deref()
@@ -355,6 +356,8 @@ pub struct Edge {
     pub graphql: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The control API's TCP listener, when the configuration has one.
+    pub control: Option<SocketAddr>,
 }
 
 impl Edge {
@@ -379,6 +382,7 @@ impl Edge {
         Self {
             graphql: addr_of("GraphQL listener"),
             admin: addr_of("admin listener"),
+            control: logged_addr(&daemon, "control API"),
             daemon,
         }
     }
@@ -391,6 +395,14 @@ impl Edge {
     /// The default route of `subgraph`: `http://…/<subgraph>/graphql`.
     pub fn route(&self, subgraph: &str) -> String {
         self.url(&format!("/{subgraph}/graphql"))
+    }
+
+    /// A client of the control API.
+    pub fn control(&self) -> crate::control::Control {
+        crate::control::Control::connect(
+            self.control
+                .expect("the configuration has a [control] section with listen"),
+        )
     }
 
     /// `http://<admin listener><path>`.

@@ -336,6 +336,11 @@ impl Breaker {
         }
     }
 
+    /// The operator's override in force.
+    pub fn forced(&self) -> Force {
+        self.lock().force
+    }
+
     /// Lifts any override and closes the breaker with a fresh window, in a
     /// new period.
     pub fn reset(&self) {

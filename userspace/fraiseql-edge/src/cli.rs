@@ -1,17 +1,13 @@
-//! Command line: `run` (the daemon) and local `kernel …` admin commands that
-//! work on the pinned maps directly, with or without a running daemon;
-//! `kernel block|unblock|blocks --admin HOST:PORT` go through a running
-//! daemon's admin listener instead ([`admin_client`]), which also reaches a
-//! daemon in degraded mode.
-
-mod admin_client;
+//! Command line: `run` (the daemon) and local `kernel …` commands that work
+//! on the pinned maps directly, with or without a running daemon — the
+//! recovery path when no daemon runs. A running daemon (in degraded mode
+//! too) is driven with `edgectl` over the gRPC control API.
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use self::admin_client::AdminClient;
 use crate::{
     blocklist::MAX_TTL_SECS,
     config::{self, Config},
@@ -39,8 +35,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Inspect or change the kernel layer through its pinned maps (blocks
-    /// also through a running daemon: `--admin`).
+    /// Inspect or change the kernel layer through its pinned maps, with or
+    /// without a running daemon (a running one: `edgectl`).
     Kernel(KernelArgs),
 }
 
@@ -69,15 +65,6 @@ struct KernelArgs {
     action: KernelAction,
 }
 
-/// Where a block command goes.
-#[derive(Debug, Args)]
-struct Via {
-    /// Go through a running daemon's admin listener (e.g. 127.0.0.1:9090)
-    /// instead of the pins; works when the daemon runs in degraded mode too.
-    #[arg(long, value_name = "HOST:PORT")]
-    admin: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 enum KernelAction {
     /// Counters summed over all CPUs.
@@ -88,28 +75,21 @@ enum KernelAction {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Block a client at XDP (or, with `--admin`, wherever the daemon enforces) for a time.
+    /// Block a client at XDP for a time.
     Block {
         /// Client address.
         addr: IpAddr,
         /// Seconds, 1 to a year; omit for a block that lasts until `unblock`.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_TTL_SECS))]
         ttl: Option<u64>,
-        #[command(flatten)]
-        via: Via,
     },
     /// Lift a block.
     Unblock {
         /// Client address.
         addr: IpAddr,
-        #[command(flatten)]
-        via: Via,
     },
     /// List blocks.
-    Blocks {
-        #[command(flatten)]
-        via: Via,
-    },
+    Blocks,
     /// Live connections of one client.
     Conns {
         /// Client address.
@@ -180,7 +160,7 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
         KernelMaps::open_pinned(&pin_path).with_context(|| {
             format!(
                 "opening the kernel maps under {} (is the daemon running with this pin_path? \
-                 A daemon in degraded mode has no pins: use --admin)",
+                 A daemon in degraded mode has no pins: use edgectl)",
                 pin_path.display()
             )
         })
@@ -234,11 +214,8 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        KernelAction::Block { addr, ttl, via } => {
-            let info = match via.admin {
-                Some(admin) => AdminClient::new(&admin).block(addr, ttl)?,
-                None => open()?.block(addr, ttl)?,
-            };
+        KernelAction::Block { addr, ttl } => {
+            let info = open()?.block(addr, ttl)?;
             if json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {
@@ -248,11 +225,8 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        KernelAction::Unblock { addr, via } => {
-            let unblocked = match via.admin {
-                Some(admin) => AdminClient::new(&admin).unblock(addr)?,
-                None => open()?.unblock(addr)?,
-            };
+        KernelAction::Unblock { addr } => {
+            let unblocked = open()?.unblock(addr)?;
             if json {
                 println!(
                     "{}",
@@ -264,11 +238,8 @@ fn kernel_command(args: KernelArgs) -> anyhow::Result<ExitCode> {
                 println!("{addr} was not blocked");
             }
         }
-        KernelAction::Blocks { via } => {
-            let blocks = match via.admin {
-                Some(admin) => AdminClient::new(&admin).blocks()?,
-                None => open()?.blocks()?,
-            };
+        KernelAction::Blocks => {
+            let blocks = open()?.blocks()?;
             if json {
                 println!("{}", serde_json::to_string(&blocks)?);
             } else {

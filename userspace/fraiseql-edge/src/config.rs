@@ -5,11 +5,13 @@
 //! reports the path of a bad key (`kernel.overrides[1].cidr: …`); semantic
 //! checks that serde cannot express run in [`Config::validate`].
 
+mod control;
 mod kernel;
 mod proxy;
 
 use std::path::Path;
 
+pub use control::ControlConfig;
 pub use kernel::{
     KernelConfig, OverrideActionConfig, OverrideConfig, XdpModeConfig, check_interfaces,
 };
@@ -29,6 +31,8 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// Metrics and probes; without it no admin listener runs.
     pub admin: Option<AdminConfig>,
+    /// The gRPC control API; without it no control listener runs.
+    pub control: Option<ControlConfig>,
     /// The subgraphs behind the proxy.
     #[serde(default)]
     pub subgraphs: Vec<SubgraphConfig>,
@@ -125,6 +129,14 @@ impl Config {
                 }
             }
         }
+        if let Some(control) = &mut self.control {
+            for file in [&mut control.admin_token_file, &mut control.read_token_file]
+                .into_iter()
+                .flatten()
+            {
+                *file = base.join(&*file);
+            }
+        }
         if let Some(list) = &mut self.persisted_queries.safelist {
             *list = base.join(&*list);
         }
@@ -175,6 +187,9 @@ impl Config {
     /// Checks what the types cannot: ranges, combinations, CIDRs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.kernel.validate("kernel")?;
+        if let Some(control) = &self.control {
+            control.validate("control")?;
+        }
         if let Some(auth) = &self.auth {
             auth.validate("auth")
                 .map_err(|e| match e.split_once(": ") {

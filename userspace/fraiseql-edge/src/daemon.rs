@@ -15,8 +15,10 @@ use crate::{
     admin::{self, Admin},
     blocklist::BlockList,
     config::Config,
+    events::EventBus,
     fallback::{LimiterCollector, UserLimiter},
     kernel::{self, Kernel, KernelMaps, collector::KernelCollector},
+    live::{Enforcer, Live, LiveParts},
     proxy::{self, Proxy, ProxyParts, metrics::ProxyMetrics},
 };
 
@@ -104,6 +106,7 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
 
     let registry = Registry::new();
+    let events = EventBus::new();
     // Blocks go where the limits are enforced; the admin API and the expiry
     // sweep below share this one handle.
     let blocks = match &enforcement {
@@ -128,8 +131,9 @@ async fn serve(
             });
         }
         if let Some(ring) = k.take_events() {
+            let events = events.clone();
             tokio::spawn(async move {
-                if let Err(e) = kernel::events::log_drops(ring).await {
+                if let Err(e) = kernel::events::log_drops(ring, events).await {
                     tracing::warn!(error = %e, "drop-event reader stopped");
                 }
             });
@@ -154,7 +158,7 @@ async fn serve(
                 Enforcement::UserSpace(l) => Some(Arc::clone(l)),
                 _ => None,
             };
-            let metrics = ProxyMetrics::new(&registry)?;
+            let metrics = ProxyMetrics::new(&registry)?.with_events(events.clone());
             let proxy = Proxy::new(ProxyParts {
                 cfg: p,
                 subgraphs: &config.subgraphs,
@@ -183,16 +187,42 @@ async fn serve(
         }
         None => None,
     };
-    if let Some(a) = &config.admin {
+    let enforcer = match &enforcement {
+        Enforcement::Kernel(k) => Enforcer::Kernel {
+            maps: Box::new(Mutex::new(KernelMaps::open_pinned(
+                &config.kernel.pin_path,
+            )?)),
+            attachments: k.attachments.clone(),
+            pin_path: config.kernel.pin_path.clone(),
+        },
+        Enforcement::UserSpace(l) => Enforcer::UserSpace(Arc::clone(l)),
+        Enforcement::Disabled => Enforcer::Disabled,
+    };
+    let control = config.control.clone();
+    let admin_cfg = config.admin.clone();
+    let live = Arc::new(Live::new(LiveParts {
+        config,
+        config_path,
+        enforcer,
+        blocks: blocks.clone(),
+        proxy,
+        events: events.clone(),
+        registry: registry.clone(),
+    }));
+    let mut control_tasks = Vec::new();
+    if let Some(c) = &control {
+        let listeners = crate::control::Listeners::bind(c).await?;
+        control_tasks = crate::control::serve(Arc::clone(&live), c, listeners, stop.subscribe())?;
+    }
+    if let Some(a) = &admin_cfg {
         let listener = bind("admin.listen", a.listen).await?;
         tracing::info!(
             addr = %listener.local_addr()?,
-            "admin listener (/metrics, /healthz, /readyz, /v1/subgraphs, /v1/blocks)"
+            "admin listener (/metrics, /healthz, /readyz)"
         );
         let admin = Arc::new(Admin {
             registry,
-            proxy,
-            blocks: blocks.clone(),
+            live: Arc::clone(&live),
         });
         tokio::spawn(admin::serve(admin, listener));
     }
@@ -203,12 +233,16 @@ async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&mut enforcement, &config_path),
+            _ = hup.recv() => {
+                let live = Arc::clone(&live);
+                // Reading files and writing maps: off the runtime.
+                tokio::task::spawn_blocking(move || live.reload("signal:SIGHUP"));
+            }
             _ = tick.tick() => {
                 if let Enforcement::Kernel(k) = &mut enforcement {
                     k.maintain();
                 }
-                expire_blocks(blocks.as_deref());
+                expire_blocks(blocks.as_deref(), &events);
             }
         }
     }
@@ -216,6 +250,9 @@ async fn serve(
     // deadline inside `serve`), then exit.
     let _ = stop.send(true);
     if let Some(task) = listener_task {
+        let _ = task.await;
+    }
+    for task in control_tasks {
         let _ = task.await;
     }
     if let Enforcement::Kernel(k) = &enforcement {
@@ -231,30 +268,15 @@ async fn serve(
 
 /// The once-a-second sweep of expired blocks, in the kernel map or in the
 /// degraded-mode limiter.
-fn expire_blocks(blocks: Option<&BlockList>) {
+fn expire_blocks(blocks: Option<&BlockList>, events: &EventBus) {
     let Some(blocks) = blocks else { return };
     match blocks.expire() {
         Ok(done) => {
             for addr in done {
                 tracing::info!(client = %addr, enforced_by = blocks.enforced_by(), "block expired");
+                events.unblock(addr, "expiry");
             }
         }
         Err(e) => tracing::warn!(error = %e, "expiring blocks"),
-    }
-}
-
-fn reload(enforcement: &mut Enforcement, path: &std::path::Path) {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "reload rejected; keeping the running configuration");
-            return;
-        }
-    };
-    if let Enforcement::Kernel(k) = enforcement {
-        match k.maps.apply(&cfg.kernel) {
-            Ok(()) => tracing::info!("kernel limits reloaded (subgraph changes need a restart)"),
-            Err(e) => tracing::error!(error = %e, "reload failed"),
-        }
     }
 }

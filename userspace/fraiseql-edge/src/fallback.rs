@@ -110,7 +110,45 @@ enum Admitted {
     Passed,
 }
 
+/// The limits in force: defaults and CIDR overrides.
+struct Rules {
+    defaults: Limits,
+    /// Sorted longest prefix first, so the first match wins.
+    overrides: Vec<(IpNet, Policy)>,
+}
+
+impl Rules {
+    fn of(cfg: &KernelConfig) -> Self {
+        let mut overrides: Vec<(IpNet, Policy)> = cfg
+            .overrides
+            .iter()
+            .map(|o| {
+                let policy = match o.action {
+                    OverrideActionConfig::Allow => Policy::Allow,
+                    OverrideActionConfig::Deny => Policy::Deny,
+                    OverrideActionConfig::Limit => Policy::Limit(o.limits()),
+                };
+                (o.cidr, policy)
+            })
+            .collect();
+        overrides.sort_by_key(|(net, _)| std::cmp::Reverse(client_key::prefix(net).0));
+        Self {
+            defaults: cfg.default_limits(),
+            overrides,
+        }
+    }
+
+    fn policy(&self, addr: IpAddr) -> Option<&Policy> {
+        let addr = addr.to_canonical();
+        self.overrides
+            .iter()
+            .find(|(net, _)| net.contains(&addr))
+            .map(|(_, p)| p)
+    }
+}
+
 struct State {
+    rules: Rules,
     clients: LruMap<ClientKey, ClientState>,
     conns: HashMap<ClientKey, u64>,
     blocks: HashMap<ClientKey, u64>,
@@ -119,10 +157,7 @@ struct State {
 
 /// The user-space limiter.
 pub struct UserLimiter {
-    defaults: Limits,
     mask64: bool,
-    /// Sorted longest prefix first, so the first match wins.
-    overrides: Vec<(IpNet, Policy)>,
     capacity: Capacity,
     state: Mutex<State>,
 }
@@ -160,25 +195,11 @@ impl UserLimiter {
 
     /// A limiter enforcing `cfg` with tables of `capacity`.
     pub fn with_capacity(cfg: &KernelConfig, capacity: Capacity) -> Self {
-        let mut overrides: Vec<(IpNet, Policy)> = cfg
-            .overrides
-            .iter()
-            .map(|o| {
-                let policy = match o.action {
-                    OverrideActionConfig::Allow => Policy::Allow,
-                    OverrideActionConfig::Deny => Policy::Deny,
-                    OverrideActionConfig::Limit => Policy::Limit(o.limits()),
-                };
-                (o.cidr, policy)
-            })
-            .collect();
-        overrides.sort_by_key(|(net, _)| std::cmp::Reverse(client_key::prefix(net).0));
         Self {
-            defaults: cfg.default_limits(),
             mask64: cfg.ipv6_prefix == 64,
-            overrides,
             capacity,
             state: Mutex::new(State {
+                rules: Rules::of(cfg),
                 clients: LruMap::new(capacity.clients),
                 conns: HashMap::new(),
                 blocks: HashMap::new(),
@@ -195,12 +216,31 @@ impl UserLimiter {
         client_key::from_ip(addr, self.mask64)
     }
 
-    fn policy(&self, addr: IpAddr) -> Option<&Policy> {
-        let addr = addr.to_canonical();
-        self.overrides
+    /// The `limit` busiest clients (by requests seen), with live
+    /// connections, as the kernel maps would list them.
+    pub fn top_clients(&self, limit: usize) -> Vec<crate::kernel::maps::ClientInfo> {
+        let st = self.lock();
+        let mut out: Vec<_> = st
+            .clients
             .iter()
-            .find(|(net, _)| net.contains(&addr))
-            .map(|(_, p)| p)
+            .map(|(key, s)| crate::kernel::maps::ClientInfo {
+                client: client_key::to_ip(key),
+                passed: s.passed,
+                dropped: s.dropped,
+                conns: st.conns.get(key).copied().unwrap_or(0),
+            })
+            .collect();
+        drop(st);
+        out.sort_by(|a, b| (b.passed + b.dropped, b.conns).cmp(&(a.passed + a.dropped, a.conns)));
+        out.truncate(limit);
+        out
+    }
+
+    /// Puts the default limits and overrides of `cfg` in force; clients
+    /// keep their buckets, connections and blocks (`ipv6_prefix` needs a
+    /// restart: it changes the keys).
+    pub fn reconfigure(&self, cfg: &KernelConfig) {
+        self.lock().rules = Rules::of(cfg);
     }
 
     /// The checks of one connection (`new_conn`) or request, in the XDP
@@ -216,11 +256,11 @@ impl UserLimiter {
         if st.blocks.get(&key).is_some_and(|exp| now < *exp) {
             return Err(Refusal::Block);
         }
-        let limits = match self.policy(addr) {
+        let limits = match st.rules.policy(addr) {
             Some(Policy::Allow) => return Ok(Admitted::Bypassed),
             Some(Policy::Deny) => return Err(Refusal::Deny),
             Some(Policy::Limit(l)) => *l,
-            None => self.defaults,
+            None => st.rules.defaults,
         };
         if new_conn && limits.max_conns != 0 {
             match st.conns.get(&key) {

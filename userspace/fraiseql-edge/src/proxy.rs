@@ -94,7 +94,7 @@ use crate::{
         DocumentCache, GraphqlError, GraphqlLimits,
         persisted::{Outcome, PersistedQueries},
     },
-    ratelimit::{Escalation, Key, RateLimitConfig, RateLimiter},
+    ratelimit::{Escalation, Key, RateLimitConfig, RateLimits},
 };
 
 /// The data path.
@@ -109,8 +109,9 @@ pub struct Proxy {
     entity_buffer: Arc<Semaphore>,
     /// Degraded mode only: the kernel layer's limits, enforced here.
     limiter: Option<Arc<UserLimiter>>,
-    /// Requests per identity (`[rate_limit]`; `None`: off).
-    rate_limit: Option<RateLimiter>,
+    /// Requests per identity (`[rate_limit]` and the subgraphs' own);
+    /// swapped whole when an operator or a reload changes them.
+    rate_limits: ArcSwap<RateLimits>,
     /// Addresses that keep being refused go to `blocks`.
     escalation: Option<Escalation>,
     /// Where escalated addresses are blocked (the kernel map, or the
@@ -172,7 +173,7 @@ impl Proxy {
             .iter()
             .cloned()
             .map(|sg| {
-                let limits = SubgraphLimits::of(&sg, graphql, rate_limit, Instant::now());
+                let limits = SubgraphLimits::of(&sg, graphql);
                 Subgraph::with_limits(sg, cfg.entities_max_typenames, limits)
             })
             .collect();
@@ -203,7 +204,11 @@ impl Proxy {
             },
             entity_buffer: Arc::new(Semaphore::new(cfg.entities_buffer_bytes)),
             limiter,
-            rate_limit: RateLimiter::new(rate_limit, Instant::now()),
+            rate_limits: ArcSwap::from_pointee(RateLimits::new(
+                rate_limit,
+                subgraphs.iter().map(|sg| (sg.name.as_str(), sg.rate_limit)),
+                Instant::now(),
+            )),
             escalation: Escalation::new(&rate_limit.escalation),
             blocks,
             auth,
@@ -239,6 +244,35 @@ impl Proxy {
         let mut all: Vec<&Arc<Subgraph>> = routes.subgraphs().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         serde_json::Value::Array(all.into_iter().map(|sg| sg.describe()).collect())
+    }
+
+    /// The per-identity limits in force.
+    pub fn rate_limits(&self) -> arc_swap::Guard<Arc<RateLimits>> {
+        self.rate_limits.load()
+    }
+
+    /// Puts new per-identity limits in force: `global`, and for each
+    /// subgraph its own limit or `None` for the global one. Identities keep
+    /// their state in limiters that change (see [`RateLimits::update`]).
+    pub fn set_rate_limits<'a>(
+        &self,
+        global: &RateLimitConfig,
+        subgraphs: impl IntoIterator<Item = (&'a str, Option<crate::ratelimit::RateLimitOverride>)>,
+    ) {
+        let next = self.rate_limits.load().update(global, subgraphs);
+        self.rate_limits.store(Arc::new(next));
+    }
+
+    /// The names of the subgraphs, sorted.
+    pub fn subgraph_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes
+            .load()
+            .subgraphs()
+            .map(|sg| sg.name().to_string())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Subgraphs without a healthy endpoint (for `/readyz`).
@@ -509,11 +543,8 @@ impl Proxy {
         sg: &Subgraph,
         operations: usize,
     ) -> Result<(), ProxyError> {
-        let limiter = match &sg.limits.rate_limit {
-            Some(own) => own.as_ref(),
-            None => self.rate_limit.as_ref(),
-        };
-        let Some(limiter) = limiter else {
+        let limits = self.rate_limits.load();
+        let Some(limiter) = limits.for_subgraph(sg.name()) else {
             return Ok(());
         };
         let now = Instant::now();
@@ -551,6 +582,20 @@ impl Proxy {
         match blocks.block(addr, Some(ttl.as_secs())) {
             Ok(_) => {
                 tracing::warn!(client = %addr, ttl_secs = ttl.as_secs(), enforced_by = blocks.enforced_by(), "client blocked: too many refused requests");
+                self.metrics.events.publish(
+                    crate::events::Event::new(
+                        crate::events::Kind::Escalation,
+                        addr.to_string(),
+                        "too many refused requests",
+                    )
+                    .by("escalation"),
+                );
+                self.metrics.events.block(
+                    addr,
+                    Some(ttl.as_secs()),
+                    "escalation",
+                    "too many refused requests",
+                );
                 self.metrics
                     .escalations
                     .with_label_values(&["blocked"])

@@ -17,10 +17,11 @@
 mod escalation;
 
 use std::{
+    collections::HashMap,
     hash::Hash,
     net::IpAddr,
     num::NonZeroUsize,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -206,6 +207,145 @@ impl RateLimiter {
     /// The time between two requests at the sustained rate.
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval)
+    }
+
+    /// A limiter for `cfg` that starts from this one's state: every
+    /// identity keeps the debt it has run up, so lowering a limit during an
+    /// attack does not hand every client a fresh burst. `None` when `cfg`
+    /// disables the limit.
+    pub fn reconfigured(&self, cfg: &RateLimitConfig) -> Option<Self> {
+        let mut next = Self::new(cfg, self.epoch)?;
+        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        tats.resize(NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN));
+        next.tats = Mutex::new(tats);
+        Some(next)
+    }
+}
+
+/// The per-identity limiters in force: the global one and the subgraphs'
+/// own. A change builds a new set ([`RateLimits::update`]) that the data
+/// path swaps in whole.
+pub struct RateLimits {
+    global_cfg: RateLimitConfig,
+    global: Option<Arc<RateLimiter>>,
+    /// Subgraphs with a limit of their own (`None` inside: no limit there).
+    own: HashMap<String, (RateLimitOverride, Option<Arc<RateLimiter>>)>,
+}
+
+/// One subgraph's limit as [`RateLimits::describe`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubgraphLimit {
+    /// The subgraph.
+    pub subgraph: String,
+    /// Requests per minute in force (0: off).
+    pub requests_per_minute: u32,
+    /// Burst in force.
+    pub burst: u32,
+    /// Whether the subgraph has a limit of its own.
+    pub overridden: bool,
+}
+
+impl RateLimits {
+    /// The limiters for `global` and each subgraph's override (`None`: it
+    /// uses the global limit).
+    pub fn new<'a>(
+        global: &RateLimitConfig,
+        subgraphs: impl IntoIterator<Item = (&'a str, Option<RateLimitOverride>)>,
+        epoch: Instant,
+    ) -> Self {
+        let own = subgraphs
+            .into_iter()
+            .filter_map(|(name, o)| o.map(|o| (name, o)))
+            .map(|(name, o)| {
+                let limiter = RateLimiter::new(&o.apply(global), epoch).map(Arc::new);
+                (name.to_string(), (o, limiter))
+            })
+            .collect();
+        Self {
+            global_cfg: global.clone(),
+            global: RateLimiter::new(global, epoch).map(Arc::new),
+            own,
+        }
+    }
+
+    /// The set for new settings. A limiter whose settings did not change
+    /// is kept as it is; a changed one starts from the old one's state.
+    #[must_use]
+    pub fn update<'a>(
+        &self,
+        global: &RateLimitConfig,
+        subgraphs: impl IntoIterator<Item = (&'a str, Option<RateLimitOverride>)>,
+    ) -> Self {
+        let epoch = Instant::now();
+        let carry = |old: Option<&Arc<RateLimiter>>,
+                     old_cfg: &RateLimitConfig,
+                     cfg: &RateLimitConfig|
+         -> Option<Arc<RateLimiter>> {
+            match old {
+                Some(l) if old_cfg == cfg => Some(Arc::clone(l)),
+                Some(l) => l.reconfigured(cfg).map(Arc::new),
+                None => RateLimiter::new(cfg, epoch).map(Arc::new),
+            }
+        };
+        let own = subgraphs
+            .into_iter()
+            .filter_map(|(name, o)| o.map(|o| (name, o)))
+            .map(|(name, o)| {
+                let cfg = o.apply(global);
+                let limiter = match self.own.get(name) {
+                    Some((old, l)) => carry(l.as_ref(), &old.apply(&self.global_cfg), &cfg),
+                    // It used the global limiter: start from that state.
+                    None => carry(self.global.as_ref(), &self.global_cfg, &cfg),
+                };
+                (name.to_string(), (o, limiter))
+            })
+            .collect();
+        Self {
+            global_cfg: global.clone(),
+            global: carry(self.global.as_ref(), &self.global_cfg, global),
+            own,
+        }
+    }
+
+    /// The limiter for requests to `subgraph`; `None`: no limit.
+    pub fn for_subgraph(&self, subgraph: &str) -> Option<&RateLimiter> {
+        match self.own.get(subgraph) {
+            Some((_, own)) => own.as_deref(),
+            None => self.global.as_deref(),
+        }
+    }
+
+    /// The global settings.
+    pub fn global(&self) -> &RateLimitConfig {
+        &self.global_cfg
+    }
+
+    /// The subgraph's own limit, if it has one.
+    pub fn own(&self, subgraph: &str) -> Option<RateLimitOverride> {
+        self.own.get(subgraph).map(|(o, _)| *o)
+    }
+
+    /// The limit in force for each of `subgraphs`.
+    pub fn describe<'a>(&self, subgraphs: impl IntoIterator<Item = &'a str>) -> Vec<SubgraphLimit> {
+        subgraphs
+            .into_iter()
+            .map(|name| {
+                let (rpm, burst, overridden) = match self.own.get(name) {
+                    Some((o, _)) => (o.requests_per_minute, o.burst, true),
+                    None => (
+                        self.global_cfg.requests_per_minute,
+                        self.global_cfg.burst,
+                        false,
+                    ),
+                };
+                SubgraphLimit {
+                    subgraph: name.to_string(),
+                    requests_per_minute: rpm,
+                    burst,
+                    overridden,
+                }
+            })
+            .collect()
     }
 }
 

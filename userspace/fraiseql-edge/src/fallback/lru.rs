@@ -32,6 +32,11 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         self.cache.len()
     }
 
+    /// Every entry, most recently used first.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.cache.iter()
+    }
+
     /// The value of `key`, without touching it.
     pub fn peek(&self, key: &K) -> Option<&V> {
         self.cache.peek(key)

@@ -37,8 +37,12 @@ pub fn decode(bytes: &[u8]) -> Option<Drop> {
     })
 }
 
-/// Logs every drop event until the ring buffer fails.
-pub async fn log_drops(ring: RingBuf<MapData>) -> std::io::Result<()> {
+/// Logs every drop event, and publishes it on `events`, until the ring
+/// buffer fails.
+pub async fn log_drops(
+    ring: RingBuf<MapData>,
+    events: crate::events::EventBus,
+) -> std::io::Result<()> {
     // The ring buffer owns its fd for as long as the AsyncFd lives.
     #[expect(deprecated, reason = "the replacement, AsyncFd::register, is unsafe")]
     let mut fd = AsyncFd::new(ring)?;
@@ -47,13 +51,26 @@ pub async fn log_drops(ring: RingBuf<MapData>) -> std::io::Result<()> {
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Some(d) => tracing::info!(
-                    client = %d.client,
-                    reason = d.reason.as_str(),
-                    port = d.port,
-                    protocol = d.protocol,
-                    "kernel drop (sampled)"
-                ),
+                Some(d) => {
+                    tracing::info!(
+                        client = %d.client,
+                        reason = d.reason.as_str(),
+                        port = d.port,
+                        protocol = d.protocol,
+                        "kernel drop (sampled)"
+                    );
+                    events.publish(
+                        crate::events::Event::new(
+                            crate::events::Kind::Drop,
+                            d.client.to_string(),
+                            format!("dropped: {}", d.reason.as_str()),
+                        )
+                        .by("kernel")
+                        .with("reason", d.reason.as_str())
+                        .with("port", d.port)
+                        .with("protocol", d.protocol),
+                    );
+                }
                 None => tracing::warn!(len = item.len(), "undecodable drop event"),
             }
         }

@@ -46,6 +46,9 @@ impl SubgraphMetrics {
 /// Every metric of the data path.
 #[derive(Clone)]
 pub struct ProxyMetrics {
+    /// Where breaker and health transitions and escalations are also
+    /// published (a bus nobody watches until [`ProxyMetrics::with_events`]).
+    pub events: crate::events::EventBus,
     /// Requests by subgraph, HTTP status and operation type.
     pub requests: IntCounterVec,
     /// Whole-request latency by subgraph.
@@ -104,10 +107,17 @@ fn latency_buckets() -> Vec<f64> {
 }
 
 impl ProxyMetrics {
+    /// These metrics, publishing transitions on `events`.
+    #[must_use]
+    pub fn with_events(self, events: crate::events::EventBus) -> Self {
+        Self { events, ..self }
+    }
+
     /// Creates and registers the metrics.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let p = "fraiseql_edge_";
         let m = Self {
+            events: crate::events::EventBus::new(),
             requests: IntCounterVec::new(
                 Opts::new(format!("{p}requests_total"), "GraphQL requests handled"),
                 &["subgraph", "status", "operation"],

@@ -57,24 +57,19 @@ pub struct Subgraph {
     next: AtomicUsize,
 }
 
-/// A subgraph's overrides of the global limits (`None`: the global one).
+/// A subgraph's overrides of the global document limits (`None`: the
+/// global ones). Its per-identity limit lives with the others in
+/// [`crate::ratelimit::RateLimits`], which a reload swaps.
 #[derive(Default)]
 pub struct SubgraphLimits {
     /// `[graphql]` with the subgraph's `graphql` keys in place.
     pub graphql: Option<crate::graphql::GraphqlLimits>,
-    /// The subgraph's own per-identity limiter (`Some(None)`: no limit here).
-    pub rate_limit: Option<Option<crate::ratelimit::RateLimiter>>,
 }
 
 impl SubgraphLimits {
-    /// The overrides of `cfg` over the global `graphql` and `rate_limit`
-    /// (validated with the configuration).
-    pub fn of(
-        cfg: &SubgraphConfig,
-        graphql: &crate::graphql::GraphqlLimits,
-        rate_limit: &crate::ratelimit::RateLimitConfig,
-        epoch: Instant,
-    ) -> Self {
+    /// The overrides of `cfg` over the global `graphql` (validated with the
+    /// configuration).
+    pub fn of(cfg: &SubgraphConfig, graphql: &crate::graphql::GraphqlLimits) -> Self {
         Self {
             graphql: cfg.graphql.as_ref().map(|t| {
                 graphql.overridden(t).unwrap_or_else(|e| {
@@ -82,9 +77,6 @@ impl SubgraphLimits {
                     graphql.clone()
                 })
             }),
-            rate_limit: cfg
-                .rate_limit
-                .map(|o| crate::ratelimit::RateLimiter::new(&o.apply(rate_limit), epoch)),
         }
     }
 }
@@ -310,6 +302,16 @@ impl Subgraph {
         m.health_transitions
             .with_label_values(&[self.name(), ep.addr.as_str(), to])
             .inc();
+        m.events.publish(
+            crate::events::Event::new(
+                crate::events::Kind::Health,
+                ep.addr.as_str(),
+                format!("endpoint {to}"),
+            )
+            .by("health")
+            .with("subgraph", self.name())
+            .with("to", to),
+        );
     }
 
     /// One active check: `{ __typename }` (or GET `http_path`) within the timeout.
@@ -397,6 +399,16 @@ impl Subgraph {
         m.breaker_state
             .with_label_values(&[self.name()])
             .set(to as i64);
+        m.events.publish(
+            crate::events::Event::new(
+                crate::events::Kind::Breaker,
+                self.name(),
+                format!("{} -> {}", name(from), name(to)),
+            )
+            .by("breaker")
+            .with("from", name(from))
+            .with("to", name(to)),
+        );
     }
 }
 

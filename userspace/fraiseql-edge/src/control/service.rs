@@ -1,0 +1,360 @@
+//! `fraiseql.edge.v1.EdgeControl` over [`Live`].
+
+use std::{net::IpAddr, pin::Pin, sync::Arc};
+
+use fraiseql_edge_api::v1 as pb;
+use ipnet::IpNet;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{auth::admin, convert};
+use crate::{
+    breaker::Force,
+    config::{OverrideActionConfig, OverrideConfig},
+    live::{Live, LiveError},
+};
+
+/// Top clients listed at most.
+pub const MAX_TOP: u32 = 10_000;
+
+/// The service.
+pub struct Service {
+    live: Arc<Live>,
+}
+
+impl Service {
+    /// The service over `live`.
+    pub fn new(live: Arc<Live>) -> Self {
+        Self { live }
+    }
+}
+
+impl From<LiveError> for Status {
+    fn from(e: LiveError) -> Self {
+        match e {
+            LiveError::InvalidArgument(m) => Status::invalid_argument(m),
+            LiveError::NotFound(m) => Status::not_found(m),
+            LiveError::FailedPrecondition(m) => Status::failed_precondition(m),
+            LiveError::Exhausted(m) => Status::resource_exhausted(m),
+            LiveError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+fn address(s: &str) -> Result<IpAddr, Status> {
+    s.trim()
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("`{s}` is not an IP address")))
+}
+
+fn cidr(s: &str) -> Result<IpNet, Status> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "`{s}` is not a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32) or an address"
+            ))
+        })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::edge_control_server::EdgeControl for Service {
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::Status>, Status> {
+        Ok(Response::new(convert::status(&self.live.status())))
+    }
+
+    async fn get_limits(
+        &self,
+        _: Request<pb::GetLimitsRequest>,
+    ) -> Result<Response<pb::Limits>, Status> {
+        Ok(Response::new(convert::limits(&self.live.limits())))
+    }
+
+    async fn set_kernel_limits(
+        &self,
+        req: Request<pb::SetKernelLimitsRequest>,
+    ) -> Result<Response<pb::Limits>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        if r.rate.is_none() && r.burst.is_none() && r.max_conns.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to change: set rate, burst or max_conns",
+            ));
+        }
+        let limits = self
+            .live
+            .set_kernel_limits(who, r.rate, r.burst, r.max_conns)?;
+        Ok(Response::new(convert::limits(&limits)))
+    }
+
+    async fn set_rate_limit(
+        &self,
+        req: Request<pb::SetRateLimitRequest>,
+    ) -> Result<Response<pb::Limits>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        if r.requests_per_minute.is_none() && r.burst.is_none() && !r.inherit {
+            return Err(Status::invalid_argument(
+                "nothing to change: set requests_per_minute, burst or inherit",
+            ));
+        }
+        let subgraph = (!r.subgraph.is_empty()).then_some(r.subgraph.as_str());
+        let limits =
+            self.live
+                .set_rate_limit(who, subgraph, r.requests_per_minute, r.burst, r.inherit)?;
+        Ok(Response::new(convert::limits(&limits)))
+    }
+
+    async fn list_overrides(
+        &self,
+        _: Request<pb::ListOverridesRequest>,
+    ) -> Result<Response<pb::ListOverridesResponse>, Status> {
+        let overrides = self
+            .live
+            .overrides()?
+            .iter()
+            .map(convert::override_)
+            .collect();
+        Ok(Response::new(pb::ListOverridesResponse { overrides }))
+    }
+
+    async fn add_override(
+        &self,
+        req: Request<pb::AddOverrideRequest>,
+    ) -> Result<Response<pb::Override>, Status> {
+        let who = admin(&req)?;
+        let Some(o) = req.into_inner().r#override else {
+            return Err(Status::invalid_argument("override is required"));
+        };
+        let action = match pb::OverrideAction::try_from(o.action) {
+            Ok(pb::OverrideAction::Allow) => OverrideActionConfig::Allow,
+            Ok(pb::OverrideAction::Deny) => OverrideActionConfig::Deny,
+            Ok(pb::OverrideAction::Limit) => OverrideActionConfig::Limit,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "action must be ALLOW, DENY or LIMIT",
+                ));
+            }
+        };
+        if action != OverrideActionConfig::Limit
+            && (o.rate.is_some() || o.burst.is_some() || o.max_conns.is_some())
+        {
+            return Err(Status::invalid_argument(
+                "rate, burst and max_conns apply to LIMIT overrides only",
+            ));
+        }
+        let added = self.live.add_override(
+            who,
+            OverrideConfig {
+                cidr: cidr(&o.cidr)?,
+                action,
+                rate: o.rate,
+                burst: o.burst,
+                max_conns: o.max_conns,
+            },
+        )?;
+        Ok(Response::new(convert::override_(&added)))
+    }
+
+    async fn remove_override(
+        &self,
+        req: Request<pb::RemoveOverrideRequest>,
+    ) -> Result<Response<pb::RemoveOverrideResponse>, Status> {
+        let who = admin(&req)?;
+        let net = cidr(&req.get_ref().cidr)?;
+        let removed = self.live.remove_override(who, net)?;
+        Ok(Response::new(pb::RemoveOverrideResponse {
+            removed: Some(convert::override_(&removed)),
+        }))
+    }
+
+    async fn block(
+        &self,
+        req: Request<pb::BlockRequest>,
+    ) -> Result<Response<pb::BlockEntry>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        let addr = address(&r.address)?;
+        if r.reason.len() > 256 {
+            return Err(Status::invalid_argument("reason: at most 256 bytes"));
+        }
+        let info = self.live.block(who, addr, r.ttl_seconds, &r.reason)?;
+        Ok(Response::new(convert::block(
+            &info,
+            self.live.enforced_by(),
+        )))
+    }
+
+    async fn unblock(
+        &self,
+        req: Request<pb::UnblockRequest>,
+    ) -> Result<Response<pb::UnblockResponse>, Status> {
+        let who = admin(&req)?;
+        let addr = address(&req.get_ref().address)?;
+        let removed = self.live.unblock(who, addr)?;
+        Ok(Response::new(pb::UnblockResponse { removed }))
+    }
+
+    async fn list_blocks(
+        &self,
+        _: Request<pb::ListBlocksRequest>,
+    ) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        let by = self.live.enforced_by();
+        let blocks = self
+            .live
+            .blocks()?
+            .iter()
+            .map(|b| convert::block(b, by))
+            .collect();
+        Ok(Response::new(pb::ListBlocksResponse { blocks }))
+    }
+
+    async fn top_clients(
+        &self,
+        req: Request<pb::TopClientsRequest>,
+    ) -> Result<Response<pb::TopClientsResponse>, Status> {
+        let limit = match req.get_ref().limit {
+            0 => 20,
+            n if n > MAX_TOP => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: at most {MAX_TOP}"
+                )));
+            }
+            n => n,
+        };
+        let live = Arc::clone(&self.live);
+        // Walking the kernel maps is a few thousand syscalls: off the runtime.
+        let clients = tokio::task::spawn_blocking(move || live.top_clients(limit as usize))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::TopClientsResponse {
+            clients: clients.iter().map(convert::client).collect(),
+        }))
+    }
+
+    async fn get_metrics(
+        &self,
+        req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::MetricsSnapshot>, Status> {
+        let prefix = req.into_inner().prefix;
+        let live = Arc::clone(&self.live);
+        let families = tokio::task::spawn_blocking(move || live.registry().gather())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::MetricsSnapshot {
+            families: families
+                .iter()
+                .filter(|f| f.name().starts_with(&prefix))
+                .map(convert::family)
+                .collect(),
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let kinds = req
+            .into_inner()
+            .kinds
+            .into_iter()
+            .map(|k| {
+                pb::EventKind::try_from(k)
+                    .ok()
+                    .and_then(convert::kind_from)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown event kind {k}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut watcher = self.live.events().subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(e) = watcher.next().await {
+                if !kinds.is_empty()
+                    && e.kind != crate::events::Kind::Lost
+                    && !kinds.contains(&e.kind)
+                {
+                    continue;
+                }
+                // The watcher hung up.
+                if tx.send(Ok(convert::event(&e))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_subgraphs(
+        &self,
+        _: Request<pb::ListSubgraphsRequest>,
+    ) -> Result<Response<pb::ListSubgraphsResponse>, Status> {
+        let Some(proxy) = self.live.proxy() else {
+            return Err(LiveError::FailedPrecondition(
+                "no [proxy] is configured: there are no subgraphs".into(),
+            )
+            .into());
+        };
+        let subgraphs = proxy
+            .subgraph_names()
+            .iter()
+            .filter_map(|n| proxy.subgraph(n))
+            .map(|sg| convert::subgraph(&sg))
+            .collect();
+        Ok(Response::new(pb::ListSubgraphsResponse { subgraphs }))
+    }
+
+    async fn set_breaker(
+        &self,
+        req: Request<pb::SetBreakerRequest>,
+    ) -> Result<Response<pb::Subgraph>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        let action = match pb::BreakerAction::try_from(r.action) {
+            Ok(pb::BreakerAction::Open) => Some(Force::Open),
+            Ok(pb::BreakerAction::Close) => Some(Force::Closed),
+            Ok(pb::BreakerAction::Auto) => Some(Force::None),
+            Ok(pb::BreakerAction::Reset) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "action must be OPEN, CLOSE, AUTO or RESET",
+                ));
+            }
+        };
+        let sg = self.live.set_breaker(who, &r.subgraph, action)?;
+        Ok(Response::new(convert::subgraph(&sg)))
+    }
+
+    async fn list_slow_queries(
+        &self,
+        _: Request<pb::ListSlowQueriesRequest>,
+    ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
+        Err(Status::unimplemented(
+            "the slow-query log is not part of this build yet",
+        ))
+    }
+
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let who = admin(&req)?;
+        let live = Arc::clone(&self.live);
+        let report = tokio::task::spawn_blocking(move || live.reload(who))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::ReloadResponse {
+            applied: report.applied,
+            needs_restart: report.needs_restart,
+        }))
+    }
+}
