@@ -20,8 +20,9 @@ use fraiseql_edge::kernel::KernelMaps;
 use fraiseql_edge_tests::{
     PinDir,
     clients::flood_for,
+    control::READ_TOKEN,
     daemon::EdgeConfig,
-    edgectl::{ControlFiles, Edgectl, READ_TOKEN},
+    edgectl::{ControlFiles, Edgectl},
     graphql::{Client, assert_refused},
     kernel_tests_enabled,
     netns::NetNs,
@@ -141,12 +142,12 @@ fn status_over_the_socket_and_over_tcp() {
 
     let text = c.admin().ok(&["status"]);
     assert!(
-        text.contains("ready:") && text.contains("user-space"),
+        text.contains("ready:") && text.contains("user_space"),
         "{text}"
     );
     let status = c.reader().json(&["status"]);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"), "{status}");
-    assert_eq!(status["enforcement"], "user-space", "{status}");
+    assert_eq!(status["enforcement"], "user_space", "{status}");
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["not_ready"], json!([]), "{status}");
     assert_eq!(status["subgraphs"], 1, "{status}");
@@ -260,13 +261,13 @@ fn blocks_are_set_listed_and_lifted() {
         Value::Null,
         "{blocked}"
     );
-    assert_eq!(blocked["blocked"]["enforced_by"], "user-space", "{blocked}");
+    assert_eq!(blocked["blocked"]["enforced_by"], "user_space", "{blocked}");
 
     let list = ctl.json(&["blocks"]);
     let entry = find(&list["blocks"], "address", "192.0.2.7");
     let left = entry["expires_in_seconds"].as_u64().expect("a TTL");
     assert!((590..=600).contains(&left), "{entry}");
-    assert_eq!(entry["enforced_by"], "user-space");
+    assert_eq!(entry["enforced_by"], "user_space");
     let text = c.reader().ok(&["blocks"]);
     assert!(
         text.starts_with("ADDRESS") && text.contains("192.0.2.7") && text.contains("never"),

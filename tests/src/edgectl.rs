@@ -9,12 +9,10 @@ use std::{
     sync::OnceLock,
 };
 
-use crate::daemon::workspace_bin;
-
-/// The admin token the tests configure.
-pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
-/// The read-only token the tests configure.
-pub const READ_TOKEN: &str = "read-token-for-tests";
+use crate::{
+    control::{socket_section, token_files},
+    daemon::workspace_bin,
+};
 
 /// The `edgectl` binary, built on first use like the daemon's (see
 /// [`crate::daemon`]); `EDGECTL_BIN` points at a prebuilt one instead.
@@ -23,21 +21,19 @@ pub fn edgectl_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("edgectl", "EDGECTL_BIN"))
 }
 
-/// A temporary directory with the control socket's path and the token
-/// files (written with trailing newlines, as an operator's editor would).
+/// A temporary directory for the control socket (and for token files the
+/// daemon does not know); the daemon's tokens are the shared ones of
+/// [`crate::control::token_files`].
 pub struct ControlFiles {
     dir: tempfile::TempDir,
 }
 
 impl ControlFiles {
-    /// Writes `admin.token` and `read.token`.
+    /// A fresh directory.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("admin.token"), format!("{ADMIN_TOKEN}\n"))
-            .expect("writing the admin token");
-        std::fs::write(dir.path().join("read.token"), format!("  {READ_TOKEN}\n"))
-            .expect("writing the read token");
-        Self { dir }
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// Where the daemon listens.
@@ -47,28 +43,23 @@ impl ControlFiles {
 
     /// The admin token file.
     pub fn admin_token(&self) -> PathBuf {
-        self.dir.path().join("admin.token")
+        token_files().admin.clone()
     }
 
     /// The read-only token file.
     pub fn read_token(&self) -> PathBuf {
-        self.dir.path().join("read.token")
+        token_files().read.clone()
     }
 
-    /// A file in the directory (for tokens the daemon does not know).
+    /// A path in the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    /// The daemon's `[control]` section: the socket, both token files, and
-    /// `listen` when given.
+    /// The daemon's `[control]` section: the socket, the shared token
+    /// files, and the TCP listener `listen` when given.
     pub fn section(&self, listen: Option<&str>) -> String {
-        let mut s = format!(
-            "[control]\nsocket = {:?}\nadmin_token_file = {:?}\nread_token_file = {:?}\n",
-            utf8(&self.socket()),
-            utf8(&self.admin_token()),
-            utf8(&self.read_token()),
-        );
+        let mut s = socket_section(&self.socket());
         if let Some(listen) = listen {
             s += &format!("listen = {listen:?}\n");
         }
@@ -80,10 +71,6 @@ impl Default for ControlFiles {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn utf8(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temp path")
 }
 
 /// One finished `edgectl` run.

@@ -238,6 +238,8 @@ pub enum KindArg {
     Breaker,
     Health,
     Reload,
+    /// The spelling of `--json` output; `config-change` works too.
+    #[value(name = "config_change", alias = "config-change")]
     ConfigChange,
     Lost,
 }

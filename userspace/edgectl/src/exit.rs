@@ -128,7 +128,7 @@ impl Error {
             Code::Unauthenticated => format!("authentication failed: {what}"),
             Code::PermissionDenied => format!("permission denied: {what}"),
             Code::Unimplemented => {
-                format!("the daemon does not implement this call (older version?): {what}")
+                format!("not implemented by this daemon: {what}")
             }
             Code::DeadlineExceeded => format!("the daemon did not answer in time: {what}"),
             _ if what.is_empty() => format!("{}", status.code()),

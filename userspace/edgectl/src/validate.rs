@@ -13,13 +13,18 @@ pub const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
 /// The most clients `top` may ask for.
 pub const MAX_TOP: u32 = 10_000;
 
-/// A network without host bits, in its canonical form (`2001:db8::/32`).
+/// A network without host bits, in its canonical form (`2001:db8::/32`);
+/// a single address is its own network (`/32`, `/128`), as for the daemon.
 pub fn cidr(text: &str) -> Result<IpNet, Error> {
-    let net: IpNet = text.trim().parse().map_err(|_| {
-        Error::invalid(format!(
-            "`{text}` is not a CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
-        ))
-    })?;
+    let text = text.trim();
+    let net = text
+        .parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            Error::invalid(format!(
+                "`{text}` is not a CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32) or an address"
+            ))
+        })?;
     if net.trunc() != net {
         return Err(Error::invalid(format!(
             "`{text}` has host bits set (did you mean {}?)",

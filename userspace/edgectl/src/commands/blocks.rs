@@ -15,7 +15,7 @@ pub struct BlockView {
     pub address: String,
     /// Seconds left; `null` for a block without expiry.
     pub expires_in_seconds: Option<u64>,
-    /// `kernel` or `user-space`.
+    /// `kernel` or `user_space`.
     pub enforced_by: String,
 }
 

@@ -14,7 +14,7 @@ use crate::{
 pub struct StatusView {
     pub version: String,
     pub uptime_seconds: u64,
-    /// `kernel`, `user-space`, `disabled` or `unspecified`.
+    /// `kernel`, `user_space`, `disabled` or `unspecified` (the daemon's words).
     pub enforcement: &'static str,
     pub interfaces: Vec<InterfaceView>,
     pub ready: bool,
@@ -29,7 +29,7 @@ pub struct StatusView {
 #[derive(Debug, Serialize)]
 pub struct InterfaceView {
     pub name: String,
-    /// `native`, `skb`, `adopted`, `user-space` or `unspecified`.
+    /// `native`, `skb`, `adopted`, `user_space` or `unspecified`.
     pub mode: &'static str,
 }
 
@@ -96,7 +96,7 @@ impl View for StatusView {
 fn enforcement(e: Enforcement) -> &'static str {
     match e {
         Enforcement::Kernel => "kernel",
-        Enforcement::UserSpace => "user-space",
+        Enforcement::UserSpace => "user_space",
         Enforcement::Disabled => "disabled",
         Enforcement::Unspecified => "unspecified",
     }
@@ -107,7 +107,7 @@ fn attach_mode(m: AttachMode) -> &'static str {
         AttachMode::Native => "native",
         AttachMode::Skb => "skb",
         AttachMode::Adopted => "adopted",
-        AttachMode::UserSpace => "user-space",
+        AttachMode::UserSpace => "user_space",
         AttachMode::Unspecified => "unspecified",
     }
 }

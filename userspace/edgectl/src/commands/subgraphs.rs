@@ -20,7 +20,7 @@ pub struct SubgraphsView {
 pub struct SubgraphView {
     pub name: String,
     pub route: String,
-    /// `closed`, `open`, `half-open` or `unspecified`.
+    /// `closed`, `open`, `half_open` or `unspecified`.
     pub breaker: &'static str,
     /// `open` or `closed` while an operator forces the breaker, else `null`.
     pub breaker_forced: Option<String>,
@@ -92,7 +92,7 @@ fn breaker(b: BreakerState) -> &'static str {
     match b {
         BreakerState::Closed => "closed",
         BreakerState::Open => "open",
-        BreakerState::HalfOpen => "half-open",
+        BreakerState::HalfOpen => "half_open",
         BreakerState::Unspecified => "unspecified",
     }
 }

@@ -112,6 +112,19 @@ fn requests_carry_the_checked_values() {
             count: Some(2),
         }
     );
+    for spelling in ["config_change", "config-change"] {
+        assert_eq!(
+            prepare(&["watch", "--kind", spelling]).unwrap(),
+            Call::Watch {
+                kinds: vec![EventKind::ConfigChange],
+                count: None,
+            }
+        );
+    }
+    assert_eq!(
+        prepare(&["overrides", "remove", "192.0.2.7"]).unwrap(),
+        Call::RemoveOverride("192.0.2.7/32".into())
+    );
     assert_eq!(prepare(&["top"]).unwrap(), Call::Top(20));
     assert_eq!(prepare(&["slow"]).unwrap(), Call::Slow(0));
     assert_eq!(

@@ -19,7 +19,7 @@ pub struct EventView {
     pub seq: u64,
     pub unix_ms: u64,
     /// `drop`, `block`, `unblock`, `escalation`, `breaker`, `health`,
-    /// `reload`, `config-change`, `lost` or `unspecified`.
+    /// `reload`, `config_change`, `lost` or `unspecified`.
     pub kind: &'static str,
     pub subject: String,
     pub message: String,
@@ -86,7 +86,7 @@ pub fn kind(k: EventKind) -> &'static str {
         EventKind::Breaker => "breaker",
         EventKind::Health => "health",
         EventKind::Reload => "reload",
-        EventKind::ConfigChange => "config-change",
+        EventKind::ConfigChange => "config_change",
         EventKind::Lost => "lost",
         EventKind::Unspecified => "unspecified",
     }

@@ -10,7 +10,9 @@ fn cidrs() {
         "2001:db8::/32"
     );
     assert_eq!(cidr("192.0.2.7/32").unwrap().to_string(), "192.0.2.7/32");
-    for bad in ["10.0.0.0", "10.0.0.0/33", "nope", "", "10.0.0/8", "::/129"] {
+    assert_eq!(cidr("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+    assert_eq!(cidr("2001:db8::5").unwrap().to_string(), "2001:db8::5/128");
+    for bad in ["10.0.0.0/", "10.0.0.0/33", "nope", "", "10.0.0/8", "::/129"] {
         let e = cidr(bad).unwrap_err();
         assert_eq!(e.exit, Exit::InvalidArgument, "{bad}");
         assert!(e.message.contains("is not a CIDR network"), "{bad}: {e}");
