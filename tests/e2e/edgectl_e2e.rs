@@ -54,17 +54,18 @@ struct Controlled {
 impl Controlled {
     /// Degraded: the kernel limits are enforced in user space.
     fn degraded() -> Self {
-        Self::start(true, None)
+        Self::start(true)
     }
 
     /// `kernel.enabled = false`.
     fn without_kernel() -> Self {
-        Self::start(false, None)
+        Self::start(false)
     }
 
-    /// `kernel`: a `[kernel]` section that degrades, else none; `listen`:
-    /// the control API's TCP listener.
-    fn start(kernel: bool, listen: Option<&str>) -> Self {
+    /// `kernel`: a `[kernel]` section that degrades, else
+    /// `kernel.enabled = false`. The control API is on a unix socket and a
+    /// loopback port.
+    fn start(kernel: bool) -> Self {
         let subgraph = DemoSubgraph::start("users");
         let pins = tempfile::tempdir().expect("temp dir");
         let files = ControlFiles::new();
@@ -83,7 +84,7 @@ impl Controlled {
                 .table("health", "interval_ms = 60000, timeout_ms = 5000"),
         )
         .rate_limit("requests_per_minute = 600\nburst = 50")
-        .section(&files.section(listen));
+        .control(&files.section());
         let edge = Edge::start_toml(&setup.to_toml_with_kernel(&kernel));
         assert!(
             eventually(Duration::from_secs(10), || files.socket().exists()),
@@ -136,9 +137,12 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
 #[test]
 fn status_over_the_socket_and_over_tcp() {
     let _serial = serial();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let c = Controlled::start(true, Some(&listen));
+    let c = Controlled::degraded();
+    let listen = c
+        .edge
+        .control
+        .expect("the control API's TCP listener")
+        .to_string();
 
     let text = c.admin().ok(&["status"]);
     assert!(
@@ -577,7 +581,7 @@ fn watch_streams_events_until_count_or_ctrl_c() {
 }
 
 #[test]
-fn top_slow_and_metrics() {
+fn top_and_metrics() {
     let _serial = serial();
     let c = Controlled::degraded();
     let ctl = c.reader();
@@ -595,14 +599,6 @@ fn top_slow_and_metrics() {
         "{text}"
     );
     ctl.fails(&["top", "--limit", "0"], INVALID, "--limit 0");
-
-    let slow = ctl.json(&["slow", "--limit", "3"]);
-    assert!(slow["threshold_seconds"].is_number(), "{slow}");
-    assert!(
-        slow["queries"].as_array().is_some_and(|q| q.len() <= 3),
-        "{slow}"
-    );
-    ctl.ok(&["slow"]);
 
     let metrics = ctl.json(&["metrics", "--prefix", "fraiseql_edge_"]);
     let families = metrics["families"].as_array().expect("families");
@@ -659,7 +655,7 @@ fn edgectl_drives_a_running_kernel_layer() {
     let files = ControlFiles::new();
     let cfg = EdgeConfig::new(ns.host_if(), &[PORT], &pin.0);
     let mut daemon = fraiseql_edge_tests::daemon::Daemon::spawn(
-        &format!("{}\n{}", cfg.to_toml(), files.section(None)),
+        &format!("{}\n{}", cfg.to_toml(), files.section()),
         &[],
     );
     daemon.wait_ready();
@@ -708,4 +704,20 @@ fn edgectl_drives_a_running_kernel_layer() {
     assert!(maps.blocks().expect("reading the block map").is_empty());
     let limits = ctl.json(&["limits", "set", "kernel", "--max-conns", "9"]);
     assert_eq!(limits["kernel"]["max_conns"], 9, "{limits}");
+}
+
+#[test]
+fn slow_queries_are_listed() {
+    let _serial = serial();
+    let c = Controlled::degraded();
+    let ctl = c.reader();
+    let client = Client::default();
+    assert_eq!(client.query(&c.edge.route("users"), QUERY).status, 200);
+    let slow = ctl.json(&["slow", "--limit", "3"]);
+    assert!(slow["threshold_seconds"].is_number(), "{slow}");
+    assert!(
+        slow["queries"].as_array().is_some_and(|q| q.len() <= 3),
+        "{slow}"
+    );
+    ctl.ok(&["slow"]);
 }

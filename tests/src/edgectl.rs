@@ -57,13 +57,10 @@ impl ControlFiles {
     }
 
     /// The daemon's `[control]` section: the socket, the shared token
-    /// files, and the TCP listener `listen` when given.
-    pub fn section(&self, listen: Option<&str>) -> String {
-        let mut s = socket_section(&self.socket());
-        if let Some(listen) = listen {
-            s += &format!("listen = {listen:?}\n");
-        }
-        s
+    /// files, and a TCP listener on an ephemeral loopback port
+    /// ([`crate::subgraphs::Edge::control`] is its address).
+    pub fn section(&self) -> String {
+        socket_section(&self.socket()) + "listen = \"127.0.0.1:0\"\n"
     }
 }
 

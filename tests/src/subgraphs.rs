@@ -284,6 +284,8 @@ pub struct ProxySetup {
     pub rate_limit: Option<String>,
     /// More top-level tables, as TOML text (`[authorization]` …).
     pub sections: Vec<String>,
+    /// The `[control]` section; `None`: [`crate::control::section`].
+    pub control: Option<String>,
 }
 
 impl ProxySetup {
@@ -299,6 +301,12 @@ impl ProxySetup {
     /// an empty string keeps every default).
     pub fn rate_limit(mut self, keys: &str) -> Self {
         self.rate_limit = Some(keys.to_string());
+        self
+    }
+
+    /// Replaces the `[control]` section (e.g. to add a unix socket).
+    pub fn control(mut self, toml: &str) -> Self {
+        self.control = Some(toml.to_string());
         self
     }
 
@@ -332,7 +340,8 @@ impl ProxySetup {
             s += "\n";
         }
         s += "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
-        s += &format!("\n{}", crate::control::section());
+        let control = self.control.clone().unwrap_or_else(crate::control::section);
+        s += &format!("\n{control}");
         let rate_limit = self
             .rate_limit
             .as_deref()
