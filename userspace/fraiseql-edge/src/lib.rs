@@ -22,5 +22,6 @@ pub mod daemon;
 pub mod fallback;
 pub mod graphql;
 pub mod kernel;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -1,28 +1,47 @@
 //! Data-path metrics, registered into a registry that is passed in.
-//! Names: prefix `fraiseql_edge_`, base units, `_total` counters.
+//! Names: prefix `fraiseql_edge_`, base units, `_total` counters; every
+//! label has a bounded set of values (configured names, stable codes, fixed
+//! reasons). docs/metrics.md is the catalogue, checked against this file by
+//! `crate::metrics`'s tests.
+//!
+//! Label values known in advance are initialised at start (at 0), so that a
+//! family is in the scrape, and `rate()` sees its first increment, before
+//! anything happened.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    exponential_buckets,
 };
 
 use super::operation::OperationKind;
 
+/// The `code` label of a request the edge did not refuse.
+pub const NO_CODE: &str = "none";
+
 /// One subgraph's hot-path metric handles, resolved once: a label lookup
 /// hashes every label value and takes a lock, on every request otherwise.
 pub struct SubgraphMetrics {
-    /// `requests_total{status="200"}` by operation (query, mutation, subscription).
+    /// `requests_total{status="200",code="none"}` by operation (query,
+    /// mutation, subscription).
     ok: [IntCounter; 3],
     /// `request_duration_seconds` of the subgraph.
     pub request_duration: Histogram,
     /// `upstream_duration_seconds` by endpoint index.
     pub upstream_duration: Vec<Histogram>,
+    /// `graphql_query_depth` of the subgraph.
+    pub depth: Histogram,
+    /// `graphql_query_cost` of the subgraph.
+    pub cost: Histogram,
 }
 
 impl SubgraphMetrics {
-    /// Resolves the handles of subgraph `name` with endpoints `endpoints`.
+    /// Resolves the handles of subgraph `name` with endpoints `endpoints`,
+    /// and initialises its counters with every label value known in advance.
     pub fn new(m: &ProxyMetrics, name: &str, endpoints: &[&str]) -> Self {
-        let ok = |op: OperationKind| m.requests.with_label_values(&[name, "200", op.as_str()]);
+        m.init_subgraph(name, endpoints);
+        let ok = |op: OperationKind| {
+            m.requests
+                .with_label_values(&[name, "200", op.as_str(), NO_CODE])
+        };
         Self {
             ok: [
                 ok(OperationKind::Query),
@@ -34,6 +53,8 @@ impl SubgraphMetrics {
                 .iter()
                 .map(|e| m.upstream_duration.with_label_values(&[name, e]))
                 .collect(),
+            depth: m.graphql_depth.with_label_values(&[name]),
+            cost: m.graphql_cost.with_label_values(&[name]),
         }
     }
 
@@ -46,7 +67,7 @@ impl SubgraphMetrics {
 /// Every metric of the data path.
 #[derive(Clone)]
 pub struct ProxyMetrics {
-    /// Requests by subgraph, HTTP status and operation type.
+    /// Requests by subgraph, HTTP status, operation type and refusal code.
     pub requests: IntCounterVec,
     /// Whole-request latency by subgraph.
     pub request_duration: HistogramVec,
@@ -96,11 +117,72 @@ pub struct ProxyMetrics {
     pub persisted_queries: IntCounterVec,
     /// Operations refused or filtered by authorization, by reason.
     pub authz_refusals: IntCounterVec,
+    /// Depth of the operations that passed the limits, by subgraph.
+    pub graphql_depth: HistogramVec,
+    /// Static cost of the operations that passed the limits, by subgraph.
+    pub graphql_cost: HistogramVec,
 }
 
-fn latency_buckets() -> Vec<f64> {
-    // 100 µs … ~26 s
-    exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")
+/// 100 µs … 10 s, seven buckets a decade (1, 1.5, 2, 3, 4, 5, 7): no
+/// bucket is more than 1.5 times the one below, so `histogram_quantile`
+/// places P50 … P99.9 within a third of a bucket's width anywhere in range.
+pub fn latency_buckets() -> Vec<f64> {
+    let mut out = Vec::new();
+    for exp in -4..=0 {
+        for mantissa in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0] {
+            out.push(mantissa * 10f64.powi(exp));
+        }
+    }
+    out.push(10.0);
+    out
+}
+
+/// Depth 1 … 50: one bucket per level up to 10, then coarser.
+fn depth_buckets() -> Vec<f64> {
+    [
+        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 20.0, 30.0, 50.0,
+    ]
+    .to_vec()
+}
+
+/// Cost 1 … 10⁶ in 1-2-5 steps.
+fn cost_buckets() -> Vec<f64> {
+    let mut out = Vec::new();
+    for exp in 0..6 {
+        for mantissa in [1.0, 2.0, 5.0] {
+            out.push(mantissa * 10f64.powi(exp));
+        }
+    }
+    out.push(1e6);
+    out
+}
+
+/// Known values of the label sets that do not depend on the configuration.
+mod known {
+    /// `rate_limited_total{layer}`.
+    pub const LAYERS: [&str; 2] = ["identity", "degraded"];
+    /// `escalations_total{outcome}`.
+    pub const ESCALATIONS: [&str; 3] = ["blocked", "failed", "no_block_list"];
+    /// `authorization_refusals_total{reason}`.
+    pub const AUTHZ: [&str; 3] = ["entry_point", "fields", "filtered"];
+    /// `failovers_total{reason}`.
+    pub const FAILOVERS: [&str; 3] = ["saturated", "timeout", "unavailable"];
+    /// `endpoint_health_transitions_total{to}`.
+    pub const HEALTH: [&str; 2] = ["healthy", "unhealthy"];
+    /// `circuit_breaker_transitions_total{from,to}`: every change of state
+    /// (an operator's override can make any of them).
+    pub const BREAKER: [(&str, &str); 6] = [
+        ("closed", "open"),
+        ("closed", "half_open"),
+        ("open", "closed"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+        ("half_open", "open"),
+    ];
+    /// `entities_uninspected_total{reason}`.
+    pub const UNINSPECTED: [&str; 2] = ["too_large", "buffer_full"];
+    /// `response_body_timeouts_total{reason}`.
+    pub const BODY_TIMEOUTS: [&str; 2] = ["idle", "deadline"];
 }
 
 impl ProxyMetrics {
@@ -109,8 +191,11 @@ impl ProxyMetrics {
         let p = "fraiseql_edge_";
         let m = Self {
             requests: IntCounterVec::new(
-                Opts::new(format!("{p}requests_total"), "GraphQL requests handled"),
-                &["subgraph", "status", "operation"],
+                Opts::new(
+                    format!("{p}requests_total"),
+                    "GraphQL requests handled, by subgraph, HTTP status, operation type and the edge's refusal code (none: not refused)",
+                ),
+                &["subgraph", "status", "operation", "code"],
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -279,7 +364,25 @@ impl ProxyMetrics {
                 ),
                 &["reason"],
             )?,
+            graphql_depth: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}graphql_query_depth"),
+                    "Deepest field nesting of the operations that passed the limits",
+                )
+                .buckets(depth_buckets()),
+                &["subgraph"],
+            )?,
+            graphql_cost: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}graphql_query_cost"),
+                    "Static cost (with the variables sent) of the operations that passed the limits",
+                )
+                .buckets(cost_buckets()),
+                &["subgraph"],
+            )?,
         };
+        registry.register(Box::new(m.graphql_depth.clone()))?;
+        registry.register(Box::new(m.graphql_cost.clone()))?;
         registry.register(Box::new(m.document_cache.clone()))?;
         registry.register(Box::new(m.authz_refusals.clone()))?;
         registry.register(Box::new(m.persisted_queries.clone()))?;
@@ -305,6 +408,71 @@ impl ProxyMetrics {
         registry.register(Box::new(m.failovers.clone()))?;
         registry.register(Box::new(m.retry_budget_exhausted.clone()))?;
         registry.register(Box::new(m.health_transitions.clone()))?;
+        m.init_global();
         Ok(m)
+    }
+
+    /// Initialises the label values that do not depend on a subgraph.
+    fn init_global(&self) {
+        for layer in known::LAYERS {
+            self.rate_limited.with_label_values(&[layer]);
+        }
+        for outcome in known::ESCALATIONS {
+            self.escalations.with_label_values(&[outcome]);
+        }
+        for e in &crate::auth::AuthError::ALL {
+            self.auth_failures.with_label_values(&[e.reason()]);
+        }
+        let codes = crate::graphql::GraphqlError::examples()
+            .iter()
+            .map(crate::graphql::GraphqlError::code)
+            .chain(
+                crate::graphql::persisted::PersistedError::ALL
+                    .iter()
+                    .map(crate::graphql::persisted::PersistedError::code),
+            )
+            .collect::<Vec<_>>();
+        for code in codes {
+            self.graphql_refusals.with_label_values(&[code]);
+        }
+        for result in ["hit", "miss"] {
+            self.document_cache.with_label_values(&[result]);
+        }
+        for outcome in crate::graphql::persisted::Outcome::COUNTED {
+            self.persisted_queries
+                .with_label_values(&[outcome.as_str()]);
+        }
+        for reason in known::AUTHZ {
+            self.authz_refusals.with_label_values(&[reason]);
+        }
+    }
+
+    /// Initialises the counters of subgraph `name` (endpoints `endpoints`).
+    /// `entities_total` is not: its typenames are learnt from the traffic
+    /// or the SDL.
+    fn init_subgraph(&self, name: &str, endpoints: &[&str]) {
+        self.breaker_state.with_label_values(&[name]);
+        self.breaker_rejections.with_label_values(&[name]);
+        for (from, to) in known::BREAKER {
+            self.breaker_transitions
+                .with_label_values(&[name, from, to]);
+        }
+        for reason in known::FAILOVERS {
+            self.failovers.with_label_values(&[name, reason]);
+        }
+        self.retry_budget_exhausted.with_label_values(&[name]);
+        self.panic_requests.with_label_values(&[name]);
+        self.panic_mode.with_label_values(&[name]);
+        for reason in known::UNINSPECTED {
+            self.entities_uninspected.with_label_values(&[name, reason]);
+        }
+        for reason in known::BODY_TIMEOUTS {
+            self.body_timeouts.with_label_values(&[name, reason]);
+        }
+        for ep in endpoints {
+            for to in known::HEALTH {
+                self.health_transitions.with_label_values(&[name, ep, to]);
+            }
+        }
     }
 }
