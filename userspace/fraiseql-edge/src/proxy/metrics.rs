@@ -127,10 +127,12 @@ pub struct ProxyMetrics {
 /// bucket is more than 1.5 times the one below, so `histogram_quantile`
 /// places P50 … P99.9 within a third of a bucket's width anywhere in range.
 pub fn latency_buckets() -> Vec<f64> {
+    // Divided by an exact power of ten, so that `le` prints as written
+    // (`0.15`, not `0.15000000000000002`).
     let mut out = Vec::new();
-    for exp in -4..=0 {
+    for exp in (0..=4).rev() {
         for mantissa in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0] {
-            out.push(mantissa * 10f64.powi(exp));
+            out.push(mantissa / 10f64.powi(exp));
         }
     }
     out.push(10.0);
