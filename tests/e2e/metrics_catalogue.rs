@@ -145,7 +145,7 @@ fn a_real_scrape_matches_the_metrics_page() {
     let udp = UdpCounter::bind(&[udp_dst]);
 
     let key = p256("metrics");
-    let jwks_server = JwksServer::bind(jwks(&[&key]));
+    let mut jwks_server = JwksServer::bind(jwks(&[&key]));
     let users = DemoSubgraph::start("users");
     let broken = DemoSubgraph::start("broken");
     let kernel = format!(
@@ -215,6 +215,19 @@ fn a_real_scrape_matches_the_metrics_page() {
         post(&users_url, &query, Some("not.a.jwt")),
         (401, Some("MALFORMED_TOKEN".into()))
     );
+    // The JWKS server goes away; a token naming an unknown key makes the
+    // edge refetch, which fails (the known key stays in use).
+    jwks_server.stop();
+    let stranger = p256("stranger");
+    assert_eq!(
+        post(
+            &users_url,
+            &query,
+            Some(&sign_with(Algorithm::ES256, &stranger, &claims("eve")))
+        ),
+        (401, Some("UNKNOWN_KEY".into()))
+    );
+    assert_eq!(post(&users_url, &query, Some(&token)), (200, None));
     // The failing subgraph, until its breaker opens.
     broken.faults(&json!({"error_rate": 1.0, "error_status": 503}));
     let opened = (0..50)
@@ -284,7 +297,7 @@ fn a_real_scrape_matches_the_metrics_page() {
                 ("code", "none"),
             ]
         ),
-        6.0
+        7.0
     );
     assert_eq!(
         one(
@@ -309,9 +322,9 @@ fn a_real_scrape_matches_the_metrics_page() {
             "fraiseql_edge_graphql_query_depth_count",
             &[("subgraph", "users")]
         ),
-        6.0
+        7.0
     );
-    for reason in ["missing_token", "malformed_token"] {
+    for reason in ["missing_token", "malformed_token", "unknown_key"] {
         assert_eq!(
             one("fraiseql_edge_auth_failures_total", &[("reason", reason)]),
             1.0
@@ -328,7 +341,7 @@ fn a_real_scrape_matches_the_metrics_page() {
             "fraiseql_edge_auth_jwks_refresh_failures_total",
             &[("source", &source)]
         ),
-        0.0
+        1.0
     );
     assert_eq!(
         one(

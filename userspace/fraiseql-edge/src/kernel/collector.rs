@@ -24,8 +24,6 @@ use super::{KernelMaps, MapFill, xdp_link_name};
 pub struct Snapshot {
     /// Every counter of the stats array, summed over CPUs.
     pub counters: Vec<(Counter, u64)>,
-    /// Entries in the block list.
-    pub blocked: u64,
     /// Connection slots held (live connections plus handshakes in flight).
     pub conn_slots: u64,
     /// Fill of every bounded map.
@@ -168,12 +166,12 @@ impl KernelMetrics {
             }
         }
         let gauge = |g: &IntGauge, value: u64| g.set(i64::try_from(value).unwrap_or(i64::MAX));
-        gauge(&self.blocked, s.blocked);
         gauge(&self.conn_slots, s.conn_slots);
         for f in &s.fill {
             self.fill.with_label_values(&[f.map]).set(f.ratio());
             match f.map {
                 "clients" => gauge(&self.tracked_clients, f.entries),
+                "blocks" => gauge(&self.blocked, f.entries),
                 "conn_pending" => gauge(&self.pending, f.entries),
                 _ => {}
             }
@@ -265,7 +263,6 @@ impl KernelCollector {
         });
         Some(Snapshot {
             counters,
-            blocked: maps.blocks().map_or(0, |b| b.len() as u64),
             conn_slots: maps.conn_slots(),
             fill: maps.fill().to_vec(),
             attached,
