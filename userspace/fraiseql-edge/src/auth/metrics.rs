@@ -54,7 +54,8 @@ impl JwksMetrics {
         [self.age.collect(), self.failures.collect()].concat()
     }
 
-    fn descs(&self) -> Vec<&Desc> {
+    /// The families' descriptors.
+    pub fn descs(&self) -> Vec<&Desc> {
         [self.age.desc(), self.failures.desc()].concat()
     }
 }

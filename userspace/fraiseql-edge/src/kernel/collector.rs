@@ -202,7 +202,8 @@ impl KernelMetrics {
         .concat()
     }
 
-    fn descs(&self) -> Vec<&Desc> {
+    /// The families' descriptors.
+    pub fn descs(&self) -> Vec<&Desc> {
         [
             self.packets.desc(),
             self.clients.desc(),
@@ -282,10 +283,12 @@ impl Collector for KernelCollector {
 }
 
 /// Every family of the collector, as a scrape with the maps readable shows
-/// them (for the catalogue test in `crate::metrics`).
+/// them, and the names of all it describes (for the catalogue test in
+/// `crate::metrics`).
 #[cfg(test)]
-pub(crate) fn catalogue_families() -> Vec<MetricFamily> {
+pub(crate) fn catalogue_families() -> (Vec<MetricFamily>, Vec<String>) {
     let m = KernelMetrics::new().expect("metrics");
+    let names = m.descs().iter().map(|d| d.fq_name.clone()).collect();
     let fill = [
         "clients",
         "conn_counts",
@@ -305,7 +308,7 @@ pub(crate) fn catalogue_families() -> Vec<MetricFamily> {
         attached: vec![("eth0".into(), true)],
         ..Snapshot::default()
     }));
-    m.families()
+    (m.families(), names)
 }
 
 #[cfg(test)]

@@ -23,8 +23,10 @@ type Catalogue = BTreeMap<String, (String, Vec<String>)>;
 /// Every family the daemon can export, with at least one sample each: the
 /// registries a daemon builds (in degraded mode, for the limiter's
 /// families), plus the kernel and JWKS families fed a snapshot, since those
-/// need a loaded program or a running source.
-fn every_family() -> Vec<MetricFamily> {
+/// need a loaded program or a running source. Also the name of every
+/// family described, with a sample or not: a family this test gives no
+/// sample would otherwise go unchecked.
+fn every_family() -> (Vec<MetricFamily>, Vec<String>) {
     let registry = Registry::new();
     register(&registry, EnforcedBy::UserSpace).expect("process metrics");
     let limiter = Arc::new(UserLimiter::new(&KernelConfig::default()));
@@ -45,10 +47,20 @@ fn every_family() -> Vec<MetricFamily> {
         .inc();
     let jwks = JwksMetrics::new().expect("jwks metrics");
     jwks.set("http://127.0.0.1:8080/jwks.json", 1.0, 0);
+    let (kernel, kernel_names) = crate::kernel::collector::catalogue_families();
+    let mut described: Vec<String> = m
+        .collectors()
+        .iter()
+        .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+        .chain(kernel_names)
+        .chain(jwks.descs().iter().map(|d| d.fq_name.clone()))
+        .collect();
     let mut all = registry.gather();
-    all.extend(crate::kernel::collector::catalogue_families());
+    described.extend(all.iter().map(|f| f.name().to_string()));
+    all.extend(kernel);
     all.extend(jwks.families());
-    all
+    all.retain(|f| !f.get_metric().is_empty());
+    (all, described)
 }
 
 fn type_name(t: MetricType) -> &'static str {
@@ -62,7 +74,14 @@ fn type_name(t: MetricType) -> &'static str {
 }
 
 fn in_code() -> Catalogue {
-    every_family()
+    let (families, described) = every_family();
+    for name in &described {
+        assert!(
+            families.iter().any(|f| f.name() == name),
+            "{name} has no sample in this test: give it one in every_family()"
+        );
+    }
+    families
         .iter()
         .map(|f| {
             let mut labels: Vec<String> = f.get_metric()[0]

@@ -383,35 +383,45 @@ impl ProxyMetrics {
                 &["subgraph"],
             )?,
         };
-        registry.register(Box::new(m.graphql_depth.clone()))?;
-        registry.register(Box::new(m.graphql_cost.clone()))?;
-        registry.register(Box::new(m.document_cache.clone()))?;
-        registry.register(Box::new(m.authz_refusals.clone()))?;
-        registry.register(Box::new(m.persisted_queries.clone()))?;
-        registry.register(Box::new(m.graphql_refusals.clone()))?;
-        registry.register(Box::new(m.auth_failures.clone()))?;
-        registry.register(Box::new(m.rate_limited.clone()))?;
-        registry.register(Box::new(m.escalations.clone()))?;
-        registry.register(Box::new(m.entities_uninspected.clone()))?;
-        registry.register(Box::new(m.panic_requests.clone()))?;
-        registry.register(Box::new(m.panic_mode.clone()))?;
-        registry.register(Box::new(m.body_timeouts.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.entities.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.upstream_duration.clone()))?;
-        registry.register(Box::new(m.pool_connections.clone()))?;
-        registry.register(Box::new(m.pool_max.clone()))?;
-        registry.register(Box::new(m.pool_wait.clone()))?;
-        registry.register(Box::new(m.endpoint_healthy.clone()))?;
-        registry.register(Box::new(m.breaker_state.clone()))?;
-        registry.register(Box::new(m.breaker_transitions.clone()))?;
-        registry.register(Box::new(m.breaker_rejections.clone()))?;
-        registry.register(Box::new(m.failovers.clone()))?;
-        registry.register(Box::new(m.retry_budget_exhausted.clone()))?;
-        registry.register(Box::new(m.health_transitions.clone()))?;
+        for c in m.collectors() {
+            registry.register(c)?;
+        }
         m.init_global();
         Ok(m)
+    }
+
+    /// Every family, as a collector to register (and for the catalogue
+    /// test, which needs the families that have no sample yet too).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.graphql_depth.clone()),
+            Box::new(self.graphql_cost.clone()),
+            Box::new(self.document_cache.clone()),
+            Box::new(self.authz_refusals.clone()),
+            Box::new(self.persisted_queries.clone()),
+            Box::new(self.graphql_refusals.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.escalations.clone()),
+            Box::new(self.entities_uninspected.clone()),
+            Box::new(self.panic_requests.clone()),
+            Box::new(self.panic_mode.clone()),
+            Box::new(self.body_timeouts.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.entities.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.upstream_duration.clone()),
+            Box::new(self.pool_connections.clone()),
+            Box::new(self.pool_max.clone()),
+            Box::new(self.pool_wait.clone()),
+            Box::new(self.endpoint_healthy.clone()),
+            Box::new(self.breaker_state.clone()),
+            Box::new(self.breaker_transitions.clone()),
+            Box::new(self.breaker_rejections.clone()),
+            Box::new(self.failovers.clone()),
+            Box::new(self.retry_budget_exhausted.clone()),
+            Box::new(self.health_transitions.clone()),
+        ]
     }
 
     /// Initialises the label values that do not depend on a subgraph.
