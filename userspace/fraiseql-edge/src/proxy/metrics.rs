@@ -4,15 +4,21 @@
 //! reasons). docs/metrics.md is the catalogue, checked against this file by
 //! `crate::metrics`'s tests.
 //!
-//! Label values known in advance are initialised at start (at 0), so that a
-//! family is in the scrape, and `rate()` sees its first increment, before
-//! anything happened.
+//! Label values known in advance are initialised at start, at 0 (`known`),
+//! so that a family is in the scrape, and `rate()` sees its first
+//! increment, before anything happened. Buckets are in `buckets`.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
 use super::operation::OperationKind;
+
+mod buckets;
+mod known;
+
+pub use buckets::latency_buckets;
+use buckets::{cost_buckets, depth_buckets};
 
 /// The `code` label of a request the edge did not refuse.
 pub const NO_CODE: &str = "none";
@@ -121,70 +127,6 @@ pub struct ProxyMetrics {
     pub graphql_depth: HistogramVec,
     /// Static cost of the operations that passed the limits, by subgraph.
     pub graphql_cost: HistogramVec,
-}
-
-/// 100 µs … 10 s, seven buckets a decade (1, 1.5, 2, 3, 4, 5, 7): no
-/// bucket is more than 1.5 times the one below, so `histogram_quantile`
-/// places P50 … P99.9 within a third of a bucket's width anywhere in range.
-pub fn latency_buckets() -> Vec<f64> {
-    // Divided by an exact power of ten, so that `le` prints as written
-    // (`0.15`, not `0.15000000000000002`).
-    let mut out = Vec::new();
-    for exp in (0..=4).rev() {
-        for mantissa in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0] {
-            out.push(mantissa / 10f64.powi(exp));
-        }
-    }
-    out.push(10.0);
-    out
-}
-
-/// Depth 1 … 50: one bucket per level up to 10, then coarser.
-fn depth_buckets() -> Vec<f64> {
-    [
-        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 20.0, 30.0, 50.0,
-    ]
-    .to_vec()
-}
-
-/// Cost 1 … 10⁶ in 1-2-5 steps.
-fn cost_buckets() -> Vec<f64> {
-    let mut out = Vec::new();
-    for exp in 0..6 {
-        for mantissa in [1.0, 2.0, 5.0] {
-            out.push(mantissa * 10f64.powi(exp));
-        }
-    }
-    out.push(1e6);
-    out
-}
-
-/// Known values of the label sets that do not depend on the configuration.
-mod known {
-    /// `rate_limited_total{layer}`.
-    pub const LAYERS: [&str; 2] = ["identity", "degraded"];
-    /// `escalations_total{outcome}`.
-    pub const ESCALATIONS: [&str; 3] = ["blocked", "failed", "no_block_list"];
-    /// `authorization_refusals_total{reason}`.
-    pub const AUTHZ: [&str; 3] = ["entry_point", "fields", "filtered"];
-    /// `failovers_total{reason}`.
-    pub const FAILOVERS: [&str; 3] = ["saturated", "timeout", "unavailable"];
-    /// `endpoint_health_transitions_total{to}`.
-    pub const HEALTH: [&str; 2] = ["healthy", "unhealthy"];
-    /// `circuit_breaker_transitions_total{from,to}`: every change of state
-    /// (an operator's override can make any of them).
-    pub const BREAKER: [(&str, &str); 6] = [
-        ("closed", "open"),
-        ("closed", "half_open"),
-        ("open", "closed"),
-        ("open", "half_open"),
-        ("half_open", "closed"),
-        ("half_open", "open"),
-    ];
-    /// `entities_uninspected_total{reason}`.
-    pub const UNINSPECTED: [&str; 2] = ["too_large", "buffer_full"];
-    /// `response_body_timeouts_total{reason}`.
-    pub const BODY_TIMEOUTS: [&str; 2] = ["idle", "deadline"];
 }
 
 impl ProxyMetrics {
@@ -422,69 +364,5 @@ impl ProxyMetrics {
             Box::new(self.retry_budget_exhausted.clone()),
             Box::new(self.health_transitions.clone()),
         ]
-    }
-
-    /// Initialises the label values that do not depend on a subgraph.
-    fn init_global(&self) {
-        for layer in known::LAYERS {
-            self.rate_limited.with_label_values(&[layer]);
-        }
-        for outcome in known::ESCALATIONS {
-            self.escalations.with_label_values(&[outcome]);
-        }
-        for e in &crate::auth::AuthError::ALL {
-            self.auth_failures.with_label_values(&[e.reason()]);
-        }
-        let codes = crate::graphql::GraphqlError::examples()
-            .iter()
-            .map(crate::graphql::GraphqlError::code)
-            .chain(
-                crate::graphql::persisted::PersistedError::ALL
-                    .iter()
-                    .map(crate::graphql::persisted::PersistedError::code),
-            )
-            .collect::<Vec<_>>();
-        for code in codes {
-            self.graphql_refusals.with_label_values(&[code]);
-        }
-        for result in ["hit", "miss"] {
-            self.document_cache.with_label_values(&[result]);
-        }
-        for outcome in crate::graphql::persisted::Outcome::COUNTED {
-            self.persisted_queries
-                .with_label_values(&[outcome.as_str()]);
-        }
-        for reason in known::AUTHZ {
-            self.authz_refusals.with_label_values(&[reason]);
-        }
-    }
-
-    /// Initialises the counters of subgraph `name` (endpoints `endpoints`).
-    /// `entities_total` is not: its typenames are learnt from the traffic
-    /// or the SDL.
-    fn init_subgraph(&self, name: &str, endpoints: &[&str]) {
-        self.breaker_state.with_label_values(&[name]);
-        self.breaker_rejections.with_label_values(&[name]);
-        for (from, to) in known::BREAKER {
-            self.breaker_transitions
-                .with_label_values(&[name, from, to]);
-        }
-        for reason in known::FAILOVERS {
-            self.failovers.with_label_values(&[name, reason]);
-        }
-        self.retry_budget_exhausted.with_label_values(&[name]);
-        self.panic_requests.with_label_values(&[name]);
-        self.panic_mode.with_label_values(&[name]);
-        for reason in known::UNINSPECTED {
-            self.entities_uninspected.with_label_values(&[name, reason]);
-        }
-        for reason in known::BODY_TIMEOUTS {
-            self.body_timeouts.with_label_values(&[name, reason]);
-        }
-        for ep in endpoints {
-            for to in known::HEALTH {
-                self.health_transitions.with_label_values(&[name, ep, to]);
-            }
-        }
     }
 }
