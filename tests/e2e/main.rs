@@ -12,6 +12,7 @@ mod hardening;
 mod jwt_e2e;
 mod kernel_cli;
 mod kernel_e2e;
+mod metrics_catalogue;
 mod program;
 mod proxy_e2e;
 mod security;

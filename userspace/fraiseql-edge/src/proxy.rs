@@ -298,12 +298,12 @@ impl Proxy {
     {
         let client = self.trusted.resolve(peer.ip(), req.headers());
         let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
-        let mut refused = false;
+        let mut refused = None;
         let resp = match self.phases(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
-                refused = true;
+                refused = Some(e.status_and_code().1);
                 let request_error = matches!(e, ProxyError::Graphql(_) | ProxyError::Persisted(_));
                 // GraphQL over HTTP: a document that does not parse or
                 // validate is 200 in `application/json` (the legacy media
@@ -333,7 +333,7 @@ impl Proxy {
         };
         let elapsed = ctx.started.elapsed().as_secs_f64();
         match (&ctx.subgraph, ctx.operation) {
-            (Some(sg), Some(op)) if !refused && resp.status() == http::StatusCode::OK => {
+            (Some(sg), Some(op)) if refused.is_none() && resp.status() == http::StatusCode::OK => {
                 let hot = sg.metrics(&self.metrics);
                 hot.ok(op).inc();
                 hot.request_duration.observe(elapsed);
@@ -341,9 +341,10 @@ impl Proxy {
             _ => {
                 let op = ctx.operation.map_or("unknown", |k| k.as_str());
                 let label = ctx.subgraph_label();
+                let code = refused.unwrap_or(metrics::NO_CODE);
                 self.metrics
                     .requests
-                    .with_label_values(&[label, resp.status().as_str(), op])
+                    .with_label_values(&[label, resp.status().as_str(), op, code])
                     .inc();
                 self.metrics
                     .request_duration
@@ -678,6 +679,9 @@ impl Proxy {
                 Some(vars) => checked.check_variables(vars, limits).map_err(refuse)?,
                 None => checked.cost,
             };
+            let hot = sg.metrics(&self.metrics);
+            hot.depth.observe(f64::from(checked.depth));
+            hot.cost.observe(cost as f64);
             // A batch is one request upstream: its operations share the budget.
             batch_cost = batch_cost.saturating_add(cost);
             if batch_cost > limits.max_cost {

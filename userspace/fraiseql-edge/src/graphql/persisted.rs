@@ -172,6 +172,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcomes `persisted_queries_total` counts (not [`Outcome::Plain`]).
+    pub const COUNTED: [Self; 5] = [
+        Self::ApqHit,
+        Self::ApqRegistered,
+        Self::SafelistId,
+        Self::SafelistDocument,
+        Self::NotInSafelistLogged,
+    ];
+
     /// The `outcome` label of `persisted_queries_total`.
     pub fn as_str(self) -> &'static str {
         match self {
