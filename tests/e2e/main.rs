@@ -4,6 +4,7 @@
 
 mod authorization;
 mod config_errors;
+mod control_e2e;
 mod data_path;
 mod degraded_e2e;
 mod escalation_e2e;
