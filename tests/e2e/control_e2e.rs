@@ -257,8 +257,8 @@ fn tokens_roles_arguments_and_live_rate_limits() {
         .into_inner();
     assert!(!set.subgraphs[0].overridden);
     assert_eq!(set.subgraphs[0].limit, set.rate_limit);
-    let last = (0..3).map(|_| http.query(&url, QUERY)).last().unwrap();
-    assert_refused(&last, 429, "RATE_LIMITED");
+    let replies: Vec<_> = (0..3).map(|_| http.query(&url, QUERY)).collect();
+    assert_refused(&replies[2], 429, "RATE_LIMITED");
     assert!(
         edge.daemon
             .log()
@@ -577,7 +577,7 @@ fn kernel_limits_and_overrides_over_grpc_change_the_traffic() {
         .unwrap()
         .into_inner()
         .overrides;
-    assert_eq!(listed, [added.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&added));
     let before = server.received(client);
     flood_for(&ns, client, dst, 300, Duration::from_millis(700));
     let allowed = settled(Duration::from_secs(3), || server.received(client)) - before;
