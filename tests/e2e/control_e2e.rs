@@ -602,3 +602,112 @@ fn kernel_limits_and_overrides_over_grpc_change_the_traffic() {
     );
     assert!(daemon.log().contains("configuration changed at runtime"));
 }
+
+/// Reload under load: an endpoint added, the first one removed, a subgraph
+/// added and the per-identity limit changed, each applied while queries
+/// flow — not one fails; an invalid file keeps the running routing.
+#[test]
+fn reload_under_load_fails_no_request() {
+    let _serial = serial();
+    let (a, b, orders) = (
+        DemoSubgraph::start("a"),
+        DemoSubgraph::start("b"),
+        DemoSubgraph::start("orders"),
+    );
+    let health = "interval_ms = 500, timeout_ms = 400";
+    let setup = |users: &[&DemoSubgraph], with_orders: bool, rate_limit: &str| {
+        let mut subgraphs =
+            vec![SubgraphSpec::new("users", users.iter().copied()).table("health", health)];
+        if with_orders {
+            subgraphs.push(SubgraphSpec::new("orders", [&orders]).table("health", health));
+        }
+        ProxySetup {
+            subgraphs,
+            ..ProxySetup::default()
+        }
+        .rate_limit(rate_limit)
+        .to_toml()
+    };
+    let edge = Edge::start_toml(&setup(&[&a], false, "requests_per_minute = 0"));
+    let ctl = edge.control();
+    let mut admin = ctl.admin();
+    let path = edge.daemon.config_path().to_path_buf();
+    let http = Client::default();
+    let mut reload = |toml: &str| {
+        std::fs::write(&path, toml).expect("rewriting the config");
+        ctl.run(admin.reload(pb::ReloadRequest {}))
+            .map(tonic::Response::into_inner)
+    };
+    let load = crate::proxy_e2e::Load::start(&http, &edge.route("users"), 4);
+    assert!(
+        eventually(Duration::from_secs(10), || a.stats().graphql() > 20),
+        "no load reached the first endpoint"
+    );
+
+    // A second endpoint: it takes traffic.
+    let report = reload(&setup(&[&a, &b], false, "requests_per_minute = 0")).expect("reload");
+    assert_eq!(report.applied, ["subgraph users changed"], "{report:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || b.stats().graphql() > 20),
+        "the added endpoint gets no traffic"
+    );
+
+    // The first one removed, a subgraph added, the limit changed.
+    let report = reload(&setup(
+        &[&b],
+        true,
+        "requests_per_minute = 6000000\nburst = 100000",
+    ))
+    .expect("reload");
+    assert_eq!(
+        report.applied,
+        [
+            "subgraph users changed",
+            "subgraph orders added",
+            "per-identity rate limits"
+        ],
+        "{report:?}"
+    );
+    let a_served = settled(Duration::from_secs(3), || a.stats().graphql());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.stats().graphql(),
+        a_served,
+        "the removed endpoint still gets traffic"
+    );
+    let before_b = b.stats().graphql();
+    assert!(
+        eventually(Duration::from_secs(5), || b.stats().graphql()
+            > before_b + 20),
+        "the remaining endpoint stopped getting traffic"
+    );
+    assert!(
+        http.query(&edge.route("orders"), "{ __typename }")
+            .is_data()
+    );
+
+    // An invalid file: refused, the routing stays.
+    let e = reload("[[subgraphs]]\nname = 1\n").unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        http.query(&edge.route("orders"), "{ __typename }")
+            .is_data()
+    );
+
+    let (ok, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests went through");
+    let listed = ctl.subgraphs().expect("ListSubgraphs");
+    let users = listed.iter().find(|s| s.name == "users").expect("users");
+    assert_eq!(users.endpoints.len(), 1);
+    assert!(
+        users.endpoints[0].url.contains(&b.addr.to_string()),
+        "{users:?}"
+    );
+}

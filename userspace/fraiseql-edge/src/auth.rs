@@ -130,6 +130,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// The `[auth]` table it was built from.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
     /// Validates the config, loads every key source (fetching JWKS URLs
     /// once) and starts the background refreshes. Fails if the config is
     /// invalid, if any source fails (a JWKS URL that is down at start), or
