@@ -6,7 +6,7 @@
 //! picks up a rotation without a restart, and refetches for unknown `kid`s
 //! no more often than `unknown_kid_refetch_secs` allows.
 
-mod keys;
+pub(crate) mod keys;
 
 use std::{
     thread,

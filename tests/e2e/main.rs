@@ -4,6 +4,7 @@
 
 mod authorization;
 mod config_errors;
+mod control_e2e;
 mod data_path;
 mod degraded_e2e;
 mod edgectl_e2e;
@@ -13,6 +14,7 @@ mod hardening;
 mod jwt_e2e;
 mod kernel_cli;
 mod kernel_e2e;
+mod metrics_catalogue;
 mod program;
 mod proxy_e2e;
 mod security;

@@ -319,13 +319,13 @@ fn pool_acquire_timeout_answers_saturated() {
 }
 
 /// Query load from `threads` threads until stopped (or 60 s); collects failures.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<(u64, Vec<String>)>>,
 }
 
 impl Load {
-    fn start(c: &Client, url: &str, threads: usize) -> Self {
+    pub(crate) fn start(c: &Client, url: &str, threads: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..threads)
             .map(|_| {
@@ -351,7 +351,7 @@ impl Load {
     }
 
     /// Stops and returns (successes, failures).
-    fn finish(self) -> (u64, Vec<String>) {
+    pub(crate) fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = (0, Vec::new());
         for t in self.threads {

@@ -79,6 +79,13 @@ pub fn socket_section(path: &Path) -> String {
 #[derive(Clone)]
 pub struct Bearer(Option<String>);
 
+impl Bearer {
+    /// Sends `token`.
+    pub fn new(token: &str) -> Self {
+        Self(Some(token.to_string()))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(t) = &self.0 {

@@ -200,6 +200,7 @@ pub struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -245,8 +246,14 @@ impl Daemon {
             child,
             log,
             reader: Some(reader),
+            config,
             _dir: dir,
         }
+    }
+
+    /// The configuration file it runs with (rewrite it, then reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// The process id.

@@ -19,6 +19,7 @@
 //! * [`token`] — finding the token and pre-checking its header.
 //! * [`keys`] — key types, JWKS parsing, HMAC secrets.
 //! * [`jwks`] — the JWKS URL source and its refresh.
+//! * [`metrics`] — the JWKS sources' refresh age and failures, at scrape time.
 //! * [`cache`] — verified tokens by hash.
 //! * [`forward`] — claims forwarded to subgraphs as headers.
 
@@ -28,6 +29,7 @@ pub mod error;
 pub mod forward;
 pub mod jwks;
 pub mod keys;
+pub mod metrics;
 pub mod token;
 
 #[cfg(test)]
@@ -128,6 +130,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// The `[auth]` table it was built from.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
     /// Validates the config, loads every key source (fetching JWKS URLs
     /// once) and starts the background refreshes. Fails if the config is
     /// invalid, if any source fails (a JWKS URL that is down at start), or
@@ -308,6 +315,12 @@ impl Authenticator {
     /// Verified tokens currently cached.
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
+    }
+
+    /// The collector of the JWKS URL sources' refresh metrics; register it
+    /// into the daemon's registry.
+    pub fn jwks_collector(&self) -> prometheus::Result<metrics::JwksCollector> {
+        metrics::JwksCollector::new(self.urls.clone())
     }
 }
 

@@ -107,6 +107,14 @@ async fn serve(
 
     let registry = Registry::new();
     let events = EventBus::new();
+    crate::metrics::register(
+        &registry,
+        match &enforcement {
+            Enforcement::Kernel(_) => crate::metrics::EnforcedBy::Kernel,
+            Enforcement::UserSpace(_) => crate::metrics::EnforcedBy::UserSpace,
+            Enforcement::Disabled => crate::metrics::EnforcedBy::Nobody,
+        },
+    )?;
     // Blocks go where the limits are enforced; the admin API and the expiry
     // sweep below share this one handle.
     let blocks = match &enforcement {
@@ -121,7 +129,10 @@ async fn serve(
     };
     if let Enforcement::Kernel(k) = &mut enforcement {
         let maps = KernelMaps::open_pinned(&config.kernel.pin_path)?;
-        registry.register(Box::new(KernelCollector::new(maps)?))?;
+        let interfaces = k.attachments.iter().map(|(i, _)| i.clone()).collect();
+        registry.register(Box::new(
+            KernelCollector::new(maps)?.with_interfaces(&config.kernel.pin_path, interfaces),
+        ))?;
         if let Some(logger) = k.take_logger() {
             tracing::warn!("eBPF debug log on (kernel.ebpf_debug_log): costly, not for production");
             tokio::spawn(async move {
@@ -148,6 +159,7 @@ async fn serve(
                 .await
                 .context("starting authentication ([auth])")?;
             tracing::info!(key_sources = a.keys.len(), "JWT authentication on");
+            registry.register(Box::new(authenticator.jwks_collector()?))?;
             Some(Arc::new(authenticator))
         }
         None => None,

@@ -231,7 +231,7 @@ impl UserLimiter {
             })
             .collect();
         drop(st);
-        out.sort_by(|a, b| (b.passed + b.dropped, b.conns).cmp(&(a.passed + a.dropped, a.conns)));
+        out.sort_by_key(|c| std::cmp::Reverse((c.passed + c.dropped, c.conns)));
         out.truncate(limit);
         out
     }

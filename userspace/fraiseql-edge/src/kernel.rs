@@ -42,7 +42,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use fraiseql_edge_common::{Counter, FlowKey, TrackerConfig, maps as map_names, programs};
-pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapsError};
+pub use maps::{BlockInfo, ClientInfo, KernelMaps, MapFill, MapsError};
 
 use crate::config::{KernelConfig, XdpModeConfig};
 

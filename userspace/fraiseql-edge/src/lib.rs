@@ -25,5 +25,6 @@ pub mod fallback;
 pub mod graphql;
 pub mod kernel;
 pub mod live;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -26,8 +26,9 @@ use crate::{
     config::{Config, KernelConfig, OverrideConfig},
     events::{Event, EventBus, Kind},
     fallback::UserLimiter,
+    graphql::persisted::PersistedQueries,
     kernel::{AttachMode, KernelMaps, maps::BlockInfo, maps::ClientInfo},
-    proxy::{Proxy, subgraph::Subgraph},
+    proxy::{Policy, Proxy, subgraph::Subgraph},
     ratelimit::RateLimitOverride,
 };
 
@@ -667,24 +668,14 @@ impl Live {
                 "[control] socket/listen",
             ),
             (current.runtime != next.runtime, "[runtime]"),
-            (current.auth != next.auth, "[auth]"),
-            (current.graphql != next.graphql, "[graphql]"),
-            (
-                current.persisted_queries != next.persisted_queries,
-                "[persisted_queries]",
-            ),
-            (
-                current.authorization != next.authorization,
-                "[authorization]",
-            ),
             (
                 current.rate_limit.escalation != next.rate_limit.escalation
                     || current.rate_limit.max_keys != next.rate_limit.max_keys,
                 "rate_limit.escalation/max_keys",
             ),
             (
-                subgraphs_except_limits(&current) != subgraphs_except_limits(&next),
-                "[[subgraphs]]",
+                self.proxy.is_none() && (!next.subgraphs.is_empty() || next.auth.is_some()),
+                "[[subgraphs]] and [auth] without a running [proxy]",
             ),
         ] {
             if changed {
@@ -719,20 +710,19 @@ impl Live {
                     .collect::<Vec<_>>(),
             )
         };
-        if let Some(proxy) = &self.proxy
-            && limits(&current) != limits(&next)
-        {
-            // Subgraphs added or removed need a restart (above); the limits
-            // of the ones running change now.
-            let running: Vec<String> = proxy.subgraph_names();
+        if let Some(proxy) = &self.proxy {
+            // Everything that can fail first, so a failure changes nothing.
+            let policy = policy_for(proxy, &current, &next)?;
+            report.applied.extend(proxy.reload(&next.subgraphs, policy));
+            if limits(&current) != limits(&next) {
+                report.applied.push("per-identity rate limits".to_string());
+            }
             proxy.set_rate_limits(
                 &next.rate_limit,
                 next.subgraphs
                     .iter()
-                    .filter(|s| running.contains(&s.name))
                     .map(|s| (s.name.as_str(), s.rate_limit)),
             );
-            report.applied.push("per-identity rate limits".to_string());
         }
         if current
             .control
@@ -752,16 +742,43 @@ impl Live {
     }
 }
 
-/// The subgraphs with their rate limits left out (those reload live).
-fn subgraphs_except_limits(c: &Config) -> Vec<crate::config::SubgraphConfig> {
-    c.subgraphs
-        .iter()
-        .cloned()
-        .map(|mut s| {
-            s.rate_limit = None;
-            s
-        })
-        .collect()
+/// The data path's policy for `next`: a new authenticator when `[auth]`
+/// changed or reads key files (rotated keys), new persisted queries when
+/// `[persisted_queries]` changed or has a safelist file; the running ones
+/// otherwise (their caches stay warm).
+fn policy_for(proxy: &Proxy, current: &Config, next: &Config) -> Result<Policy, LiveError> {
+    let running = proxy.policy();
+    let reads_files = |a: &crate::auth::AuthConfig| {
+        a.keys
+            .iter()
+            .any(|k| !matches!(k, crate::auth::KeySource::JwksUrl(_)))
+    };
+    let auth = match &next.auth {
+        Some(a) if current.auth.as_ref() != Some(a) || reads_files(a) => {
+            let built = tokio::runtime::Handle::current()
+                .block_on(crate::auth::Authenticator::new(a.clone()))
+                .map_err(|e| {
+                    LiveError::FailedPrecondition(format!("[auth] could not be loaded: {e}"))
+                })?;
+            Some(Arc::new(built))
+        }
+        Some(_) => running.auth.clone(),
+        None => None,
+    };
+    let pq = &next.persisted_queries;
+    let persisted = if running.persisted.config() != pq || pq.safelist.is_some() {
+        Arc::new(PersistedQueries::new(pq).map_err(|e| {
+            LiveError::FailedPrecondition(format!("[persisted_queries] could not be loaded: {e}"))
+        })?)
+    } else {
+        Arc::clone(&running.persisted)
+    };
+    Ok(Policy {
+        auth,
+        graphql: next.graphql.clone(),
+        persisted,
+        authz: next.authorization.clone(),
+    })
 }
 
 impl Status {

@@ -117,16 +117,42 @@ pub struct Proxy {
     /// Where escalated addresses are blocked (the kernel map, or the
     /// degraded-mode list); `None` with the kernel layer disabled.
     blocks: Option<Arc<BlockList>>,
-    /// JWT identification (`[auth]`; `None`: every request is anonymous).
-    auth: Option<Arc<Authenticator>>,
-    /// Document limits (`[graphql]`).
-    graphql: GraphqlLimits,
-    /// Outcomes of checked documents.
+    /// Identification, document limits, persisted queries and field
+    /// authorization; a reload swaps them whole.
+    policy: ArcSwap<Policy>,
+    /// Outcomes of checked documents (keyed by schema and limits too, so a
+    /// reload never sees a stale outcome).
     documents: DocumentCache,
+    /// `proxy.entities_max_typenames`, for subgraphs added by a reload.
+    entities_max_typenames: usize,
+    /// `proxy.default_subgraph`.
+    default_subgraph: Option<String>,
+}
+
+/// What a reload can change in how requests are judged.
+pub struct Policy {
+    /// JWT identification (`[auth]`; `None`: every request is anonymous).
+    pub auth: Option<Arc<Authenticator>>,
+    /// Document limits (`[graphql]`).
+    pub graphql: GraphqlLimits,
     /// APQ cache and safelist.
-    persisted: PersistedQueries,
+    pub persisted: Arc<PersistedQueries>,
     /// Field authorization (`[authorization]`).
-    authz: AuthorizationConfig,
+    pub authz: AuthorizationConfig,
+}
+
+/// Warns about policies the subgraph's SDL names but the configuration
+/// does not define.
+fn warn_undefined_policies(sg: &Subgraph, authorization: &AuthorizationConfig) {
+    if let Some(schema) = &sg.schema {
+        for policy in crate::authz::undefined_policies(schema, &authorization.policies) {
+            tracing::warn!(
+                subgraph = sg.name(),
+                policy,
+                "the SDL names a policy that [authorization.policies] does not define: fields requiring it are never authorized"
+            );
+        }
+    }
 }
 
 /// What the data path is built from.
@@ -179,15 +205,7 @@ impl Proxy {
             .collect();
         for sg in &built {
             sg.spawn_background(metrics.clone());
-            if let Some(schema) = &sg.schema {
-                for policy in crate::authz::undefined_policies(schema, &authorization.policies) {
-                    tracing::warn!(
-                        subgraph = sg.name(),
-                        policy,
-                        "the SDL names a policy that [authorization.policies] does not define: fields requiring it are never authorized"
-                    );
-                }
-            }
+            warn_undefined_policies(sg, authorization);
         }
         let ms = Duration::from_millis;
         Arc::new(Self {
@@ -211,15 +229,19 @@ impl Proxy {
             )),
             escalation: Escalation::new(&rate_limit.escalation),
             blocks,
-            auth,
-            graphql: graphql.clone(),
+            policy: ArcSwap::from_pointee(Policy {
+                auth,
+                graphql: graphql.clone(),
+                persisted: Arc::new(persisted),
+                authz: authorization.clone(),
+            }),
+            entities_max_typenames: cfg.entities_max_typenames,
+            default_subgraph: cfg.default_subgraph.clone(),
             documents: DocumentCache::with_counters(
                 DOCUMENT_CACHE,
                 metrics.document_cache.with_label_values(&["hit"]),
                 metrics.document_cache.with_label_values(&["miss"]),
             ),
-            persisted,
-            authz: authorization.clone(),
             metrics: Arc::new(metrics),
         })
     }
@@ -263,6 +285,83 @@ impl Proxy {
         self.rate_limits.store(Arc::new(next));
     }
 
+    /// Puts a reloaded configuration's subgraphs and `policy` in force;
+    /// returns what changed. Unchanged subgraphs are kept as they are; a
+    /// changed one (its table, its SDL file's content, or the global
+    /// document limits) is rebuilt around the endpoints (pools, health) and
+    /// the breaker it can keep; removed ones are dropped once their last
+    /// request ends. Requests in flight finish with what they started with.
+    pub fn reload(&self, subgraphs: &[SubgraphConfig], policy: Policy) -> Vec<String> {
+        let mut changed = Vec::new();
+        let old = self.routes.load();
+        let before = self.policy.load();
+        let graphql_changed = before.graphql != policy.graphql;
+        let mut built = Vec::with_capacity(subgraphs.len());
+        for cfg in subgraphs {
+            let current = old.subgraphs().find(|sg| sg.name() == cfg.name);
+            match current {
+                Some(sg) if sg.cfg == *cfg && !graphql_changed && sg.sdl_unchanged() => {
+                    built.push(Arc::clone(sg));
+                }
+                _ => {
+                    let limits = SubgraphLimits::of(cfg, &policy.graphql);
+                    let sg = Subgraph::rebuilt(
+                        cfg.clone(),
+                        self.entities_max_typenames,
+                        limits,
+                        current.map(Arc::as_ref),
+                    );
+                    sg.spawn_background((*self.metrics).clone());
+                    warn_undefined_policies(&sg, &policy.authz);
+                    match current {
+                        Some(c) if c.cfg != *cfg => {
+                            changed.push(format!("subgraph {} changed", cfg.name));
+                        }
+                        Some(c) if !c.sdl_unchanged() => {
+                            changed.push(format!("subgraph {} SDL", cfg.name));
+                        }
+                        Some(_) => {}
+                        None => changed.push(format!("subgraph {} added", cfg.name)),
+                    }
+                    built.push(sg);
+                }
+            }
+        }
+        for sg in old.subgraphs() {
+            if !subgraphs.iter().any(|c| c.name == sg.name()) {
+                changed.push(format!("subgraph {} removed", sg.name()));
+            }
+        }
+        if graphql_changed {
+            changed.push("[graphql] limits".into());
+        }
+        if before.authz != policy.authz {
+            changed.push("[authorization]".into());
+        }
+        if before.persisted.config() != policy.persisted.config()
+            || !Arc::ptr_eq(&before.persisted, &policy.persisted)
+                && policy.persisted.config().safelist.is_some()
+        {
+            changed.push("[persisted_queries]".into());
+        }
+        match (&before.auth, &policy.auth) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+            (None, None) => {}
+            _ => changed.push("[auth] and its keys".into()),
+        }
+        self.routes.store(Arc::new(Routes::new(
+            &built,
+            self.default_subgraph.as_deref(),
+        )));
+        self.policy.store(Arc::new(policy));
+        changed
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
     /// The names of the subgraphs, sorted.
     pub fn subgraph_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -298,12 +397,12 @@ impl Proxy {
     {
         let client = self.trusted.resolve(peer.ip(), req.headers());
         let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
-        let mut refused = false;
+        let mut refused = None;
         let resp = match self.phases(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(path = ctx.path, client = %ctx.client_ip(), error = %e, "refused");
-                refused = true;
+                refused = Some(e.status_and_code().1);
                 let request_error = matches!(e, ProxyError::Graphql(_) | ProxyError::Persisted(_));
                 // GraphQL over HTTP: a document that does not parse or
                 // validate is 200 in `application/json` (the legacy media
@@ -333,7 +432,7 @@ impl Proxy {
         };
         let elapsed = ctx.started.elapsed().as_secs_f64();
         match (&ctx.subgraph, ctx.operation) {
-            (Some(sg), Some(op)) if !refused && resp.status() == http::StatusCode::OK => {
+            (Some(sg), Some(op)) if refused.is_none() && resp.status() == http::StatusCode::OK => {
                 let hot = sg.metrics(&self.metrics);
                 hot.ok(op).inc();
                 hot.request_duration.observe(elapsed);
@@ -341,9 +440,10 @@ impl Proxy {
             _ => {
                 let op = ctx.operation.map_or("unknown", |k| k.as_str());
                 let label = ctx.subgraph_label();
+                let code = refused.unwrap_or(metrics::NO_CODE);
                 self.metrics
                     .requests
-                    .with_label_values(&[label, resp.status().as_str(), op])
+                    .with_label_values(&[label, resp.status().as_str(), op, code])
                     .inc();
                 self.metrics
                     .request_duration
@@ -444,8 +544,9 @@ impl Proxy {
             tracing::debug!(client = %ctx.client_ip(), reason, "authorization refused");
             Err(e)
         };
+        let policy = self.policy.load();
         if (checked.entity_fetch || checked.service_fetch)
-            && !self
+            && !policy
                 .authz
                 .trusted_router
                 .allows(ctx.identity.as_ref(), ctx.client_ip())
@@ -461,12 +562,12 @@ impl Proxy {
         let verdict =
             checked
                 .authz
-                .evaluate(ctx.identity.as_ref(), &self.authz.policies, &typenames);
+                .evaluate(ctx.identity.as_ref(), &policy.authz.policies, &typenames);
         if verdict.is_authorized() {
             return Ok(None);
         }
         let unauthorized = || ProxyError::Unauthorized(verdict.errors());
-        if self.authz.mode == Mode::Reject || batch {
+        if policy.authz.mode == Mode::Reject || batch {
             return refuse("fields", unauthorized());
         }
         // Filter mode: the document again (only on this path), rewritten.
@@ -514,7 +615,8 @@ impl Proxy {
         sg: &Subgraph,
         accepted: &Accepted,
     ) -> Result<(), ProxyError> {
-        let Some(auth) = &self.auth else {
+        let policy = self.policy.load();
+        let Some(auth) = &policy.auth else {
             return Ok(());
         };
         let refused = match auth.authenticate(&accepted.headers).await {
@@ -623,7 +725,8 @@ impl Proxy {
         docs: &[documents::Document<'_>],
     ) -> Result<Rewrite, ProxyError> {
         ctx.graphql_response = wants_graphql_response(&accepted.headers);
-        let limits = sg.limits.graphql.as_ref().unwrap_or(&self.graphql);
+        let policy = self.policy.load();
+        let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
         let refuse = |e: GraphqlError| {
             self.metrics
                 .graphql_refusals
@@ -644,7 +747,7 @@ impl Proxy {
         for doc in docs {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
-            let resolved = self
+            let resolved = policy
                 .persisted
                 .resolve(doc.query.as_deref(), persisted)
                 .map_err(|e| {
@@ -678,6 +781,9 @@ impl Proxy {
                 Some(vars) => checked.check_variables(vars, limits).map_err(refuse)?,
                 None => checked.cost,
             };
+            let hot = sg.metrics(&self.metrics);
+            hot.depth.observe(f64::from(checked.depth));
+            hot.cost.observe(cost as f64);
             // A batch is one request upstream: its operations share the budget.
             batch_cost = batch_cost.saturating_add(cost);
             if batch_cost > limits.max_cost {
@@ -760,7 +866,7 @@ impl Proxy {
             query: accepted.query,
             headers: {
                 let mut h = headers::upstream_headers(accepted.headers, &ctx.client);
-                if let Some(auth) = &self.auth {
+                if let Some(auth) = &self.policy.load().auth {
                     auth.forward_claims(ctx.identity.as_ref(), &mut h);
                 }
                 h

@@ -210,13 +210,25 @@ impl RateLimiter {
     }
 
     /// A limiter for `cfg` that starts from this one's state: every
-    /// identity keeps the debt it has run up, so lowering a limit during an
-    /// attack does not hand every client a fresh burst. `None` when `cfg`
-    /// disables the limit.
-    pub fn reconfigured(&self, cfg: &RateLimitConfig) -> Option<Self> {
+    /// identity keeps the share of its burst it has used, so lowering a
+    /// limit during an attack does not hand every client a fresh burst, and
+    /// raising one lets a throttled client through at once. `None` when
+    /// `cfg` disables the limit.
+    pub fn reconfigured(&self, cfg: &RateLimitConfig, now: Instant) -> Option<Self> {
         let mut next = Self::new(cfg, self.epoch)?;
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        tats.resize(NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN));
+        let now =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let old = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tats = LruCache::new(NonZeroUsize::new(cfg.max_keys).unwrap_or(NonZeroUsize::MIN));
+        // Oldest first, so the most recently seen stay if the table shrinks.
+        for (key, tat) in old.iter().rev() {
+            // Time ahead of now, in requests owed, at the new interval.
+            let owed = u128::from(tat.saturating_sub(now)) * u128::from(next.interval)
+                / u128::from(self.interval);
+            let tat = now.saturating_add(u64::try_from(owed).unwrap_or(u64::MAX));
+            tats.put(key.clone(), tat);
+        }
+        drop(old);
         next.tats = Mutex::new(tats);
         Some(next)
     }
@@ -283,7 +295,7 @@ impl RateLimits {
          -> Option<Arc<RateLimiter>> {
             match old {
                 Some(l) if old_cfg == cfg => Some(Arc::clone(l)),
-                Some(l) => l.reconfigured(cfg).map(Arc::new),
+                Some(l) => l.reconfigured(cfg, epoch).map(Arc::new),
                 None => RateLimiter::new(cfg, epoch).map(Arc::new),
             }
         };

@@ -72,6 +72,10 @@ pub struct JwksUrl {
     /// Body of the last good fetch, to tell a change from a refresh.
     last_body: std::sync::Mutex<Bytes>,
     healthy: AtomicBool,
+    /// When the last fetch that installed (or confirmed) a key set ended.
+    last_ok: std::sync::Mutex<Instant>,
+    /// Fetches that failed since start (the old key set stayed).
+    failures: AtomicU64,
     /// When the last unknown-`kid` refetch started; held across the fetch so
     /// concurrent requests wait for it instead of fetching again.
     refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -88,6 +92,8 @@ impl JwksUrl {
             epoch,
             last_body: std::sync::Mutex::new(Bytes::new()),
             healthy: AtomicBool::new(true),
+            last_ok: std::sync::Mutex::new(Instant::now()),
+            failures: AtomicU64::new(0),
             refetch: tokio::sync::Mutex::new(None),
         });
         source.refresh().await?;
@@ -97,6 +103,19 @@ impl JwksUrl {
     /// The URL, for logs.
     pub fn url(&self) -> &str {
         &self.config.url
+    }
+
+    /// Time since the last successful fetch (the initial one at start).
+    pub fn refresh_age(&self) -> Duration {
+        self.last_ok
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    /// Fetches that failed since start.
+    pub fn refresh_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The current key set.
@@ -145,12 +164,14 @@ impl JwksUrl {
                     *last = body;
                     self.epoch.fetch_add(1, Ordering::Release);
                 }
+                *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
                 if !self.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!(url = %self.config.url, "JWKS fetch recovered");
                 }
                 Ok(())
             }
             Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 if self.healthy.swap(false, Ordering::AcqRel) {
                     tracing::warn!(url = %self.config.url, error = %e, "JWKS fetch failing; keeping the last good key set");
                 } else {

@@ -334,3 +334,33 @@ fn the_reference_page_lists_every_request_path_default() {
         "docs/reference.md, Limits and defaults"
     );
 }
+
+#[test]
+fn control_needs_a_listener_and_a_token_file() {
+    let (key, reason) = err(&format!("{BASE}[control]\n"));
+    assert_eq!(key, "control.admin_token_file");
+    assert!(reason.contains("at least one token file"), "{reason}");
+    let (key, _) = err(&format!(
+        "{BASE}[control]\nsocket = \"\"\nadmin_token_file = \"a\"\n"
+    ));
+    assert_eq!(key, "control.socket");
+    let (key, reason) = err(&format!(
+        "{BASE}[control]\nadmin_token_file = \"t\"\nread_token_file = \"t\"\n"
+    ));
+    assert_eq!(key, "control.read_token_file");
+    assert!(reason.contains("admin token"), "{reason}");
+    let (key, _) = err(&format!(
+        "{BASE}[control]\nadmin_token_file = \"a\"\nlisten = \"localhost\"\n"
+    ));
+    assert_eq!(key, "control.listen");
+    let cfg = Config::from_toml(&format!(
+        "{BASE}[control]\nread_token_file = \"r\"\nlisten = \"127.0.0.1:50051\"\n"
+    ))
+    .unwrap();
+    let control = cfg.control.unwrap();
+    assert_eq!(
+        control.socket,
+        std::path::PathBuf::from("/run/fraiseql-edge/control.sock")
+    );
+    assert_eq!(control.listen, Some("127.0.0.1:50051".parse().unwrap()));
+}

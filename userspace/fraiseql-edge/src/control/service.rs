@@ -358,3 +358,48 @@ impl pb::edge_control_server::EdgeControl for Service {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The RPCs of `fraiseql.edge.v1.EdgeControl`.
+    fn in_proto() -> BTreeSet<String> {
+        include_str!("../../../../proto/fraiseql/edge/v1/control.proto")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter_map(|l| l.split('(').next())
+            .map(|name| name.trim().to_string())
+            .collect()
+    }
+
+    /// The RPCs the reference lists: the first column of the RPC table
+    /// under "Control API (gRPC)".
+    fn in_reference() -> BTreeSet<String> {
+        let doc = include_str!("../../../../docs/reference.md");
+        let section = doc
+            .split("## Control API (gRPC)")
+            .nth(1)
+            .expect("the reference has a Control API section");
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with("| RPC |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|l| {
+                let first = l.split('|').nth(1).unwrap_or("");
+                first
+                    .split(',')
+                    .map(|n| n.trim().trim_matches('`').to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_lists_every_rpc_and_nothing_else() {
+        let proto = in_proto();
+        assert!(proto.len() >= 17, "{proto:?}");
+        assert_eq!(in_reference(), proto, "docs/reference.md, Control API");
+    }
+}

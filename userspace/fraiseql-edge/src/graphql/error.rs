@@ -147,8 +147,8 @@ fn at(line: usize, column: usize) -> String {
 }
 
 impl GraphqlError {
-    /// One error of each kind (for the reference page's test).
-    #[cfg(test)]
+    /// One error of each kind (for the reference page's test, and to
+    /// pre-initialise `graphql_refusals_total` with every code).
     pub(crate) fn examples() -> Vec<GraphqlError> {
         let all = vec![
             Self::ParseFailed {

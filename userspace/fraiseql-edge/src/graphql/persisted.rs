@@ -172,6 +172,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcomes `persisted_queries_total` counts (not [`Outcome::Plain`]).
+    pub const COUNTED: [Self; 5] = [
+        Self::ApqHit,
+        Self::ApqRegistered,
+        Self::SafelistId,
+        Self::SafelistDocument,
+        Self::NotInSafelistLogged,
+    ];
+
     /// The `outcome` label of `persisted_queries_total`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -208,6 +217,7 @@ struct Safelist {
 pub struct PersistedQueries {
     apq: Option<Mutex<LruCache<[u8; 32], Arc<str>>>>,
     safelist: Option<Safelist>,
+    config: PersistedQueriesConfig,
 }
 
 /// A safelist manifest that cannot be used.
@@ -233,7 +243,16 @@ impl PersistedQueries {
                 NonZeroUsize::new(cfg.apq_cache_size).unwrap_or(NonZeroUsize::MIN),
             ))
         });
-        Ok(Self { apq, safelist })
+        Ok(Self {
+            apq,
+            safelist,
+            config: cfg.clone(),
+        })
+    }
+
+    /// The `[persisted_queries]` table it was built from.
+    pub fn config(&self) -> &PersistedQueriesConfig {
+        &self.config
     }
 
     /// Operations in the safelist (0 without one).

@@ -1,28 +1,53 @@
 //! Data-path metrics, registered into a registry that is passed in.
-//! Names: prefix `fraiseql_edge_`, base units, `_total` counters.
+//! Names: prefix `fraiseql_edge_`, base units, `_total` counters; every
+//! label has a bounded set of values (configured names, stable codes, fixed
+//! reasons). docs/metrics.md is the catalogue, checked against this file by
+//! `crate::metrics`'s tests.
+//!
+//! Label values known in advance are initialised at start, at 0 (`known`),
+//! so that a family is in the scrape, and `rate()` sees its first
+//! increment, before anything happened. Buckets are in `buckets`.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    exponential_buckets,
 };
 
 use super::operation::OperationKind;
 
+mod buckets;
+mod known;
+
+pub use buckets::latency_buckets;
+use buckets::{cost_buckets, depth_buckets};
+
+/// The `code` label of a request the edge did not refuse.
+pub const NO_CODE: &str = "none";
+
 /// One subgraph's hot-path metric handles, resolved once: a label lookup
 /// hashes every label value and takes a lock, on every request otherwise.
 pub struct SubgraphMetrics {
-    /// `requests_total{status="200"}` by operation (query, mutation, subscription).
+    /// `requests_total{status="200",code="none"}` by operation (query,
+    /// mutation, subscription).
     ok: [IntCounter; 3],
     /// `request_duration_seconds` of the subgraph.
     pub request_duration: Histogram,
     /// `upstream_duration_seconds` by endpoint index.
     pub upstream_duration: Vec<Histogram>,
+    /// `graphql_query_depth` of the subgraph.
+    pub depth: Histogram,
+    /// `graphql_query_cost` of the subgraph.
+    pub cost: Histogram,
 }
 
 impl SubgraphMetrics {
-    /// Resolves the handles of subgraph `name` with endpoints `endpoints`.
+    /// Resolves the handles of subgraph `name` with endpoints `endpoints`,
+    /// and initialises its counters with every label value known in advance.
     pub fn new(m: &ProxyMetrics, name: &str, endpoints: &[&str]) -> Self {
-        let ok = |op: OperationKind| m.requests.with_label_values(&[name, "200", op.as_str()]);
+        m.init_subgraph(name, endpoints);
+        let ok = |op: OperationKind| {
+            m.requests
+                .with_label_values(&[name, "200", op.as_str(), NO_CODE])
+        };
         Self {
             ok: [
                 ok(OperationKind::Query),
@@ -34,6 +59,8 @@ impl SubgraphMetrics {
                 .iter()
                 .map(|e| m.upstream_duration.with_label_values(&[name, e]))
                 .collect(),
+            depth: m.graphql_depth.with_label_values(&[name]),
+            cost: m.graphql_cost.with_label_values(&[name]),
         }
     }
 
@@ -49,7 +76,7 @@ pub struct ProxyMetrics {
     /// Where breaker and health transitions and escalations are also
     /// published (a bus nobody watches until [`ProxyMetrics::with_events`]).
     pub events: crate::events::EventBus,
-    /// Requests by subgraph, HTTP status and operation type.
+    /// Requests by subgraph, HTTP status, operation type and refusal code.
     pub requests: IntCounterVec,
     /// Whole-request latency by subgraph.
     pub request_duration: HistogramVec,
@@ -99,11 +126,10 @@ pub struct ProxyMetrics {
     pub persisted_queries: IntCounterVec,
     /// Operations refused or filtered by authorization, by reason.
     pub authz_refusals: IntCounterVec,
-}
-
-fn latency_buckets() -> Vec<f64> {
-    // 100 µs … ~26 s
-    exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")
+    /// Depth of the operations that passed the limits, by subgraph.
+    pub graphql_depth: HistogramVec,
+    /// Static cost of the operations that passed the limits, by subgraph.
+    pub graphql_cost: HistogramVec,
 }
 
 impl ProxyMetrics {
@@ -119,8 +145,11 @@ impl ProxyMetrics {
         let m = Self {
             events: crate::events::EventBus::new(),
             requests: IntCounterVec::new(
-                Opts::new(format!("{p}requests_total"), "GraphQL requests handled"),
-                &["subgraph", "status", "operation"],
+                Opts::new(
+                    format!("{p}requests_total"),
+                    "GraphQL requests handled, by subgraph, HTTP status, operation type and the edge's refusal code (none: not refused)",
+                ),
+                &["subgraph", "status", "operation", "code"],
             )?,
             request_duration: HistogramVec::new(
                 HistogramOpts::new(
@@ -289,32 +318,61 @@ impl ProxyMetrics {
                 ),
                 &["reason"],
             )?,
+            graphql_depth: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}graphql_query_depth"),
+                    "Deepest field nesting of the operations that passed the limits",
+                )
+                .buckets(depth_buckets()),
+                &["subgraph"],
+            )?,
+            graphql_cost: HistogramVec::new(
+                HistogramOpts::new(
+                    format!("{p}graphql_query_cost"),
+                    "Static cost (with the variables sent) of the operations that passed the limits",
+                )
+                .buckets(cost_buckets()),
+                &["subgraph"],
+            )?,
         };
-        registry.register(Box::new(m.document_cache.clone()))?;
-        registry.register(Box::new(m.authz_refusals.clone()))?;
-        registry.register(Box::new(m.persisted_queries.clone()))?;
-        registry.register(Box::new(m.graphql_refusals.clone()))?;
-        registry.register(Box::new(m.auth_failures.clone()))?;
-        registry.register(Box::new(m.rate_limited.clone()))?;
-        registry.register(Box::new(m.escalations.clone()))?;
-        registry.register(Box::new(m.entities_uninspected.clone()))?;
-        registry.register(Box::new(m.panic_requests.clone()))?;
-        registry.register(Box::new(m.panic_mode.clone()))?;
-        registry.register(Box::new(m.body_timeouts.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.entities.clone()))?;
-        registry.register(Box::new(m.request_duration.clone()))?;
-        registry.register(Box::new(m.upstream_duration.clone()))?;
-        registry.register(Box::new(m.pool_connections.clone()))?;
-        registry.register(Box::new(m.pool_max.clone()))?;
-        registry.register(Box::new(m.pool_wait.clone()))?;
-        registry.register(Box::new(m.endpoint_healthy.clone()))?;
-        registry.register(Box::new(m.breaker_state.clone()))?;
-        registry.register(Box::new(m.breaker_transitions.clone()))?;
-        registry.register(Box::new(m.breaker_rejections.clone()))?;
-        registry.register(Box::new(m.failovers.clone()))?;
-        registry.register(Box::new(m.retry_budget_exhausted.clone()))?;
-        registry.register(Box::new(m.health_transitions.clone()))?;
+        for c in m.collectors() {
+            registry.register(c)?;
+        }
+        m.init_global();
         Ok(m)
+    }
+
+    /// Every family, as a collector to register (and for the catalogue
+    /// test, which needs the families that have no sample yet too).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.graphql_depth.clone()),
+            Box::new(self.graphql_cost.clone()),
+            Box::new(self.document_cache.clone()),
+            Box::new(self.authz_refusals.clone()),
+            Box::new(self.persisted_queries.clone()),
+            Box::new(self.graphql_refusals.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.rate_limited.clone()),
+            Box::new(self.escalations.clone()),
+            Box::new(self.entities_uninspected.clone()),
+            Box::new(self.panic_requests.clone()),
+            Box::new(self.panic_mode.clone()),
+            Box::new(self.body_timeouts.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.entities.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.upstream_duration.clone()),
+            Box::new(self.pool_connections.clone()),
+            Box::new(self.pool_max.clone()),
+            Box::new(self.pool_wait.clone()),
+            Box::new(self.endpoint_healthy.clone()),
+            Box::new(self.breaker_state.clone()),
+            Box::new(self.breaker_transitions.clone()),
+            Box::new(self.breaker_rejections.clone()),
+            Box::new(self.failovers.clone()),
+            Box::new(self.retry_budget_exhausted.clone()),
+            Box::new(self.health_transitions.clone()),
+        ]
     }
 }

@@ -51,6 +51,9 @@ pub struct Subgraph {
     pub limits: SubgraphLimits,
     /// One health-check connection per endpoint, outside the traffic pools.
     probes: Vec<Pool>,
+    /// A digest of the SDL text it was built with (a reload rebuilds the
+    /// subgraph when the file changed).
+    sdl_digest: Option<u64>,
     /// Hot-path metric handles, resolved by [`Subgraph::spawn_background`].
     metrics: std::sync::OnceLock<SubgraphMetrics>,
     budget: RetryBudget,
@@ -104,15 +107,37 @@ impl Subgraph {
         max_typenames: usize,
         limits: SubgraphLimits,
     ) -> Arc<Self> {
+        Self::rebuilt(cfg, max_typenames, limits, None)
+    }
+
+    /// [`Subgraph::with_limits`], taking over from `old` (a reload) the
+    /// endpoints whose URL, pool and health settings did not change — with
+    /// their pools and health — and the breaker, if its settings did not
+    /// change.
+    pub fn rebuilt(
+        cfg: SubgraphConfig,
+        max_typenames: usize,
+        limits: SubgraphLimits,
+        old: Option<&Subgraph>,
+    ) -> Arc<Self> {
+        let keeps_endpoints =
+            old.is_some_and(|o| o.cfg.pool == cfg.pool && o.cfg.health == cfg.health);
         let endpoints: Vec<Arc<Endpoint>> = cfg
             .endpoints
             .iter()
             .map(|uri| {
-                Arc::new(Endpoint::new(
-                    uri.clone(),
-                    cfg.pool.clone(),
-                    cfg.health.clone(),
-                ))
+                old.filter(|_| keeps_endpoints)
+                    .and_then(|o| o.endpoints.iter().find(|e| e.uri == *uri))
+                    .map_or_else(
+                        || {
+                            Arc::new(Endpoint::new(
+                                uri.clone(),
+                                cfg.pool.clone(),
+                                cfg.health.clone(),
+                            ))
+                        },
+                        Arc::clone,
+                    )
             })
             .collect();
         let probe_cfg = PoolConfig {
@@ -146,8 +171,13 @@ impl Subgraph {
                 })
                 .ok()
         });
+        let breaker = match old {
+            Some(o) if o.cfg.breaker == cfg.breaker => Arc::clone(&o.breaker),
+            _ => Breaker::new(cfg.breaker.clone(), now),
+        };
         Arc::new(Self {
-            breaker: Breaker::new(cfg.breaker.clone(), now),
+            breaker,
+            sdl_digest: sdl.as_deref().map(digest),
             schema,
             limits,
             entity_labels: EntityLabels::new(sdl.as_deref(), max_typenames),
@@ -158,6 +188,15 @@ impl Subgraph {
             next: AtomicUsize::new(0),
             cfg,
         })
+    }
+
+    /// Whether its SDL file (if it has one) still holds the text it was
+    /// built with.
+    pub fn sdl_unchanged(&self) -> bool {
+        let Some(path) = &self.cfg.sdl else {
+            return true;
+        };
+        std::fs::read_to_string(path).ok().as_deref().map(digest) == self.sdl_digest
     }
 
     /// The subgraph's name.
@@ -414,3 +453,10 @@ impl Subgraph {
 
 #[cfg(test)]
 mod tests;
+
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}

@@ -151,3 +151,80 @@ fn a_batch_counts_every_operation_and_passes_whole_or_not_at_all() {
     );
     assert!(l.check_n(&subject("b"), 10, t0).allowed, "and took nothing");
 }
+
+fn cfg(rpm: u32, burst: u32) -> RateLimitConfig {
+    RateLimitConfig {
+        requests_per_minute: rpm,
+        burst,
+        ..RateLimitConfig::default()
+    }
+}
+
+#[test]
+fn a_changed_limit_keeps_each_identitys_share_of_its_burst() {
+    // 60/min, burst 4: `a` spends its whole burst, `b` half of it.
+    let (l, t0) = limiter(60, 4, 100);
+    let (a, b) = (subject("a"), subject("b"));
+    for _ in 0..4 {
+        assert!(l.check(&a, t0).allowed);
+    }
+    assert!(!l.check(&a, t0).allowed);
+    assert!(l.check(&b, t0).allowed && l.check(&b, t0).allowed);
+
+    // Looser (6000/min, burst 100): `a` is let through at once.
+    let loose = l.reconfigured(&cfg(6000, 100), t0).expect("enabled");
+    assert!(loose.check(&a, t0).allowed);
+
+    // Stricter (6/min, burst 4): the debt in requests is kept — `a` still
+    // has none left, `b` has its other half.
+    let strict = l.reconfigured(&cfg(6, 4), t0).expect("enabled");
+    assert!(!strict.check(&a, t0).allowed);
+    assert!(strict.check(&b, t0).allowed && strict.check(&b, t0).allowed);
+    assert!(!strict.check(&b, t0).allowed);
+    // An identity it has never seen gets the full burst.
+    assert_eq!(strict.check(&subject("c"), t0).remaining, 3);
+
+    // Off.
+    assert!(l.reconfigured(&cfg(0, 4), t0).is_none());
+}
+
+#[test]
+fn rate_limits_keep_an_unchanged_limiter_and_its_state() {
+    let t0 = Instant::now();
+    let own = RateLimitOverride {
+        requests_per_minute: 60,
+        burst: 1,
+    };
+    let set = RateLimits::new(&cfg(60, 1), [("users", None), ("orders", Some(own))], t0);
+    let a = subject("a");
+    assert!(set.for_subgraph("users").unwrap().check(&a, t0).allowed);
+    assert!(set.for_subgraph("orders").unwrap().check(&a, t0).allowed);
+    // Only the global limit changes: `orders` keeps its limiter as it was.
+    let next = set.update(&cfg(120, 1), [("users", None), ("orders", Some(own))]);
+    assert!(!next.for_subgraph("orders").unwrap().check(&a, t0).allowed);
+    assert_eq!(next.global().requests_per_minute, 120);
+    let described = next.describe(["orders", "users"]);
+    assert_eq!(
+        described
+            .iter()
+            .map(|d| (d.subgraph.as_str(), d.requests_per_minute, d.overridden))
+            .collect::<Vec<_>>(),
+        [("orders", 60, true), ("users", 120, false)]
+    );
+    // Turned off for one subgraph only.
+    let off = next.update(
+        &cfg(120, 1),
+        [
+            ("users", None),
+            (
+                "orders",
+                Some(RateLimitOverride {
+                    requests_per_minute: 0,
+                    burst: 1,
+                }),
+            ),
+        ],
+    );
+    assert!(off.for_subgraph("orders").is_none());
+    assert!(off.for_subgraph("users").is_some());
+}
