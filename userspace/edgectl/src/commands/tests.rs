@@ -210,3 +210,23 @@ fn the_cli_definition_is_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();
 }
+
+/// Every RPC of the proto has a subcommand, listed in the README's table
+/// (a new RPC fails this test until edgectl and its README cover it).
+#[test]
+fn every_rpc_has_a_subcommand() {
+    let proto = include_str!("../../../../proto/fraiseql/edge/v1/control.proto");
+    let readme = include_str!("../../README.md");
+    let rpcs: Vec<&str> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    assert_eq!(rpcs.len(), 17, "{rpcs:?}");
+    for rpc in rpcs {
+        assert!(
+            readme.contains(&format!("` | {rpc} |")),
+            "README.md has no subcommand row for {rpc}"
+        );
+    }
+}
