@@ -534,9 +534,9 @@ fn block_until_seen(ctl: &Edgectl, watch: &mut Child, net: &str) -> String {
 }
 
 #[test]
-fn watch_streams_events_until_count_or_ctrl_c() {
+fn watch_streams_events_until_count_ctrl_c_or_a_lost_daemon() {
     let _serial = serial();
-    let c = Controlled::degraded();
+    let mut c = Controlled::degraded();
     let ctl = c.admin();
 
     // JSON: one object per line; only the kinds asked for.
@@ -578,6 +578,19 @@ fn watch_streams_events_until_count_or_ctrl_c() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let status = child.wait().expect("waiting for edgectl watch");
     assert_eq!(status.code(), Some(0), "Ctrl-C is a normal end");
+
+    // The daemon dies under a watcher: exit 3, as for any lost daemon
+    // (if the watcher had not connected yet, connecting fails: 3 too).
+    let mut child = c.reader().spawn(&["watch"]);
+    std::thread::sleep(Duration::from_millis(300));
+    c.edge.daemon.kill();
+    let out = child.wait_with_output().expect("waiting for edgectl watch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(UNREACHABLE), "{stderr}");
+    assert!(
+        stderr.contains(&c.files.socket().display().to_string()),
+        "{stderr}"
+    );
 }
 
 #[test]

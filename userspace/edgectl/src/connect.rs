@@ -187,6 +187,11 @@ impl Session {
         }
     }
 
+    /// Where the daemon is.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// `status` as an error, naming the target when it is unreachable.
     pub fn error(&self, status: &Status) -> Error {
         Error::from_status(status, &self.target)

@@ -120,9 +120,25 @@ impl Error {
 
     /// A failed call: `status` from the daemon at `target` (named when the
     /// daemon is unreachable, so the operator sees what was tried).
+    ///
+    /// A status that wraps a transport error was made by the client when
+    /// the connection broke (the daemon exited or crashed mid-call, an
+    /// `h2 protocol error`), not sent by the daemon: that is "unreachable"
+    /// too, whatever code tonic gave it.
     pub fn from_status(status: &tonic::Status, target: &dyn fmt::Display) -> Self {
-        let exit = Exit::of_status(status.code());
         let what = status.message();
+        let broken = std::error::Error::source(status).is_some()
+            && matches!(
+                status.code(),
+                Code::Unknown | Code::Unavailable | Code::Cancelled
+            );
+        if broken {
+            return Self::new(
+                Exit::Unreachable,
+                format!("lost the connection to the daemon at {target}: {what}"),
+            );
+        }
+        let exit = Exit::of_status(status.code());
         let message = match status.code() {
             Code::Unavailable => format!("daemon unreachable at {target}: {what}"),
             Code::Unauthenticated => format!("authentication failed: {what}"),

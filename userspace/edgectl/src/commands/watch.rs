@@ -1,6 +1,8 @@
 //! `edgectl watch`: WatchEvents, one line per event (one JSON object per
 //! line with `--json`), until Ctrl-C, `--count` events, or the reader of
-//! stdout goes away. Only the start of the stream has a deadline.
+//! stdout goes away (all exit 0). Only the start of the stream has a
+//! deadline. A stream that the daemon ends or that breaks (the daemon
+//! stopped or crashed) is exit code 3, so a supervisor can reconnect.
 
 use std::collections::BTreeMap;
 
@@ -47,7 +49,10 @@ pub async fn run(
             message = stream.message() => match message {
                 Ok(Some(event)) => event,
                 Ok(None) => {
-                    return Err(Error::new(Exit::Failure, "the daemon ended the event stream"));
+                    return Err(Error::new(
+                        Exit::Unreachable,
+                        format!("the daemon at {} ended the event stream", session.target()),
+                    ));
                 }
                 Err(status) => return Err(session.error(&status)),
             },

@@ -41,6 +41,23 @@ fn unreachable_names_the_target() {
 }
 
 #[test]
+fn a_broken_connection_is_unreachable_whatever_its_code() {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    let mut status = Status::unknown("h2 protocol error: error reading a body from connection");
+    status.set_source(std::sync::Arc::new(io));
+    let e = Error::from_status(&status, &"unix socket /run/x.sock");
+    assert_eq!(e.exit, Exit::Unreachable);
+    assert_eq!(
+        e.message,
+        "lost the connection to the daemon at unix socket /run/x.sock: \
+         h2 protocol error: error reading a body from connection"
+    );
+    // The same code sent by the daemon (no source) is its own answer.
+    let e = Error::from_status(&Status::unknown("boom"), &"x");
+    assert_eq!((e.exit, e.message.as_str()), (Exit::Failure, "boom"));
+}
+
+#[test]
 fn server_messages_are_kept() {
     let e = Error::from_status(&Status::not_found("no subgraph `nope`"), &"x");
     assert_eq!(
