@@ -581,7 +581,7 @@ fn watch_streams_events_until_count_ctrl_c_or_a_lost_daemon() {
 
     // The daemon dies under a watcher: exit 3, as for any lost daemon
     // (if the watcher had not connected yet, connecting fails: 3 too).
-    let mut child = c.reader().spawn(&["watch"]);
+    let child = c.reader().spawn(&["watch"]);
     std::thread::sleep(Duration::from_millis(300));
     c.edge.daemon.kill();
     let out = child.wait_with_output().expect("waiting for edgectl watch");
