@@ -485,6 +485,22 @@ fn events_and_reloads() {
         .into_inner();
     assert_eq!(status.reloads, 2);
     assert_eq!(status.enforcement, pb::Enforcement::UserSpace as i32);
+    let m = http.metrics(&edge.admin_url("/metrics"));
+    assert_eq!(
+        m.get("fraiseql_edge_config_reloads_total", &[("result", "ok")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        m.get(
+            "fraiseql_edge_config_reloads_total",
+            &[("result", "rejected")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("fraiseql_edge_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 }
 
 /// A kernel limit and an override set over gRPC change the pinned maps
