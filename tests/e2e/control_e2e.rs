@@ -485,6 +485,22 @@ fn events_and_reloads() {
         .into_inner();
     assert_eq!(status.reloads, 2);
     assert_eq!(status.enforcement, pb::Enforcement::UserSpace as i32);
+    let m = http.metrics(&edge.admin_url("/metrics"));
+    assert_eq!(
+        m.get("fraiseql_edge_config_reloads_total", &[("result", "ok")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        m.get(
+            "fraiseql_edge_config_reloads_total",
+            &[("result", "rejected")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("fraiseql_edge_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 }
 
 /// A kernel limit and an override set over gRPC change the pinned maps
@@ -710,4 +726,83 @@ fn reload_under_load_fails_no_request() {
         users.endpoints[0].url.contains(&b.addr.to_string()),
         "{users:?}"
     );
+}
+
+/// `POST` of `QUERY` with `token`: the status.
+fn with_token(url: &str, token: &str) -> u16 {
+    ureq::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {token}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(serde_json::json!({ "query": QUERY }).to_string())
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+/// JWT key rotation and settings by reload: a rewritten JWKS file and a
+/// changed audience apply without a restart.
+#[test]
+fn reload_rotates_jwt_keys_and_settings() {
+    use crate::jwt_e2e::keys::{AUDIENCE, claims, jwks, p256, sign_with};
+    use jsonwebtoken::Algorithm;
+    let _serial = serial();
+    let sg = DemoSubgraph::start("users");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("jwks.json");
+    let (old, new) = (p256("old"), p256("new"));
+    std::fs::write(&keys, jwks(&[&old])).expect("JWKS file");
+    let base = ProxySetup::one(SubgraphSpec::new("users", [&sg]))
+        .rate_limit("requests_per_minute = 0\nescalation = { threshold = 0 }")
+        .to_toml();
+    let auth = |audience: &str| {
+        format!(
+            "\n[auth]\nissuers = [{:?}]\naudiences = [{audience:?}]\nkeys = [{{ type = \"jwks_file\", path = {:?}, algorithms = [\"ES256\"] }}]\n",
+            crate::jwt_e2e::keys::ISSUER,
+            keys.display().to_string()
+        )
+    };
+    let edge = Edge::start_toml(&format!("{base}{}", auth(AUDIENCE)));
+    let url = edge.route("users");
+    let (old_token, new_token) = (
+        sign_with(Algorithm::ES256, &old, &claims("alice")),
+        sign_with(Algorithm::ES256, &new, &claims("alice")),
+    );
+    assert_eq!(with_token(&url, &old_token), 200);
+    assert_eq!(with_token(&url, &new_token), 401);
+
+    // The key file rotated: a reload reads it again.
+    std::fs::write(&keys, jwks(&[&new])).expect("JWKS file");
+    let ctl = edge.control();
+    let mut admin = ctl.admin();
+    let report = ctl
+        .run(admin.reload(pb::ReloadRequest {}))
+        .expect("Reload")
+        .into_inner();
+    assert_eq!(report.applied, ["[auth] and its keys"], "{report:?}");
+    assert_eq!(with_token(&url, &new_token), 200);
+    assert_eq!(with_token(&url, &old_token), 401);
+
+    // A setting: tokens for the old audience are refused after the reload.
+    std::fs::write(
+        edge.daemon.config_path(),
+        format!("{base}{}", auth("another-audience")),
+    )
+    .expect("rewriting the config");
+    ctl.run(admin.reload(pb::ReloadRequest {})).expect("Reload");
+    assert_eq!(with_token(&url, &new_token), 401);
+
+    // A key file that is not a JWKS: refused, the running keys stay.
+    std::fs::write(&keys, "not json").expect("JWKS file");
+    std::fs::write(
+        edge.daemon.config_path(),
+        format!("{base}{}", auth(AUDIENCE)),
+    )
+    .expect("rewriting the config");
+    let e = ctl.run(admin.reload(pb::ReloadRequest {})).unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("[auth]"), "{e:?}");
+    assert_eq!(with_token(&url, &new_token), 401, "the old settings stay");
 }

@@ -822,7 +822,9 @@ fn metrics_and_probes_describe_the_traffic() {
     let u = DemoSubgraph::start("users");
     let p1 = DemoSubgraph::start("products-1");
     let p2 = DemoSubgraph::start("products-2");
+    let r = DemoSubgraph::start("reviews");
     let health = "interval_ms = 300, timeout_ms = 200, healthy_after = 2, unhealthy_after = 3";
+    let no_panic = format!("{health}, panic_mode = false");
     let edge = Edge::start(&ProxySetup {
         max_body_bytes: None,
         subgraphs: vec![
@@ -830,6 +832,7 @@ fn metrics_and_probes_describe_the_traffic() {
                 .table("pool", "min_idle = 3, max = 7")
                 .table("health", health),
             SubgraphSpec::new("products", [&p1, &p2]).table("health", health),
+            SubgraphSpec::new("reviews", [&r]).table("health", &no_panic),
         ],
         ..ProxySetup::default()
     });
@@ -917,8 +920,11 @@ fn metrics_and_probes_describe_the_traffic() {
         "(breaker state, idle, busy, open at the subgraph): {seen:?}"
     );
 
-    // Every endpoint of `products` down: not ready, and /readyz says which.
-    for p in [&p1, &p2] {
+    // Every endpoint of `products` (panic mode) and `reviews` (no panic
+    // mode) down: not ready because of `reviews` — a subgraph in panic mode
+    // is still tried, so it does not take the node out — and /readyz says
+    // which.
+    for p in [&p1, &p2, &r] {
         p.faults(&json!({"refuse": true}));
     }
     let mut last = None;
@@ -932,11 +938,13 @@ fn metrics_and_probes_describe_the_traffic() {
         "/readyz stayed {:?}",
         last.map(|r| (r.status, r.text()))
     );
-    let r = c.get(&edge.admin_url("/readyz"), &[]);
+    let ready = c.get(&edge.admin_url("/readyz"), &[]);
     assert!(
-        r.text().contains("products") && !r.text().contains("users"),
+        ready.text().contains("reviews")
+            && !ready.text().contains("products")
+            && !ready.text().contains("users"),
         "{}",
-        r.text()
+        ready.text()
     );
     // Panic mode (the default): with every endpoint ejected, requests are
     // still tried on them — here they refuse connections, so 502.
@@ -960,7 +968,7 @@ fn metrics_and_probes_describe_the_traffic() {
     assert!(c.query(&users, QUERY).is_data(), "users is unaffected");
     assert_eq!(c.get(&edge.admin_url("/healthz"), &[]).status, 200);
 
-    for p in [&p1, &p2] {
+    for p in [&p1, &p2, &r] {
         p.faults(&json!({"refuse": false}));
     }
     assert!(

@@ -219,6 +219,7 @@ async fn serve(
         blocks: blocks.clone(),
         proxy,
         events: events.clone(),
+        reload_metrics: crate::metrics::ReloadMetrics::new(&registry)?,
         registry: registry.clone(),
     }));
     let mut control_tasks = Vec::new();

@@ -150,6 +150,7 @@ pub struct Live {
     proxy: Option<Arc<Proxy>>,
     events: EventBus,
     registry: Registry,
+    reload_metrics: crate::metrics::ReloadMetrics,
     /// Called with the new configuration after a reload (the control API
     /// re-reads its token files there).
     on_reload: Mutex<Vec<ReloadHook>>,
@@ -174,6 +175,8 @@ pub struct LiveParts {
     pub events: EventBus,
     /// Every metric.
     pub registry: Registry,
+    /// Reloads, counted.
+    pub reload_metrics: crate::metrics::ReloadMetrics,
 }
 
 impl Live {
@@ -192,6 +195,7 @@ impl Live {
             proxy: parts.proxy,
             events: parts.events,
             registry: parts.registry,
+            reload_metrics: parts.reload_metrics,
             on_reload: Mutex::new(Vec::new()),
         }
     }
@@ -597,6 +601,7 @@ impl Live {
     /// an invalid file changes nothing and says why.
     pub fn reload(&self, who: &str) -> Result<ReloadReport, LiveError> {
         let result = self.try_reload();
+        self.reload_metrics.record(result.is_ok());
         match &result {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);

@@ -374,12 +374,15 @@ impl Proxy {
         names
     }
 
-    /// Subgraphs without a healthy endpoint (for `/readyz`).
+    /// Subgraphs that cannot be served (for `/readyz`): no healthy
+    /// endpoint, and panic mode off. (A subgraph in panic mode is still
+    /// tried on every endpoint, and taking the node out of rotation would
+    /// not help: every node sees the same upstreams.)
     pub fn unready_subgraphs(&self) -> Vec<String> {
         self.routes
             .load()
             .subgraphs()
-            .filter(|sg| !sg.endpoints.iter().any(|e| e.is_healthy()))
+            .filter(|sg| !sg.endpoints.iter().any(|e| e.is_healthy()) && !sg.cfg.health.panic_mode)
             .map(|sg| sg.name().to_string())
             .collect()
     }

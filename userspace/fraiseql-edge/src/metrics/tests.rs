@@ -29,6 +29,9 @@ type Catalogue = BTreeMap<String, (String, Vec<String>)>;
 fn every_family() -> (Vec<MetricFamily>, Vec<String>) {
     let registry = Registry::new();
     register(&registry, EnforcedBy::UserSpace).expect("process metrics");
+    super::ReloadMetrics::new(&registry)
+        .expect("reload metrics")
+        .record(true);
     let limiter = Arc::new(UserLimiter::new(&KernelConfig::default()));
     registry
         .register(Box::new(LimiterCollector::new(limiter).expect("limiter")))
