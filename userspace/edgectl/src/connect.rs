@@ -69,8 +69,19 @@ impl Bearer {
     /// this fails is exit code 4 and says which.
     pub fn of(global: &Global) -> Result<Self, Error> {
         let auth = |message: String| Error::new(Exit::Auth, message);
-        let (token, source) = match (&global.token, &global.token_file) {
-            (Some(token), _) => (token.trim().to_string(), "--token".to_string()),
+        // An empty FRAISEQL_EDGE_TOKEN (exported but unset) does not hide
+        // the token file.
+        let flag = global
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let file = global
+            .token_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty());
+        let (token, source) = match (flag, file) {
+            (Some(token), _) => (token.to_string(), "--token".to_string()),
             (None, Some(path)) => (read_token(path)?, format!("token file {}", path.display())),
             (None, None) => {
                 return Err(auth(

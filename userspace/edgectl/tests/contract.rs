@@ -679,3 +679,37 @@ fn a_daemon_that_does_not_answer_times_out() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_environment_supplies_the_socket_and_the_token() {
+    let d = Daemon::start();
+    let run = |envs: &[(&str, &Path)], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgectl"));
+        cmd.env_remove("FRAISEQL_EDGE_ADDR")
+            .env_remove("FRAISEQL_EDGE_TOKEN_FILE")
+            .env("FRAISEQL_EDGE_TOKEN", token.unwrap_or(""));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(["--json", "status"]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let socket = d.path("control.sock");
+    let admin = d.path("admin.token");
+    // The token file; an empty FRAISEQL_EDGE_TOKEN does not hide it.
+    let envs = [
+        ("FRAISEQL_EDGE_SOCKET", socket.as_path()),
+        ("FRAISEQL_EDGE_TOKEN_FILE", admin.as_path()),
+    ];
+    assert_eq!(run(&envs, None), (Some(0), String::new()));
+    // The token itself wins over the file.
+    assert_eq!(run(&envs, Some("read-secret")), (Some(0), String::new()));
+    let (code, stderr) = run(&envs, Some("wrong"));
+    assert_eq!(code, Some(4), "{stderr}");
+    let (code, stderr) = run(&envs[..1], None);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("no token"), "{stderr}");
+}
