@@ -1,6 +1,7 @@
 //! `cargo xtask bench kernel|proxy|security`.
 
 mod proxy;
+mod runs;
 mod security;
 
 use anyhow::Result;
