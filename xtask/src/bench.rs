@@ -1,6 +1,8 @@
-//! `cargo xtask bench kernel|proxy|security`.
+//! `cargo xtask bench kernel|proxy|security|monitoring`.
 
+mod monitoring;
 mod proxy;
+mod runs;
 mod security;
 
 use anyhow::Result;
@@ -22,6 +24,13 @@ pub fn kernel(args: &[String]) -> Result<()> {
 /// fraiseql-edge and through HAProxy, under `wrk` (see [`proxy`]).
 pub fn proxy(args: &[String]) -> Result<()> {
     proxy::run(args)
+}
+
+/// Runs the monitoring-overhead load benchmark: the edge with metrics
+/// scraped and spans exported against the same edge without (see
+/// [`monitoring`]).
+pub fn monitoring(args: &[String]) -> Result<()> {
+    monitoring::run(args)
 }
 
 /// Runs the security load benchmark: the edge's full pipeline (JWT, rate

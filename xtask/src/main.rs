@@ -89,6 +89,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The edge with metrics scraped and every request's spans exported, side by side with the same edge without (options: `-- --help`).
+    Monitoring {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,9 @@ fn main() -> ExitCode {
         Task::Bench {
             which: Bench::Security { args },
         } => bench::security(&args),
+        Task::Bench {
+            which: Bench::Monitoring { args },
+        } => bench::monitoring(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

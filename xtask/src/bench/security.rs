@@ -28,19 +28,20 @@ mod report;
 mod token;
 
 use std::path::Path;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use super::proxy::targets::{self, PROXY_PATH, Target, free_port, request_body};
-use super::proxy::upstream::{Served, Upstream};
-use super::proxy::{SETTLE, Schedule, procs};
+use super::proxy::targets::{self, PROXY_PATH, free_port, request_body};
+use super::proxy::upstream::Upstream;
+use super::proxy::{Schedule, procs};
 use super::proxy::{http, wrk};
+use super::runs::measure;
 use crate::setup::ensure_setup;
 use crate::{compile, paths};
-use report::Cell;
+
+type Contender = super::runs::Contender<Role>;
 
 const DEFAULT_TIME: &str = "With the defaults: 2 upstreams x 3 levels x 5 targets x 3 repetitions \
     = 90 runs of 8 s, each after a 2 s warm-up: about 17 minutes, plus the build.";
@@ -72,6 +73,16 @@ pub enum Role {
     EdgeFullNoCache,
     HaproxyJwt,
     HaproxyPlain,
+}
+
+impl super::runs::Role for Role {
+    fn label(self) -> &'static str {
+        Role::label(self)
+    }
+
+    fn short(self) -> &'static str {
+        Role::short(self)
+    }
 }
 
 impl Role {
@@ -173,7 +184,7 @@ pub fn run(raw: &[String]) -> Result<()> {
         let contenders = start_all(&release, &dir, upstream, direct.addr, &tokens, &sdl);
         let measured = contenders.and_then(|mut all| {
             checks.extend(check_tokens(upstream, &all, &tokens)?);
-            let cells = measure(&args, upstream, &mut all, served, &script, started);
+            let cells = measure(&args.schedule, upstream, &mut all, served, &script, started);
             // Stopped in reverse order of start, before the upstream.
             while let Some(c) = all.pop() {
                 drop(c);
@@ -199,12 +210,6 @@ pub fn run(raw: &[String]) -> Result<()> {
     std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
     println!("\n{text}\n(also in {})", out.display());
     Ok(())
-}
-
-/// A target with its role.
-struct Contender {
-    role: Role,
-    target: Target,
 }
 
 /// Starts the five targets in front of `upstream`, in [`Role::ALL`] order.
@@ -307,113 +312,6 @@ fn estimate(args: &Args) -> Duration {
 
 fn check_args(args: &Args) -> Result<()> {
     args.check()
-}
-
-/// Repetition → concurrency → every target, the first rotating with the
-/// repetition.
-fn measure(
-    args: &Args,
-    upstream: Upstream,
-    all: &mut [Contender],
-    served: Served,
-    script: &Path,
-    started: Instant,
-) -> Result<Vec<Cell>> {
-    let mut cells: Vec<Cell> = Vec::new();
-    for &connections in &args.connections {
-        for role in Role::ALL {
-            cells.push(Cell {
-                upstream,
-                role,
-                connections,
-                samples: Vec::new(),
-            });
-        }
-    }
-    for rep in 0..args.repeats {
-        for &connections in &args.connections {
-            for i in 0..all.len() {
-                let index = (i + rep) % all.len();
-                for c in all.iter_mut() {
-                    c.target.proc.check_alive()?;
-                }
-                let c = &all[index];
-                let sample = one_run(args, c, connections, served, script)?;
-                println!(
-                    "bench: [{:>4}s] {:<5} run {}/{} c={connections:<3} {:<12} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms",
-                    started.elapsed().as_secs(),
-                    upstream.short(),
-                    rep + 1,
-                    args.repeats,
-                    c.role.short(),
-                    sample.rps,
-                    sample.p50_ms,
-                    sample.p99_ms,
-                    sample.p999_ms
-                );
-                cells
-                    .iter_mut()
-                    .find(|cell| cell.role == c.role && cell.connections == connections)
-                    .context("no cell for a run")?
-                    .samples
-                    .push(sample);
-            }
-        }
-    }
-    Ok(cells)
-}
-
-/// A warm-up run then the measured run, both checked.
-fn one_run(
-    args: &Args,
-    c: &Contender,
-    connections: u32,
-    served: Served,
-    script: &Path,
-) -> Result<wrk::Sample> {
-    let url = c.target.url();
-    let mut load = wrk::Load {
-        url: &url,
-        threads: args.threads,
-        connections,
-        seconds: args.warmup,
-    };
-    if args.warmup > 0 {
-        let warm = wrk::run(script, &load)?;
-        check_clean(c, connections, "warm-up", &warm)?;
-        thread::sleep(SETTLE);
-    }
-    load.seconds = args.duration;
-    let before = served.read()?;
-    let sample = wrk::run(script, &load)?;
-    let after = served.read()?;
-    check_clean(c, connections, "run", &sample)?;
-    let count = after.saturating_sub(before);
-    if count < sample.requests {
-        bail!(
-            "{} at {connections} connections: wrk counted {} responses but the upstream served only {count} requests",
-            c.role.label(),
-            sample.requests
-        );
-    }
-    thread::sleep(SETTLE);
-    Ok(sample)
-}
-
-/// Fails loudly on any error response or socket error.
-fn check_clean(c: &Contender, connections: u32, what: &str, s: &wrk::Sample) -> Result<()> {
-    if s.requests == 0 || s.non2xx > 0 || s.socket_errors > 0 {
-        bail!(
-            "{} at {connections} connections ({what}): {} responses, {} of them with status >= 400, \
-             {} socket errors/timeouts; every response must be a 200\n{}",
-            c.role.label(),
-            s.requests,
-            s.non2xx,
-            s.socket_errors,
-            c.target.proc.tail()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -150,6 +150,13 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM (collect the rest with [`Proc::wait_output`]).
+    pub fn signal_term(&self) {
+        if let Ok(raw) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGTERM);
+        }
+    }
+
     /// Fails if the child has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait().context("polling a child")? {

@@ -126,11 +126,28 @@ pub fn launch_edge(
     answer: &'static str,
     headers: &[(&str, &str)],
 ) -> Result<Target> {
+    launch_edge_with(binary, config, text, &[], addr, answer, headers)
+}
+
+/// [`launch_edge`] with `extra` command-line arguments (e.g. `--log-json`).
+pub fn launch_edge_with(
+    binary: &Path,
+    config: &Path,
+    text: &str,
+    extra: &[&str],
+    addr: SocketAddr,
+    answer: &'static str,
+    headers: &[(&str, &str)],
+) -> Result<Target> {
     std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
-    let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+    let mut args = vec![std::ffi::OsStr::new("--config"), config.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let mut proc = Proc::spawn("fraiseql-edge", binary, args)?;
     println!("bench: starting `{}`", proc.describe());
-    proc.wait_for_line(|l| l.trim_end().ends_with(" ready"), READY_TIMEOUT)?;
+    proc.wait_for_line(
+        |l| l.trim_end().ends_with(" ready") || l.contains(r#""message":"ready""#),
+        READY_TIMEOUT,
+    )?;
     let target = Target {
         kind: Kind::Edge,
         addr,

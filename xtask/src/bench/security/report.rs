@@ -4,79 +4,19 @@
 
 use std::fmt::Write;
 
-use super::super::proxy::report::median;
 use super::super::proxy::upstream::Upstream;
+#[cfg(test)]
 use super::super::proxy::wrk::Sample;
+use super::super::runs::{find, medians_table};
 use super::Role;
 
 /// The samples of one target in front of one upstream at one concurrency.
-pub struct Cell {
-    pub upstream: Upstream,
-    pub role: Role,
-    pub connections: u32,
-    pub samples: Vec<Sample>,
-}
-
-/// Medians of a cell, each metric on its own, and the req/s range.
-#[derive(Clone, Copy)]
-struct Median {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    rps_min: f64,
-    rps_max: f64,
-}
-
-impl Cell {
-    fn median(&self) -> Median {
-        let of = |f: fn(&Sample) -> f64| median(self.samples.iter().map(f).collect());
-        let rps: Vec<f64> = self.samples.iter().map(|s| s.rps).collect();
-        Median {
-            rps: of(|s| s.rps),
-            p50_ms: of(|s| s.p50_ms),
-            p99_ms: of(|s| s.p99_ms),
-            p999_ms: of(|s| s.p999_ms),
-            rps_min: rps.iter().copied().fold(f64::INFINITY, f64::min),
-            rps_max: rps.iter().copied().fold(0.0, f64::max),
-        }
-    }
-}
+pub type Cell = super::super::runs::Cell<Role>;
 
 /// Both tables, for `upstreams` and `connections` in the order given.
 pub fn render(cells: &[Cell], upstreams: &[Upstream], connections: &[u32]) -> String {
-    let find = |upstream: Upstream, role: Role, c: u32| {
-        cells
-            .iter()
-            .find(|cell| cell.upstream == upstream && cell.role == role && cell.connections == c)
-            .map(Cell::median)
-    };
-    let runs = cells.first().map_or(0, |c| c.samples.len());
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| upstream | target | connections | req/s (median of {runs}) | req/s range | p50 ms | p99 ms | p99.9 ms |"
-    );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
-    for &u in upstreams {
-        for &c in connections {
-            for role in Role::ALL {
-                let Some(m) = find(u, role, c) else { continue };
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {c} | {:.0} | {:.0}–{:.0} | {:.2} | {:.2} | {:.2} |",
-                    u.label(),
-                    role.label(),
-                    m.rps,
-                    m.rps_min,
-                    m.rps_max,
-                    m.p50_ms,
-                    m.p99_ms,
-                    m.p999_ms
-                );
-            }
-        }
-    }
+    let find = |upstream: Upstream, role: Role, c: u32| find(cells, upstream, role, c);
+    let mut out = medians_table(cells, &Role::ALL, upstreams, connections);
     out.push('\n');
     out.push_str(
         "| upstream | connections | full/HAProxy-JWT req/s | full/plain edge req/s | full, cache off/HAProxy-JWT req/s | HAProxy-JWT/HAProxy req/s | full/HAProxy-JWT p99 | goal met |\n",
