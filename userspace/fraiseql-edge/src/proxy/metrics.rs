@@ -96,6 +96,8 @@ pub struct ProxyMetrics {
     pub persisted_queries: IntCounterVec,
     /// Operations refused or filtered by authorization, by reason.
     pub authz_refusals: IntCounterVec,
+    /// Requests slower than `slow_queries.threshold_ms`, by subgraph.
+    pub slow_queries: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -279,7 +281,15 @@ impl ProxyMetrics {
                 ),
                 &["reason"],
             )?,
+            slow_queries: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}slow_queries_total"),
+                    "Requests slower than slow_queries.threshold_ms (until response headers), by subgraph",
+                ),
+                &["subgraph"],
+            )?,
         };
+        registry.register(Box::new(m.slow_queries.clone()))?;
         registry.register(Box::new(m.document_cache.clone()))?;
         registry.register(Box::new(m.authz_refusals.clone()))?;
         registry.register(Box::new(m.persisted_queries.clone()))?;
