@@ -15,3 +15,4 @@ mod kernel_e2e;
 mod program;
 mod proxy_e2e;
 mod security;
+mod tracing_e2e;

@@ -14,6 +14,7 @@ mod admin;
 mod fault_body;
 mod faults;
 mod graphql_http;
+mod last_request;
 mod media;
 mod schema;
 mod server;
@@ -109,10 +110,12 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
         ..Faults::default()
     })
     .map_err(|e| e.to_string())?;
+    let last_request = last_request::LastRequestLog::default();
     let graphql_router = graphql_http::router(GraphqlState {
         schema,
         stats: stats.clone(),
         faults: faults.clone(),
+        last_request: last_request.clone(),
     });
     let graphql = GraphqlServer::start(cli.listen, graphql_router, stats.clone())
         .await
@@ -126,6 +129,7 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
         stats,
         faults,
         graphql: graphql.clone(),
+        last_request,
     });
     tokio::spawn(server::serve_plain(admin_listener, admin_router).in_current_span());
 

@@ -725,10 +725,7 @@ impl Proxy {
         let mut rewrite = false;
         let mut batch_cost = 0u64;
         let mut answer = None;
-        if let Some(first) = docs.first() {
-            self.note_document(ctx, first);
-        }
-        for doc in docs {
+        for (i, doc) in docs.iter().enumerate() {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
             let resolved = self
@@ -761,6 +758,9 @@ impl Proxy {
                     limits,
                 )
                 .map_err(refuse)?;
+            if i == 0 {
+                self.note_operation(ctx, doc, checked.name.as_deref());
+            }
             let cost = match &doc.variables {
                 Some(vars) => checked.check_variables(vars, limits).map_err(refuse)?,
                 None => checked.cost,
@@ -817,8 +817,12 @@ impl Proxy {
 
     /// The first operation's name (on the request span) and, while the
     /// slow-query log is on, its document.
-    fn note_document(&self, ctx: &mut RequestContext, doc: &documents::Document<'_>) {
-        let name = doc.operation_name.as_deref();
+    fn note_operation(
+        &self,
+        ctx: &mut RequestContext,
+        doc: &documents::Document<'_>,
+        name: Option<&str>,
+    ) {
         if let Some(name) = name {
             tracing::Span::current().record("graphql.operation.name", name);
         }
