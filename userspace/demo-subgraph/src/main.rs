@@ -1,6 +1,7 @@
 //! `demo-subgraph`: a real GraphQL federation subgraph for fraiseql-edge's
-//! end-to-end tests, benchmarks and demo, with counters (`GET /stats`) and fault
-//! injection (`POST /faults`) on a separate admin port.
+//! end-to-end tests, benchmarks and demo, with counters (`GET /stats`), fault
+//! injection (`POST /faults`) and the last request's headers
+//! (`GET /last-request`) on a separate admin port.
 //!
 //! When both ports are bound it prints one line to stdout and flushes it:
 //!
@@ -45,7 +46,7 @@ struct Cli {
     /// Address of the GraphQL port (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:4001")]
     listen: SocketAddr,
-    /// Address of the admin port (`/stats`, `/faults`, `/crash`; port 0 picks a free one).
+    /// Address of the admin port (`/stats`, `/faults`, `/last-request`, `/crash`; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5001")]
     admin_listen: SocketAddr,
     /// Name shown in logs, in the ready line and in `/stats` (no spaces).
