@@ -17,7 +17,7 @@
 //!   records nothing, and the same rule sets the flag it sends on.
 //!
 //! Phase spans are at `debug` level: with export off and the default log
-//! filter, no layer wants them and they cost a callsite check.
+//! filter, no layer wants them and they cost a filter check each.
 
 pub mod otlp;
 pub mod traceparent;

@@ -5,7 +5,9 @@
 //! daemon's runtime, so the OpenTelemetry layer is installed first with
 //! nothing behind it ([`layer`]) and switched on by [`start`]: until then
 //! (and for good with export off) its filter wants no span, and the layer
-//! costs one relaxed load per `debug`-or-above span callsite of this crate.
+//! costs one relaxed load each time a `debug`-or-above span of this crate
+//! is created (its events are never its business: their callsites are
+//! `never` for it).
 //! Only this crate's spans are exported (never the exporter's own, nor
 //! hyper's).
 //!
