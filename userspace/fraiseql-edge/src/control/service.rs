@@ -336,11 +336,23 @@ impl pb::edge_control_server::EdgeControl for Service {
 
     async fn list_slow_queries(
         &self,
-        _: Request<pb::ListSlowQueriesRequest>,
+        req: Request<pb::ListSlowQueriesRequest>,
     ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
-        Err(Status::unimplemented(
-            "the slow-query log is not part of this build yet",
-        ))
+        let Some(proxy) = self.live.proxy() else {
+            return Err(LiveError::FailedPrecondition(
+                "no [proxy] is configured: there are no queries".into(),
+            )
+            .into());
+        };
+        let log = proxy.slow_queries();
+        let limit = match req.get_ref().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        Ok(Response::new(pb::ListSlowQueriesResponse {
+            queries: log.recent(limit).iter().map(convert::slow_query).collect(),
+            threshold_seconds: log.threshold().as_secs_f64(),
+        }))
     }
 
     async fn reload(
