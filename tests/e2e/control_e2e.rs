@@ -384,7 +384,7 @@ fn events_and_reloads() {
         SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
     );
     let toml = setup.to_toml_with_kernel(&kernel);
-    let edge = Edge::start_toml(&toml);
+    let mut edge = Edge::start_toml(&toml);
     let ctl = edge.control();
     let mut watcher = ctl.reader();
     let mut events = ctl
@@ -500,6 +500,15 @@ fn events_and_reloads() {
     assert_eq!(
         m.get("fraiseql_edge_config_last_reload_successful", &[]),
         Some(1.0)
+    );
+
+    // A watcher does not hold the daemon up on SIGTERM: its stream ends.
+    assert!(edge.daemon.terminate().success());
+    let end =
+        ctl.run(async { tokio::time::timeout(Duration::from_secs(5), events.message()).await });
+    assert!(
+        matches!(end, Ok(Ok(None) | Err(_))),
+        "the event stream did not end with the daemon: {end:?}"
     );
 }
 

@@ -22,6 +22,9 @@ use crate::{
     proxy::{self, Proxy, ProxyParts, metrics::ProxyMetrics},
 };
 
+/// How long control API connections may take to close at shutdown.
+const CONTROL_CLOSE: Duration = Duration::from_secs(2);
+
 /// How the daemon enforces the kernel-layer limits.
 enum Enforcement {
     /// XDP + tracker, pinned.
@@ -282,8 +285,25 @@ async fn serve(
     if let Some(task) = listener_task {
         let _ = task.await;
     }
-    for task in control_tasks {
-        let _ = task.await;
+    // Control connections get a moment to close (an HTTP/2 graceful close
+    // waits for the client to answer a ping; an operator's idle `edgectl
+    // watch` may never), then they are cut.
+    for mut task in control_tasks {
+        if tokio::time::timeout(CONTROL_CLOSE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            tracing::info!(
+                after_ms = CONTROL_CLOSE.as_millis(),
+                "control API connections still open at shutdown: closed"
+            );
+        }
+    }
+    if let Some(c) = &control
+        && !c.socket.as_os_str().is_empty()
+    {
+        let _ = std::fs::remove_file(&c.socket);
     }
     if let Enforcement::Kernel(k) = &enforcement {
         let ifaces: Vec<_> = k.attachments.iter().map(|(i, _)| i.as_str()).collect();
