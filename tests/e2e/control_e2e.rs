@@ -384,7 +384,7 @@ fn events_and_reloads() {
         SubgraphSpec::new("users", [&sg]).table("health", "interval_ms = 60000, timeout_ms = 5000"),
     );
     let toml = setup.to_toml_with_kernel(&kernel);
-    let edge = Edge::start_toml(&toml);
+    let mut edge = Edge::start_toml(&toml);
     let ctl = edge.control();
     let mut watcher = ctl.reader();
     let mut events = ctl
@@ -500,6 +500,15 @@ fn events_and_reloads() {
     assert_eq!(
         m.get("fraiseql_edge_config_last_reload_successful", &[]),
         Some(1.0)
+    );
+
+    // A watcher does not hold the daemon up on SIGTERM: its stream ends.
+    assert!(edge.daemon.terminate().success());
+    let end =
+        ctl.run(async { tokio::time::timeout(Duration::from_secs(5), events.message()).await });
+    assert!(
+        matches!(end, Ok(Ok(None) | Err(_))),
+        "the event stream did not end with the daemon: {end:?}"
     );
 }
 
@@ -805,4 +814,69 @@ fn reload_rotates_jwt_keys_and_settings() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("[auth]"), "{e:?}");
     assert_eq!(with_token(&url, &new_token), 401, "the old settings stay");
+}
+
+/// `ListSlowQueries`: a request over the threshold is listed with its
+/// operation, document hash, subgraph, client and trace id; fast ones not.
+#[test]
+fn slow_queries_are_listed_over_grpc() {
+    let _serial = serial();
+    let slow = DemoSubgraph::start_with(
+        "slow",
+        &fraiseql_edge_tests::subgraphs::DemoOptions {
+            latency_ms: 400,
+            ..Default::default()
+        },
+    );
+    let fast = DemoSubgraph::start("fast");
+    let health = "interval_ms = 60000, timeout_ms = 5000";
+    let edge = Edge::start(
+        &ProxySetup {
+            subgraphs: vec![
+                SubgraphSpec::new("slow", [&slow]).table("health", health),
+                SubgraphSpec::new("fast", [&fast]).table("health", health),
+            ],
+            ..ProxySetup::default()
+        }
+        .section("[slow_queries]\nthreshold_ms = 150\nkeep = 2"),
+    );
+    let ctl = edge.control();
+    let http = Client::default();
+    let query = "query Slowly { users(first: 1) { id } }";
+    for _ in 0..3 {
+        assert!(http.query(&edge.route("fast"), query).is_data());
+    }
+    for _ in 0..3 {
+        assert!(http.query(&edge.route("slow"), query).is_data());
+    }
+    let mut reader = ctl.reader();
+    let listed = ctl
+        .run(reader.list_slow_queries(pb::ListSlowQueriesRequest { limit: 0 }))
+        .expect("ListSlowQueries")
+        .into_inner();
+    assert!((listed.threshold_seconds - 0.15).abs() < 1e-9, "{listed:?}");
+    // `keep = 2`: the two most recent, newest first, all from `slow`.
+    assert_eq!(listed.queries.len(), 2, "{listed:?}");
+    assert!(listed.queries[0].unix_ms >= listed.queries[1].unix_ms);
+    for q in &listed.queries {
+        assert_eq!(
+            (
+                q.subgraph.as_str(),
+                q.operation_name.as_str(),
+                q.operation_type.as_str(),
+                q.status
+            ),
+            ("slow", "Slowly", "query", 200),
+            "{q:?}"
+        );
+        assert!(q.duration_seconds >= 0.15, "{q:?}");
+        assert_eq!(q.document_hash.len(), 64, "{q:?}");
+        assert_eq!(q.client, "127.0.0.1");
+        assert_eq!(q.trace_id.len(), 32, "{q:?}");
+    }
+    let one = ctl
+        .run(reader.list_slow_queries(pb::ListSlowQueriesRequest { limit: 1 }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.queries, listed.queries[..1]);
 }

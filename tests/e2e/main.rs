@@ -18,3 +18,4 @@ mod metrics_catalogue;
 mod program;
 mod proxy_e2e;
 mod security;
+mod tracing_e2e;

@@ -114,6 +114,19 @@ impl Client {
             .unwrap_or_else(|e| panic!("POST {url}: {e}"))
     }
 
+    /// POSTs a JSON value with extra request headers (a name may repeat);
+    /// panics on a transport error.
+    pub fn post_json_with(&self, url: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .agent
+            .post(url)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        read(req.send(body.to_string().as_bytes())).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+
     /// POSTs a JSON value; panics on a transport error.
     pub fn post_json(&self, url: &str, body: &Value) -> Reply {
         self.post_raw(url, body.to_string().as_bytes())

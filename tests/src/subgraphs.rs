@@ -197,6 +197,25 @@ impl DemoSubgraph {
         }
     }
 
+    /// `GET /last-request`: how many GraphQL requests (health checks aside)
+    /// it has seen, and the last one's headers in order.
+    pub fn last_request(&self) -> (u64, Vec<(String, String)>) {
+        let v = self
+            .client
+            .get(&self.admin_url("/last-request"), &[])
+            .json();
+        let headers = v["headers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/last-request has no `headers`: {v}"))
+            .iter()
+            .map(|pair| {
+                let s = |i: usize| pair[i].as_str().unwrap_or_default().to_string();
+                (s(0), s(1))
+            })
+            .collect();
+        (v["seen"].as_u64().unwrap_or_default(), headers)
+    }
+
     /// `POST /stats/reset`: counters to zero, high-water marks to the gauges.
     pub fn reset_stats(&self) {
         let reply = self.client.post_raw(&self.admin_url("/stats/reset"), b"{}");
@@ -378,7 +397,13 @@ impl Edge {
     /// Starts the daemon with the configuration `toml` (which must have
     /// `[proxy]` and `[admin]`) and waits for `ready`.
     pub fn start_toml(toml: &str) -> Self {
-        let mut daemon = Daemon::spawn(toml, &[]);
+        Self::start_toml_with(toml, &[])
+    }
+
+    /// [`Self::start_toml`] with extra command-line arguments
+    /// (`--log-json`).
+    pub fn start_toml_with(toml: &str, args: &[&str]) -> Self {
+        let mut daemon = Daemon::spawn(toml, args);
         daemon.wait_ready();
         let addr_of = |what: &str| -> SocketAddr {
             logged_addr(&daemon, what).unwrap_or_else(|| {
@@ -421,12 +446,16 @@ impl Edge {
 }
 
 /// The `addr=` of the first log line of `daemon` that mentions `what`
-/// (`"GraphQL listener"`, `"admin listener"`).
+/// (`"GraphQL listener"`, `"admin listener"`); in a `--log-json` record,
+/// its `addr` field.
 pub fn logged_addr(daemon: &Daemon, what: &str) -> Option<SocketAddr> {
     strip_ansi(&daemon.log())
         .lines()
         .filter(|l| l.contains(what))
         .find_map(|l| {
+            if let Ok(record) = serde_json::from_str::<Value>(l) {
+                return record["fields"]["addr"].as_str()?.parse().ok();
+            }
             l.split_once("addr=")?
                 .1
                 .split_whitespace()

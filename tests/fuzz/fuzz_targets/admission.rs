@@ -296,6 +296,8 @@ async fn build(dir: &Path, toml: &str) -> Result<(Arc<Proxy>, Option<Arc<UserLim
         graphql: &cfg.graphql,
         persisted,
         authorization: &cfg.authorization,
+        tracing: &cfg.tracing,
+        slow_queries: &cfg.slow_queries,
     });
     Ok((proxy, limiter))
 }

@@ -7,6 +7,7 @@
 //! | `POST /stats/reset` | zeroes the counters, answers the new snapshot       |
 //! | `GET /faults`       | [`Faults`]                                          |
 //! | `POST /faults`      | applies a [`FaultsPatch`], answers the new `Faults` |
+//! | `GET /last-request` | [`LastRequest`]: the last GraphQL request's headers  |
 //! | `POST /crash`       | exits the process with code 1, answering nothing    |
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::json;
 
 use crate::{
     faults::{FaultControl, FaultError, Faults, FaultsPatch},
+    last_request::{LastRequest, LastRequestLog},
     server::GraphqlServer,
     stats::{Stats, StatsSnapshot},
 };
@@ -33,6 +35,7 @@ pub struct AdminState {
     pub stats: Arc<Stats>,
     pub faults: FaultControl,
     pub graphql: Arc<GraphqlServer>,
+    pub last_request: LastRequestLog,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -40,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
         .route("/faults", get(get_faults).post(post_faults))
+        .route("/last-request", get(last_request))
         .route("/crash", post(crash))
         .with_state(state)
 }
@@ -100,6 +104,10 @@ async fn post_faults(
         .await
         .map_err(AdminError::Rebind)?;
     Ok(Json(state.faults.current()))
+}
+
+async fn last_request(State(state): State<AdminState>) -> Json<LastRequest> {
+    Json(state.last_request.get())
 }
 
 async fn crash() {

@@ -42,6 +42,7 @@ use serde_json::json;
 use crate::{
     fault_body,
     faults::FaultControl,
+    last_request::LastRequestLog,
     media::Media,
     schema::{DemoSchema, RequestHeaders},
     stats::Stats,
@@ -56,6 +57,7 @@ pub struct GraphqlState {
     pub schema: DemoSchema,
     pub stats: Arc<Stats>,
     pub faults: FaultControl,
+    pub last_request: LastRequestLog,
 }
 
 /// The routes of the GraphQL port.
@@ -172,6 +174,9 @@ async fn run_to_completion(
     mutations_allowed: bool,
 ) -> Response {
     let media = Media::negotiate(&headers);
+    if !request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
+        state.last_request.record(&headers);
+    }
     let request = request.map(|r| r.data(RequestHeaders(headers)));
     let faults = state.faults.clone();
     let task = tokio::spawn(async move {

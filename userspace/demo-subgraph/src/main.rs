@@ -1,6 +1,7 @@
 //! `demo-subgraph`: a real GraphQL federation subgraph for fraiseql-edge's
-//! end-to-end tests, benchmarks and demo, with counters (`GET /stats`) and fault
-//! injection (`POST /faults`) on a separate admin port.
+//! end-to-end tests, benchmarks and demo, with counters (`GET /stats`), fault
+//! injection (`POST /faults`) and the last request's headers
+//! (`GET /last-request`) on a separate admin port.
 //!
 //! When both ports are bound it prints one line to stdout and flushes it:
 //!
@@ -14,6 +15,7 @@ mod admin;
 mod fault_body;
 mod faults;
 mod graphql_http;
+mod last_request;
 mod media;
 mod schema;
 mod server;
@@ -44,7 +46,7 @@ struct Cli {
     /// Address of the GraphQL port (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:4001")]
     listen: SocketAddr,
-    /// Address of the admin port (`/stats`, `/faults`, `/crash`; port 0 picks a free one).
+    /// Address of the admin port (`/stats`, `/faults`, `/last-request`, `/crash`; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5001")]
     admin_listen: SocketAddr,
     /// Name shown in logs, in the ready line and in `/stats` (no spaces).
@@ -109,10 +111,12 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
         ..Faults::default()
     })
     .map_err(|e| e.to_string())?;
+    let last_request = last_request::LastRequestLog::default();
     let graphql_router = graphql_http::router(GraphqlState {
         schema,
         stats: stats.clone(),
         faults: faults.clone(),
+        last_request: last_request.clone(),
     });
     let graphql = GraphqlServer::start(cli.listen, graphql_router, stats.clone())
         .await
@@ -126,6 +130,7 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
         stats,
         faults,
         graphql: graphql.clone(),
+        last_request,
     });
     tokio::spawn(server::serve_plain(admin_listener, admin_router).in_current_span());
 

@@ -54,6 +54,12 @@ pub struct Config {
     /// federation entry points.
     #[serde(default)]
     pub authorization: crate::authz::AuthorizationConfig,
+    /// Trace context (W3C `traceparent`) and span export over OTLP.
+    #[serde(default)]
+    pub tracing: crate::telemetry::TracingConfig,
+    /// The slow-query log.
+    #[serde(default)]
+    pub slow_queries: crate::slowlog::SlowQueriesConfig,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -216,6 +222,12 @@ impl Config {
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.rate_limit
             .validate("rate_limit")
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        self.tracing
+            .validate("tracing")
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        self.slow_queries
+            .validate("slow_queries")
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(

@@ -115,7 +115,7 @@ pub fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let control = EdgeControlServer::new(service::Service::new(Arc::clone(&live)));
+    let control = EdgeControlServer::new(service::Service::new(Arc::clone(&live), stop.clone()));
     let router = || {
         Server::builder()
             .add_service(health_service.clone())

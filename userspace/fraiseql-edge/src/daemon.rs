@@ -22,6 +22,9 @@ use crate::{
     proxy::{self, Proxy, ProxyParts, metrics::ProxyMetrics},
 };
 
+/// How long control API connections may take to close at shutdown.
+const CONTROL_CLOSE: Duration = Duration::from_secs(2);
+
 /// How the daemon enforces the kernel-layer limits.
 enum Enforcement {
     /// XDP + tracker, pinned.
@@ -32,18 +35,24 @@ enum Enforcement {
     Disabled,
 }
 
-/// Installs the log subscriber (stderr; text or JSON lines).
+/// Installs the log subscriber (stderr; text or JSON lines, filtered by
+/// `RUST_LOG`, default `info`) and the span exporter's layer, idle until
+/// [`run`] starts it from `[tracing]`. A request's log lines carry its
+/// `request` span, and so its `trace_id`.
 pub fn init_logging(json: bool) {
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(crate::telemetry::otlp::layer())
+        .init();
 }
 
 fn start_kernel(config: &Config, require_ebpf: bool) -> anyhow::Result<Enforcement> {
@@ -86,7 +95,16 @@ pub fn run(config: Config, config_path: PathBuf, require_ebpf: bool) -> anyhow::
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(enforcement, config, config_path))
+    let export = {
+        let _in_runtime = runtime.enter();
+        crate::telemetry::otlp::start(&config.tracing)?
+    };
+    let served = runtime.block_on(serve(enforcement, config, config_path));
+    // The requests have drained: send the spans still buffered.
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    served
 }
 
 async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
@@ -185,6 +203,8 @@ async fn serve(
                 )
                 .context("loading the safelist ([persisted_queries])")?,
                 authorization: &config.authorization,
+                tracing: &config.tracing,
+                slow_queries: &config.slow_queries,
             });
             let listener = bind("proxy.listen", p.listen).await?;
             tracing::info!(addr = %listener.local_addr()?, "GraphQL listener");
@@ -265,8 +285,25 @@ async fn serve(
     if let Some(task) = listener_task {
         let _ = task.await;
     }
-    for task in control_tasks {
-        let _ = task.await;
+    // Control connections get a moment to close (an HTTP/2 graceful close
+    // waits for the client to answer a ping; an operator's idle `edgectl
+    // watch` may never), then they are cut.
+    for mut task in control_tasks {
+        if tokio::time::timeout(CONTROL_CLOSE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            tracing::info!(
+                after_ms = CONTROL_CLOSE.as_millis(),
+                "control API connections still open at shutdown: closed"
+            );
+        }
+    }
+    if let Some(c) = &control
+        && !c.socket.as_os_str().is_empty()
+    {
+        let _ = std::fs::remove_file(&c.socket);
     }
     if let Enforcement::Kernel(k) = &enforcement {
         let ifaces: Vec<_> = k.attachments.iter().map(|(i, _)| i.as_str()).collect();

@@ -61,6 +61,8 @@ impl From<ast::OperationType> for OperationKind {
 pub struct Checked {
     /// The operation type.
     pub kind: OperationKind,
+    /// The operation's name (`None`: anonymous).
+    pub name: Option<String>,
     /// Deepest field nesting (`{ a { b } }` is 2).
     pub depth: u32,
     /// Aliased fields.
@@ -216,6 +218,7 @@ fn check_inner(
     }
     Ok(Checked {
         kind: operation.operation_type.into(),
+        name: operation.name.as_ref().map(|n| n.to_string()),
         depth: summary.depth,
         aliases: summary.aliases,
         root_fields: summary.root_fields,

@@ -7,6 +7,8 @@
 //! * [`admin`] — `/metrics`, `/healthz`, `/readyz` and the operator API on the admin port.
 //! * [`blocklist`] — the block list, in the kernel or (degraded mode) in user space.
 //! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
+//! * [`telemetry`] — trace context (W3C `traceparent`), spans, OTLP export.
+//! * [`slowlog`] — the slow-query log.
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
 pub mod admin;
@@ -28,3 +30,5 @@ pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod slowlog;
+pub mod telemetry;

@@ -31,7 +31,13 @@
 //!    per-try timeout, failover ([`forward`]).
 //! 7. **respond + observe** — the subgraph's response streams back with its
 //!    body under deadlines ([`timed_body`]); `_entities` outcomes and
-//!    metrics are recorded.
+//!    metrics are recorded; a slow request goes to the slow-query log
+//!    ([`crate::slowlog`]).
+//!
+//! Each request runs in a `request` span (its route, subgraph, operation,
+//! status and trace id; the trace continues the client's W3C
+//! `traceparent`), with a `debug` span per phase and per upstream try
+//! ([`crate::telemetry`]).
 //!
 //! The listener and its client-side deadlines and drain are in [`server`].
 
@@ -64,6 +70,7 @@ use http::{Request, Response, header};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 use tokio::sync::Semaphore;
+use tracing::{Instrument as _, field::Empty};
 
 pub use self::server::serve;
 use self::{
@@ -95,6 +102,8 @@ use crate::{
         persisted::{Outcome, PersistedQueries},
     },
     ratelimit::{Escalation, Key, RateLimitConfig, RateLimits},
+    slowlog::{SlowLog, SlowQueriesConfig, SlowQuery},
+    telemetry::{Tracer, TracingConfig},
 };
 
 /// The data path.
@@ -127,6 +136,10 @@ pub struct Proxy {
     entities_max_typenames: usize,
     /// `proxy.default_subgraph`.
     default_subgraph: Option<String>,
+    /// Trace context in and out (`[tracing]`).
+    tracer: Tracer,
+    /// Slow requests (`[slow_queries]`).
+    slow: SlowLog,
 }
 
 /// What a reload can change in how requests are judged.
@@ -177,6 +190,10 @@ pub struct ProxyParts<'a> {
     pub persisted: PersistedQueries,
     /// `[authorization]`.
     pub authorization: &'a AuthorizationConfig,
+    /// `[tracing]`.
+    pub tracing: &'a TracingConfig,
+    /// `[slow_queries]`.
+    pub slow_queries: &'a SlowQueriesConfig,
 }
 
 impl Proxy {
@@ -194,6 +211,8 @@ impl Proxy {
             graphql,
             persisted,
             authorization,
+            tracing: tracing_cfg,
+            slow_queries,
         } = parts;
         let built: Vec<Arc<Subgraph>> = subgraphs
             .iter()
@@ -206,6 +225,7 @@ impl Proxy {
         for sg in &built {
             sg.spawn_background(metrics.clone());
             warn_undefined_policies(sg, authorization);
+            metrics.slow_queries.with_label_values(&[sg.name()]);
         }
         let ms = Duration::from_millis;
         Arc::new(Self {
@@ -242,6 +262,8 @@ impl Proxy {
                 metrics.document_cache.with_label_values(&["hit"]),
                 metrics.document_cache.with_label_values(&["miss"]),
             ),
+            tracer: Tracer::new(tracing_cfg),
+            slow: SlowLog::new(slow_queries),
             metrics: Arc::new(metrics),
         })
     }
@@ -312,6 +334,7 @@ impl Proxy {
                         current.map(Arc::as_ref),
                     );
                     sg.spawn_background((*self.metrics).clone());
+                    self.metrics.slow_queries.with_label_values(&[sg.name()]);
                     warn_undefined_policies(&sg, &policy.authz);
                     match current {
                         Some(c) if c.cfg != *cfg => {
@@ -362,6 +385,11 @@ impl Proxy {
         self.policy.load()
     }
 
+    /// The slow-query log (for the control API).
+    pub fn slow_queries(&self) -> &SlowLog {
+        &self.slow
+    }
+
     /// The names of the subgraphs, sorted.
     pub fn subgraph_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -399,7 +427,35 @@ impl Proxy {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let client = self.trusted.resolve(peer.ip(), req.headers());
+        let (span, trace) = self.tracer.start(req.headers(), || {
+            tracing::info_span!(
+                "request",
+                otel.kind = "server",
+                route = req.uri().path(),
+                client = %client.client,
+                subgraph = Empty,
+                graphql.operation.name = Empty,
+                graphql.operation.type = Empty,
+                status = Empty,
+                otel.status_code = Empty,
+                trace_id = Empty,
+            )
+        });
         let mut ctx = RequestContext::new(peer, client, req.uri().path().to_string());
+        ctx.trace = Some(trace);
+        self.handle_traced(ctx, req).instrument(span).await
+    }
+
+    /// [`Self::handle`] inside the request's span.
+    async fn handle_traced<B>(
+        &self,
+        mut ctx: RequestContext,
+        req: Request<B>,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let mut refused = None;
         let resp = match self.phases(&mut ctx, req).await {
             Ok(resp) => resp,
@@ -433,7 +489,8 @@ impl Proxy {
                 resp
             }
         };
-        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let took = ctx.started.elapsed();
+        let elapsed = took.as_secs_f64();
         match (&ctx.subgraph, ctx.operation) {
             (Some(sg), Some(op)) if refused.is_none() && resp.status() == http::StatusCode::OK => {
                 let hot = sg.metrics(&self.metrics);
@@ -454,7 +511,69 @@ impl Proxy {
                     .observe(elapsed);
             }
         }
+        self.observe(&ctx, took, resp.status());
         resp
+    }
+
+    /// Phase 7, the request's span and the slow-query log.
+    fn observe(&self, ctx: &RequestContext, took: Duration, status: http::StatusCode) {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("subgraph", ctx.subgraph_label());
+            span.record("status", status.as_u16());
+            if let Some(op) = ctx.operation {
+                span.record("graphql.operation.type", op.as_str());
+            }
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        if !self.slow.is_slow(took) {
+            return;
+        }
+        let subgraph = ctx.subgraph_label();
+        let q = SlowQuery {
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            duration: took,
+            operation_name: ctx.operation_name.clone().unwrap_or_default(),
+            operation_type: ctx.operation.map_or("unknown", |k| k.as_str()).to_string(),
+            document_hash: ctx
+                .document
+                .as_ref()
+                .map(context::DocumentKey::hash)
+                .unwrap_or_default(),
+            subgraph: subgraph.to_string(),
+            client: ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.subject.clone())
+                .unwrap_or_else(|| ctx.client_ip().to_string()),
+            status: status.as_u16(),
+            trace_id: ctx
+                .trace
+                .as_ref()
+                .map(|t| t.trace_id.to_string())
+                .unwrap_or_default(),
+        };
+        tracing::warn!(
+            operation_name = q.operation_name,
+            operation_type = q.operation_type,
+            document_hash = q.document_hash,
+            subgraph = q.subgraph,
+            client = q.client,
+            duration_ms = took.as_millis() as u64,
+            status = q.status,
+            trace_id = q.trace_id,
+            threshold_ms = self.slow.threshold().as_millis() as u64,
+            "slow query"
+        );
+        self.metrics
+            .slow_queries
+            .with_label_values(&[subgraph])
+            .inc();
+        self.slow.record(q);
     }
 
     /// DESIGN's request path, phase by phase.
@@ -473,8 +592,14 @@ impl Proxy {
             Admitted::Answer(resp) => return Ok(resp),
         };
         let typenames = self.entity_typenames(ctx, &accepted);
-        let forwarded = self.forward(ctx, &sg, accepted).await?; // 6b. forward
-        Ok(self.respond(ctx, &sg, forwarded, typenames).await) // 7. respond + observe
+        let forwarded = self
+            .forward(ctx, &sg, accepted) // 6b. forward
+            .instrument(tracing::debug_span!("forward", subgraph = sg.name()))
+            .await?;
+        Ok(self
+            .respond(ctx, &sg, forwarded, typenames) // 7. respond + observe
+            .instrument(tracing::debug_span!("respond"))
+            .await)
     }
 
     /// The admission phases: everything the edge decides before the
@@ -491,13 +616,18 @@ impl Proxy {
     {
         self.client_limits(ctx)?; // 0. client
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
-        let mut accepted = accept::accept(self.accept, req).await?; // 1. accept/http
+        let mut accepted = accept::accept(self.accept, req) // 1. accept/http
+            .instrument(tracing::debug_span!("accept"))
+            .await?;
         let rewritten = {
             // The body, parsed once: every later phase reads these.
             let docs = documents::of(&accepted)?;
-            self.identify(ctx, &sg, &accepted).await?; // 2. identify
-            self.rate_limit(ctx, &sg, docs.len())?; // 3. rate limit
-            self.graphql(ctx, &sg, &accepted, &docs)? // 4. graphql + 5. authorize
+            self.identify(ctx, &sg, &accepted) // 2. identify
+                .instrument(tracing::debug_span!("identify"))
+                .await?;
+            tracing::debug_span!("rate_limit")
+                .in_scope(|| self.rate_limit(ctx, &sg, docs.len()))?; // 3. rate limit
+            tracing::debug_span!("graphql").in_scope(|| self.graphql(ctx, &sg, &accepted, &docs))? // 4. graphql + 5. authorize
         };
         match rewritten {
             Rewrite::Body(body) => accepted.body = body,
@@ -747,7 +877,7 @@ impl Proxy {
         let mut rewrite = false;
         let mut batch_cost = 0u64;
         let mut answer = None;
-        for doc in docs {
+        for (i, doc) in docs.iter().enumerate() {
             let persisted = doc.persisted();
             rewrite |= persisted.is_some();
             let resolved = policy
@@ -780,6 +910,9 @@ impl Proxy {
                     limits,
                 )
                 .map_err(refuse)?;
+            if i == 0 {
+                self.note_operation(ctx, doc, checked.name.as_deref());
+            }
             let cost = match &doc.variables {
                 Some(vars) => checked.check_variables(vars, limits).map_err(refuse)?,
                 None => checked.cost,
@@ -837,6 +970,28 @@ impl Proxy {
         Ok(Rewrite::None)
     }
 
+    /// The first operation's name (on the request span) and, while the
+    /// slow-query log is on, its document.
+    fn note_operation(
+        &self,
+        ctx: &mut RequestContext,
+        doc: &documents::Document<'_>,
+        name: Option<&str>,
+    ) {
+        if let Some(name) = name {
+            tracing::Span::current().record("graphql.operation.name", name);
+        }
+        if !self.slow.enabled() {
+            return;
+        }
+        ctx.operation_name = name.map(str::to_string);
+        ctx.document = match (doc.persisted(), &doc.query) {
+            (Some(p), _) => Some(context::DocumentKey::Persisted(p.sha256_hash.clone())),
+            (None, Some(q)) => Some(context::DocumentKey::Text(Arc::from(q.as_ref()))),
+            (None, None) => None,
+        };
+    }
+
     /// Phase 6a: the subgraph serving the path.
     fn route(&self, ctx: &mut RequestContext) -> Result<Arc<Subgraph>, ProxyError> {
         let sg = self
@@ -872,10 +1027,14 @@ impl Proxy {
                 if let Some(auth) = &self.policy.load().auth {
                     auth.forward_claims(ctx.identity.as_ref(), &mut h);
                 }
+                if let Some(trace) = &ctx.trace {
+                    trace.rewrite(&mut h);
+                }
                 h
             },
             body: accepted.body,
             kind: ctx.operation.unwrap_or(operation::OperationKind::Mutation),
+            trace: ctx.trace.clone(),
         };
         let deadline = ctx.deadline().unwrap_or_else(Instant::now);
         forward::forward(sg, out, &self.metrics, deadline)

@@ -202,6 +202,14 @@ fn auth_and_rate_limit_settings_are_checked() {
     assert_eq!(key, "auth.keys");
     let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[rate_limit]\nburst = 0\n"));
     assert_eq!(key, "rate_limit.burst");
+    let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[tracing]\nsample_ratio = 2.0\n"));
+    assert_eq!(key, "tracing.sample_ratio");
+    let (key, _) = err(&format!("{PROXY}{SUBGRAPH}[tracing]\nexporter = \"x\"\n"));
+    assert_eq!(key, "tracing.exporter");
+    let (key, _) = err(&format!(
+        "{PROXY}{SUBGRAPH}[slow_queries]\nkeep = 1000000\n"
+    ));
+    assert_eq!(key, "slow_queries.keep");
     let c = Config::from_toml(&format!(
         "{PROXY}{SUBGRAPH}require_authentication = false\n[auth]\nkeys = [{{ type = \"hmac_secret_file\", path = \"s\", algorithms = [\"HS256\"] }}]\n"
     ))
@@ -323,6 +331,30 @@ fn the_reference_page_lists_every_request_path_default() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    let t = crate::telemetry::TracingConfig::default();
+    let s = crate::slowlog::SlowQueriesConfig::default();
+    in_code.extend([
+        (
+            "tracing.trust_client_traceparent".to_string(),
+            t.trust_client_traceparent.to_string(),
+        ),
+        ("tracing.otlp_endpoint".to_string(), "unset".to_string()),
+        ("tracing.service_name".to_string(), t.service_name.clone()),
+        (
+            "tracing.sample_ratio".to_string(),
+            format!("{:.1}", t.sample_ratio),
+        ),
+        (
+            "tracing.export_timeout_ms".to_string(),
+            t.export_timeout_ms.to_string(),
+        ),
+        (
+            "slow_queries.threshold_ms".to_string(),
+            s.threshold_ms.to_string(),
+        ),
+        ("slow_queries.keep".to_string(), s.keep.to_string()),
+    ]);
+    assert!(t.otlp_endpoint.is_none(), "export is off by default");
     let graphql = toml::Table::try_from(GraphqlLimits::default()).unwrap();
     for (key, value) in graphql {
         in_code.push((format!("graphql.{key}"), value.to_string()));

@@ -175,6 +175,20 @@ pub fn event(e: &Event) -> pb::Event {
     }
 }
 
+pub fn slow_query(q: &crate::slowlog::SlowQuery) -> pb::SlowQuery {
+    pb::SlowQuery {
+        unix_ms: q.unix_ms,
+        duration_seconds: q.duration.as_secs_f64(),
+        operation_name: q.operation_name.clone(),
+        operation_type: q.operation_type.clone(),
+        document_hash: q.document_hash.clone(),
+        subgraph: q.subgraph.clone(),
+        client: q.client.clone(),
+        status: u32::from(q.status),
+        trace_id: q.trace_id.clone(),
+    }
+}
+
 pub fn family(f: &MetricFamily) -> pb::MetricFamily {
     let kind = match f.get_field_type() {
         MetricType::COUNTER => pb::MetricType::Counter,

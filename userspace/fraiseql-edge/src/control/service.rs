@@ -20,12 +20,15 @@ pub const MAX_TOP: u32 = 10_000;
 /// The service.
 pub struct Service {
     live: Arc<Live>,
+    /// Turns true when the daemon stops: event streams end then, so that
+    /// the server's graceful shutdown does not wait on them.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
-    /// The service over `live`.
-    pub fn new(live: Arc<Live>) -> Self {
-        Self { live }
+    /// The service over `live`, until `stop` turns true.
+    pub fn new(live: Arc<Live>, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { live, stop }
     }
 }
 
@@ -274,9 +277,17 @@ impl pb::edge_control_server::EdgeControl for Service {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut watcher = self.live.events().subscribe();
+        let mut stop = self.stop.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            while let Some(e) = watcher.next().await {
+            loop {
+                let e = tokio::select! {
+                    e = watcher.next() => e,
+                    _ = stop.wait_for(|s| *s) => None,
+                    // The watcher hung up.
+                    () = tx.closed() => None,
+                };
+                let Some(e) = e else { break };
                 if !kinds.is_empty()
                     && e.kind != crate::events::Kind::Lost
                     && !kinds.contains(&e.kind)
@@ -336,11 +347,23 @@ impl pb::edge_control_server::EdgeControl for Service {
 
     async fn list_slow_queries(
         &self,
-        _: Request<pb::ListSlowQueriesRequest>,
+        req: Request<pb::ListSlowQueriesRequest>,
     ) -> Result<Response<pb::ListSlowQueriesResponse>, Status> {
-        Err(Status::unimplemented(
-            "the slow-query log is not part of this build yet",
-        ))
+        let Some(proxy) = self.live.proxy() else {
+            return Err(LiveError::FailedPrecondition(
+                "no [proxy] is configured: there are no queries".into(),
+            )
+            .into());
+        };
+        let log = proxy.slow_queries();
+        let limit = match req.get_ref().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        Ok(Response::new(pb::ListSlowQueriesResponse {
+            queries: log.recent(limit).iter().map(convert::slow_query).collect(),
+            threshold_seconds: log.threshold().as_secs_f64(),
+        }))
     }
 
     async fn reload(

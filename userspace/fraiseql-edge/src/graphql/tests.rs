@@ -88,6 +88,7 @@ fn a_valid_query_without_a_schema() {
         checked,
         Checked {
             kind: OperationKind::Query,
+            name: Some("Q".into()),
             depth: 3,
             aliases: 1,
             root_fields: 1,

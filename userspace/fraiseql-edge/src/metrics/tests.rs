@@ -44,6 +44,7 @@ fn every_family() -> (Vec<MetricFamily>, Vec<String>) {
         .with_label_values(&["users", ep, "idle"])
         .set(0);
     m.pool_max.with_label_values(&["users", ep]).set(1);
+    m.slow_queries.with_label_values(&["users"]);
     m.endpoint_healthy.with_label_values(&["users", ep]).set(1);
     m.entities
         .with_label_values(&["users", "User", "resolved"])

@@ -34,6 +34,32 @@ pub struct RequestContext {
     /// Filter mode: what to do to the subgraph's response for the fields
     /// authorization removed.
     pub patch: Option<crate::authz::ResponsePatch>,
+    /// The trace context (`None` outside [`super::Proxy::handle`]).
+    pub trace: Option<crate::telemetry::RequestTrace>,
+    /// The (first) operation's name, once the graphql phase has read it.
+    pub operation_name: Option<String>,
+    /// The (first) operation's document, for the slow-query log (kept only
+    /// while the log is on).
+    pub document: Option<DocumentKey>,
+}
+
+/// How the slow-query log names a document.
+#[derive(Clone, Debug)]
+pub enum DocumentKey {
+    /// It came as a persisted-query hash (or safelist id).
+    Persisted(String),
+    /// Its text (hashed only if the request turns out slow).
+    Text(Arc<str>),
+}
+
+impl DocumentKey {
+    /// The SHA-256 (hex) of the text, or the persisted-query hash.
+    pub fn hash(&self) -> String {
+        match self {
+            Self::Persisted(h) => h.clone(),
+            Self::Text(t) => crate::slowlog::document_hash(t),
+        }
+    }
 }
 
 impl RequestContext {
@@ -50,6 +76,9 @@ impl RequestContext {
             identity: None,
             graphql_response: false,
             patch: None,
+            trace: None,
+            operation_name: None,
+            document: None,
         }
     }
 

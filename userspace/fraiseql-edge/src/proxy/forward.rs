@@ -19,6 +19,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use tracing::Instrument as _;
 
 use super::{
     endpoint::Endpoint,
@@ -42,6 +43,8 @@ pub struct Outgoing {
     pub body: Bytes,
     /// The operation type.
     pub kind: OperationKind,
+    /// The request's trace: every try carries its `traceparent`.
+    pub trace: Option<crate::telemetry::RequestTrace>,
 }
 
 impl Outgoing {
@@ -67,6 +70,9 @@ impl Outgoing {
             std::mem::take(&mut self.headers)
         };
         req.headers_mut().insert(header::HOST, ep.host.clone());
+        if let Some(trace) = &self.trace {
+            crate::telemetry::set_traceparent(req.headers_mut(), trace);
+        }
         Ok(req)
     }
 }
@@ -141,7 +147,17 @@ pub async fn forward(
         }
         // A later try needs the headers again only if one can happen.
         let keep = attempt < sg.cfg.retry.retries && tried.len() < sg.endpoints.len();
-        match try_once(sg, pick, &mut out, keep, m, deadline).await {
+        let span = tracing::debug_span!(
+            "upstream_try",
+            otel.kind = "client",
+            subgraph = name,
+            endpoint = %sg.endpoints[pick.index].addr,
+            attempt,
+        );
+        match try_once(sg, pick, &mut out, keep, m, deadline)
+            .instrument(span)
+            .await
+        {
             Ok(response) => {
                 let gateway_error = matches!(
                     response.status(),
@@ -208,6 +224,7 @@ async fn try_once(
     let i = pick.index;
     let ep = &sg.endpoints[i];
     let name = sg.name();
+    // Polled inside the try's span: its id is the edge's in `traceparent`.
     let mut req = out.request(ep, keep).map_err(TryFailure::NotSent)?;
     // A pooled connection the peer closed while it sat idle gives the
     // request back unsent: try again on another connection of the same

@@ -130,6 +130,8 @@ pub struct ProxyMetrics {
     pub graphql_depth: HistogramVec,
     /// Static cost of the operations that passed the limits, by subgraph.
     pub graphql_cost: HistogramVec,
+    /// Requests slower than `slow_queries.threshold_ms`, by subgraph.
+    pub slow_queries: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -334,6 +336,13 @@ impl ProxyMetrics {
                 .buckets(cost_buckets()),
                 &["subgraph"],
             )?,
+            slow_queries: IntCounterVec::new(
+                Opts::new(
+                    format!("{p}slow_queries_total"),
+                    "Requests slower than slow_queries.threshold_ms (until response headers), by subgraph",
+                ),
+                &["subgraph"],
+            )?,
         };
         for c in m.collectors() {
             registry.register(c)?;
@@ -346,6 +355,7 @@ impl ProxyMetrics {
     /// test, which needs the families that have no sample yet too).
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![
+            Box::new(self.slow_queries.clone()),
             Box::new(self.graphql_depth.clone()),
             Box::new(self.graphql_cost.clone()),
             Box::new(self.document_cache.clone()),

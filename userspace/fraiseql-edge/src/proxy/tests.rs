@@ -70,6 +70,8 @@ async fn proxy(extra: &str) -> Arc<Proxy> {
         persisted: crate::graphql::persisted::PersistedQueries::new(&cfg.persisted_queries)
             .unwrap(),
         authorization: &cfg.authorization,
+        tracing: &cfg.tracing,
+        slow_queries: &cfg.slow_queries,
     })
 }
 

@@ -101,6 +101,7 @@ fn query(kind: OperationKind) -> Outgoing {
         headers: HeaderMap::new(),
         body: Bytes::from_static(br#"{"query":"{ a }"}"#),
         kind,
+        trace: None,
     }
 }
 
