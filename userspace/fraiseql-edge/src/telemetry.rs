@@ -144,9 +144,13 @@ impl Tracer {
         make: impl FnOnce() -> tracing::Span,
     ) -> (tracing::Span, RequestTrace) {
         let parent = self.parent(headers);
+        // Decided here, before the span exists: an unsampled request's
+        // spans never reach the exporting layer (building them for nothing
+        // is most of what export costs), a sampled one's always do.
+        let sampled = parent.map_or_else(|| self.sample_new(), |p| p.sampled);
         let span = {
-            let _parent = parent.map(otlp::enter_remote_parent);
-            make()
+            let _parent = parent.filter(|_| sampled).map(otlp::enter_remote_parent);
+            otlp::admit(sampled, make)
         };
         let trace = match otlp::span_context(&span) {
             // Exported: the SDK chose the ids (the parent's trace id, or a
@@ -162,7 +166,7 @@ impl Tracer {
                 RequestTrace {
                     trace_id: parent.map_or_else(|| new_trace_id(&ids), |p| p.trace_id),
                     span_id: new_span_id(&ids),
-                    sampled: parent.map_or_else(|| self.sample_new(), |p| p.sampled),
+                    sampled,
                     tracestate: Vec::new(),
                 }
             }

@@ -62,6 +62,23 @@ impl opentelemetry::trace::Tracer for Deferred {
     }
 }
 
+thread_local! {
+    /// Set while [`admit`] creates the span of a sampled request.
+    static ADMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Creates a request's span with `make`, exported (with every span created
+/// inside it) only when `sampled`: the layer sees nothing of the others.
+pub fn admit(sampled: bool, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if !sampled || !EXPORTING.load(Relaxed) {
+        return make();
+    }
+    ADMIT.with(|a| a.set(true));
+    let span = make();
+    ADMIT.with(|a| a.set(false));
+    span
+}
+
 fn exported(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span()
         && meta.target().starts_with("fraiseql_edge")
@@ -73,7 +90,14 @@ pub fn layer<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let filter = DynFilterFn::new(|meta, _| EXPORTING.load(Relaxed) && exported(meta))
+    // A span is exported when it is a request span created by [`admit`]
+    // for a sampled request, or created inside an exported span (the
+    // context of a per-layer filter only sees the spans it enabled).
+    let filter = DynFilterFn::new(|meta, cx: &tracing_subscriber::layer::Context<'_, S>| {
+        EXPORTING.load(Relaxed)
+            && exported(meta)
+            && (ADMIT.with(std::cell::Cell::get) || cx.lookup_current().is_some())
+    })
         .with_max_level_hint(LevelFilter::DEBUG)
         .with_callsite_filter(|meta| {
             if exported(meta) {
@@ -121,9 +145,9 @@ pub fn start(cfg: &TracingConfig) -> anyhow::Result<Option<Export>> {
         .context("the OTLP exporter ([tracing] otlp_endpoint)")?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            cfg.sample_ratio,
-        ))))
+        // The data path samples (`Tracer::start`, with `sample_ratio` and
+        // the client's flag): what reaches the SDK is to be recorded.
+        .with_sampler(Sampler::AlwaysOn)
         .with_resource(
             Resource::builder()
                 .with_service_name(cfg.service_name.clone())
