@@ -98,14 +98,14 @@ where
             && exported(meta)
             && (ADMIT.with(std::cell::Cell::get) || cx.lookup_current().is_some())
     })
-        .with_max_level_hint(LevelFilter::DEBUG)
-        .with_callsite_filter(|meta| {
-            if exported(meta) {
-                Interest::sometimes()
-            } else {
-                Interest::never()
-            }
-        });
+    .with_max_level_hint(LevelFilter::DEBUG)
+    .with_callsite_filter(|meta| {
+        if exported(meta) {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    });
     tracing_opentelemetry::layer()
         .with_tracer(Deferred)
         .with_location(false)
