@@ -9,7 +9,10 @@
 //! is created (its events are never its business: their callsites are
 //! `never` for it).
 //! Only this crate's spans are exported (never the exporter's own, nor
-//! hyper's).
+//! hyper's), and only those of sampled requests: the data path decides
+//! sampling before a request's span exists ([`admit`]), so the layer never
+//! builds spans of the requests it would not export — that is most of what
+//! export would otherwise cost (`cargo xtask bench monitoring`).
 //!
 //! The tracer behind the layer is process-wide because the subscriber is.
 
