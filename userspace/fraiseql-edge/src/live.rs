@@ -282,13 +282,12 @@ impl Live {
             uptime_secs: self.started.elapsed().as_secs(),
             enforcement: self.enforcer.name(),
             interfaces,
-            not_ready: Vec::new(),
+            not_ready: self.not_ready(),
             config_path: self.config_path.clone(),
             config_loaded_unix: running.loaded_unix,
             reloads: self.reloads.load(Ordering::Relaxed),
             subgraphs: running.config.subgraphs.len(),
         }
-        .with_readiness(self)
     }
 
     /// The limits in force.
@@ -330,9 +329,7 @@ impl Live {
                 l.reconfigure(cfg);
                 Ok(())
             }
-            Enforcer::Disabled => Err(LiveError::FailedPrecondition(
-                "the kernel layer is disabled (kernel.enabled = false)".into(),
-            )),
+            Enforcer::Disabled => Err(kernel_disabled()),
         }
     }
 
@@ -351,9 +348,7 @@ impl Live {
         max_conns: Option<u32>,
     ) -> Result<Limits, LiveError> {
         if matches!(self.enforcer, Enforcer::Disabled) {
-            return Err(LiveError::FailedPrecondition(
-                "the kernel layer is disabled (kernel.enabled = false)".into(),
-            ));
+            return Err(kernel_disabled());
         }
         let mut next = self.config();
         let before = (next.kernel.rate, next.kernel.burst, next.kernel.max_conns);
@@ -450,9 +445,7 @@ impl Live {
     /// The CIDR overrides in force.
     pub fn overrides(&self) -> Result<Vec<OverrideConfig>, LiveError> {
         if matches!(self.enforcer, Enforcer::Disabled) {
-            return Err(LiveError::FailedPrecondition(
-                "the kernel layer is disabled (kernel.enabled = false)".into(),
-            ));
+            return Err(kernel_disabled());
         }
         Ok(self.running().config.kernel.overrides.clone())
     }
@@ -546,9 +539,7 @@ impl Live {
                 .top_clients(limit)
                 .map_err(|e| LiveError::Internal(format!("reading the kernel maps: {e}"))),
             Enforcer::UserSpace(l) => Ok(l.top_clients(limit)),
-            Enforcer::Disabled => Err(LiveError::FailedPrecondition(
-                "the kernel layer is disabled (kernel.enabled = false)".into(),
-            )),
+            Enforcer::Disabled => Err(kernel_disabled()),
         }
     }
 
@@ -747,6 +738,10 @@ impl Live {
     }
 }
 
+fn kernel_disabled() -> LiveError {
+    LiveError::FailedPrecondition("the kernel layer is disabled (kernel.enabled = false)".into())
+}
+
 /// The data path's policy for `next`: a new authenticator when `[auth]`
 /// changed or reads key files (rotated keys), new persisted queries when
 /// `[persisted_queries]` changed or has a safelist file; the running ones
@@ -784,13 +779,6 @@ fn policy_for(proxy: &Proxy, current: &Config, next: &Config) -> Result<Policy, 
         persisted,
         authz: next.authorization.clone(),
     })
-}
-
-impl Status {
-    fn with_readiness(mut self, live: &Live) -> Self {
-        self.not_ready = live.not_ready();
-        self
-    }
 }
 
 fn unix_now() -> u64 {

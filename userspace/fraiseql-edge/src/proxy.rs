@@ -282,12 +282,11 @@ impl Proxy {
             .cloned()
     }
 
-    /// Every subgraph, for the admin API.
-    pub fn describe(&self) -> serde_json::Value {
-        let routes = self.routes.load();
-        let mut all: Vec<&Arc<Subgraph>> = routes.subgraphs().collect();
+    /// Every subgraph, sorted by name.
+    pub fn subgraphs(&self) -> Vec<Arc<Subgraph>> {
+        let mut all: Vec<Arc<Subgraph>> = self.routes.load().subgraphs().cloned().collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
-        serde_json::Value::Array(all.into_iter().map(|sg| sg.describe()).collect())
+        all
     }
 
     /// The per-identity limits in force.
@@ -392,14 +391,10 @@ impl Proxy {
 
     /// The names of the subgraphs, sorted.
     pub fn subgraph_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .routes
-            .load()
-            .subgraphs()
+        self.subgraphs()
+            .iter()
             .map(|sg| sg.name().to_string())
-            .collect();
-        names.sort();
-        names
+            .collect()
     }
 
     /// Subgraphs that cannot be served (for `/readyz`): no healthy
@@ -586,14 +581,14 @@ impl Proxy {
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (sg, accepted) = match self.admit(ctx, req).await? {
+        let (sg, accepted, policy) = match self.admit(ctx, req).await? {
             // 0–5
-            Admitted::Forward(sg, accepted) => (sg, accepted),
+            Admitted::Forward(sg, accepted, policy) => (sg, accepted, policy),
             Admitted::Answer(resp) => return Ok(resp),
         };
         let typenames = self.entity_typenames(ctx, &accepted);
         let forwarded = self
-            .forward(ctx, &sg, accepted) // 6b. forward
+            .forward(ctx, &sg, &policy, accepted) // 6b. forward
             .instrument(tracing::debug_span!("forward", subgraph = sg.name()))
             .await?;
         Ok(self
@@ -615,6 +610,9 @@ impl Proxy {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         self.client_limits(ctx)?; // 0. client
+        // One snapshot of the policy for the whole request, even if a
+        // reload swaps it meanwhile.
+        let policy = self.policy.load_full();
         let sg = self.route(ctx)?; // 6a. route (the path's subgraph)
         let mut accepted = accept::accept(self.accept, req) // 1. accept/http
             .instrument(tracing::debug_span!("accept"))
@@ -622,12 +620,13 @@ impl Proxy {
         let rewritten = {
             // The body, parsed once: every later phase reads these.
             let docs = documents::of(&accepted)?;
-            self.identify(ctx, &sg, &accepted) // 2. identify
+            self.identify(ctx, &policy, &sg, &accepted) // 2. identify
                 .instrument(tracing::debug_span!("identify"))
                 .await?;
             tracing::debug_span!("rate_limit")
                 .in_scope(|| self.rate_limit(ctx, &sg, docs.len()))?; // 3. rate limit
-            tracing::debug_span!("graphql").in_scope(|| self.graphql(ctx, &sg, &accepted, &docs))? // 4. graphql + 5. authorize
+            tracing::debug_span!("graphql")
+                .in_scope(|| self.graphql(ctx, &policy, &sg, &accepted, &docs))? // 4. graphql + 5. authorize
         };
         match rewritten {
             Rewrite::Body(body) => accepted.body = body,
@@ -635,7 +634,7 @@ impl Proxy {
             Rewrite::Answer(response) => return Ok(Admitted::Answer(json_response(&response))),
             Rewrite::None => {}
         }
-        Ok(Admitted::Forward(sg, accepted))
+        Ok(Admitted::Forward(sg, accepted, policy))
     }
 
     /// Runs the admission phases (client, route, accept, identify, rate
@@ -660,9 +659,11 @@ impl Proxy {
     /// trusted routers, then the fields the caller may see. Reject mode (or
     /// a batch) refuses the operation; filter mode returns it without the
     /// unauthorized selections.
+    #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
         ctx: &RequestContext,
+        policy: &Policy,
         sg: &Subgraph,
         checked: &crate::graphql::Checked,
         doc: &documents::Document<'_>,
@@ -677,7 +678,6 @@ impl Proxy {
             tracing::debug!(client = %ctx.client_ip(), reason, "authorization refused");
             Err(e)
         };
-        let policy = self.policy.load();
         if (checked.entity_fetch || checked.service_fetch)
             && !policy
                 .authz
@@ -745,10 +745,10 @@ impl Proxy {
     async fn identify(
         &self,
         ctx: &mut RequestContext,
+        policy: &Policy,
         sg: &Subgraph,
         accepted: &Accepted,
     ) -> Result<(), ProxyError> {
-        let policy = self.policy.load();
         let Some(auth) = &policy.auth else {
             return Ok(());
         };
@@ -853,12 +853,12 @@ impl Proxy {
     fn graphql(
         &self,
         ctx: &mut RequestContext,
+        policy: &Policy,
         sg: &Subgraph,
         accepted: &Accepted,
         docs: &[documents::Document<'_>],
     ) -> Result<Rewrite, ProxyError> {
         ctx.graphql_response = wants_graphql_response(&accepted.headers);
-        let policy = self.policy.load();
         let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
         let refuse = |e: GraphqlError| {
             self.metrics
@@ -933,7 +933,7 @@ impl Proxy {
                 kind = this;
             }
             entity_fetch |= checked.entity_fetch;
-            let filtered = self.authorize(ctx, sg, &checked, doc, query, docs.len() > 1)?;
+            let filtered = self.authorize(ctx, policy, sg, &checked, doc, query, docs.len() > 1)?;
             let mut forwarded = resolved.document;
             if let Some(filtered) = filtered {
                 let Filtered { document, patch } = filtered;
@@ -1017,6 +1017,7 @@ impl Proxy {
         &self,
         ctx: &RequestContext,
         sg: &Arc<Subgraph>,
+        policy: &Policy,
         accepted: Accepted,
     ) -> Result<Forwarded, ProxyError> {
         let out = Outgoing {
@@ -1024,7 +1025,7 @@ impl Proxy {
             query: accepted.query,
             headers: {
                 let mut h = headers::upstream_headers(accepted.headers, &ctx.client);
-                if let Some(auth) = &self.policy.load().auth {
+                if let Some(auth) = &policy.auth {
                     auth.forward_claims(ctx.identity.as_ref(), &mut h);
                 }
                 if let Some(trace) = &ctx.trace {
@@ -1195,7 +1196,7 @@ const PATCH_MIN: usize = 16 << 20;
 /// What the admission phases decided.
 enum Admitted {
     /// Send it to the subgraph.
-    Forward(Arc<Subgraph>, Accepted),
+    Forward(Arc<Subgraph>, Accepted, Arc<Policy>),
     /// The edge answers (filter mode left nothing to ask).
     Answer(Response<ProxyBody>),
 }

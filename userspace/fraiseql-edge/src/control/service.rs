@@ -316,10 +316,9 @@ impl pb::edge_control_server::EdgeControl for Service {
             .into());
         };
         let subgraphs = proxy
-            .subgraph_names()
+            .subgraphs()
             .iter()
-            .filter_map(|n| proxy.subgraph(n))
-            .map(|sg| convert::subgraph(&sg))
+            .map(|sg| convert::subgraph(sg))
             .collect();
         Ok(Response::new(pb::ListSubgraphsResponse { subgraphs }))
     }

@@ -390,35 +390,6 @@ impl Subgraph {
         )
     }
 
-    /// This subgraph for the admin API: route, breaker, endpoints with
-    /// health and pool numbers.
-    pub fn describe(&self) -> serde_json::Value {
-        let breaker = match self.breaker.state() {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        };
-        let endpoints: Vec<serde_json::Value> = self
-            .endpoints
-            .iter()
-            .map(|e| {
-                let p = e.pool.stats();
-                serde_json::json!({
-                    "url": e.uri.to_string(),
-                    "healthy": e.is_healthy(),
-                    "pool": { "idle": p.idle, "busy": p.busy, "max": p.max, "opened": p.opened },
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "name": self.name(),
-            "route": self.cfg.route(),
-            "breaker": breaker,
-            "panic": self.in_panic(),
-            "endpoints": endpoints,
-        })
-    }
-
     /// Notes a breaker transition in logs and metrics.
     pub fn note_transition(&self, from: State, to: State, m: &ProxyMetrics) {
         let name = |s: State| match s {
