@@ -6,7 +6,9 @@ mod cmd;
 mod compile;
 mod demo;
 mod fuzz;
+mod image;
 mod linker;
+mod ops;
 mod paths;
 mod setup;
 mod system;
@@ -65,6 +67,15 @@ enum Task {
         #[arg(long, value_name = "PATH", conflicts_with = "no_daemon")]
         daemon: Option<std::path::PathBuf>,
     },
+    /// Validate the operations package: dashboards, alerts (promtool),
+    /// runbooks (mdbook, links, commands), k8s (kustomize, schemas,
+    /// policies), then the live check against a real Prometheus (needs root).
+    OpsCheck,
+    /// Regenerate dashboards/*.json and the k8s files built from alerts/
+    /// and dashboards/.
+    OpsGenerate,
+    /// Build the container image the k8s manifests reference.
+    Image,
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -109,6 +120,9 @@ fn main() -> ExitCode {
             no_daemon,
             daemon,
         } => demo::demo(seconds, demo::DaemonChoice::from_flags(no_daemon, daemon)),
+        Task::OpsCheck => ops::check(),
+        Task::OpsGenerate => ops::generate(),
+        Task::Image => image::image(),
         Task::Bench {
             which: Bench::Kernel { args },
         } => bench::kernel(&args),

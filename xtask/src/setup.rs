@@ -46,7 +46,8 @@ pub fn ensure_setup() -> Result<()> {
 fn run(report: Report) -> Result<()> {
     ensure_nightly(report).context("setting up the nightly toolchain")?;
     linker::ensure_bpf_linker(report).context("setting up bpf-linker")?;
-    system::ensure_system(report)
+    system::ensure_system(report)?;
+    crate::ops::ensure_tools(report).context("setting up the operations package's tools")
 }
 
 /// The nightly toolchain with rust-src (the eBPF build and fuzzing use it).

@@ -1,0 +1,7 @@
+//! TODO(alerts)
+
+use anyhow::Result;
+
+pub fn check() -> Result<()> {
+    anyhow::bail!("not written yet")
+}

@@ -1,0 +1,13 @@
+//! TODO(runbooks)
+
+use anyhow::Result;
+
+use crate::setup::Report;
+
+pub fn ensure_tools(_report: Report) -> Result<()> {
+    Ok(())
+}
+
+pub fn check() -> Result<()> {
+    anyhow::bail!("not written yet")
+}
