@@ -15,6 +15,8 @@ mod jwt_e2e;
 mod kernel_cli;
 mod kernel_e2e;
 mod metrics_catalogue;
+mod ops_docs;
+mod ops_live;
 mod program;
 mod proxy_e2e;
 mod security;
