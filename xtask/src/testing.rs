@@ -1,6 +1,8 @@
 //! `cargo xtask test`: the project's one test command (CI runs it through
-//! `.ci/run`): formatting, clippy, the test suite, then (under `CI=true`)
-//! a bounded run of the admission fuzz target ([`crate::fuzz`]).
+//! `.ci/run`): formatting, clippy, the operations package's offline checks
+//! ([`crate::ops`]; its live check is a test of the suite), the test suite,
+//! then (under `CI=true`) a bounded run of the admission fuzz target
+//! ([`crate::fuzz`]).
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -8,7 +10,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::ensure_setup;
-use crate::{cmd, fuzz, paths, system};
+use crate::{cmd, fuzz, ops, paths, system};
 
 /// What one step ended with, for the summary.
 enum Outcome {
@@ -47,6 +49,7 @@ pub fn test(args: &[String]) -> Result<()> {
     ensure_setup()?;
     let fmt = Outcome::from(step(["fmt", "--all", "--", "--check"]));
     let clippy = Outcome::from(step(["clippy", "--all-targets", "--", "-D", "warnings"]));
+    let ops = Outcome::from(ops::check_offline());
     let mut counts = Counts::default();
     let tests = Outcome::from(run_tests(args, &mut counts));
     let fuzz = match fuzz::in_test() {
@@ -55,17 +58,18 @@ pub fn test(args: &[String]) -> Result<()> {
         Err(e) => Outcome::Failed(format!("{e:#}")),
     };
     let mut all_ok = true;
-    for outcome in [&fmt, &clippy, &tests, &fuzz] {
+    for outcome in [&fmt, &clippy, &ops, &tests, &fuzz] {
         if let Outcome::Failed(why) = outcome {
             eprintln!("error: {why}");
             all_ok = false;
         }
     }
     println!(
-        "xtask test: {} (fmt {}, clippy {}, cargo test {}, fuzz {})",
+        "xtask test: {} (fmt {}, clippy {}, ops {}, cargo test {}, fuzz {})",
         if all_ok { "OK" } else { "FAILED" },
         fmt.word(),
         clippy.word(),
+        ops.word(),
         tests.word(),
         fuzz.word()
     );
@@ -171,7 +175,8 @@ mod tests {
 
     #[test]
     fn sums_test_result_lines() {
-        let mut counts = Counts::default();
+        let ops = Outcome::from(ops::check_offline());
+    let mut counts = Counts::default();
         counts.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n");
         counts.add_line(
             "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out\n",
