@@ -193,7 +193,7 @@ pub fn check() -> Result<()> {
     let mut check_rules = Command::new(&promtool);
     check_rules
         .args(["check", "rules"])
-        .args(&rule_files)
+        .args(rule_files.iter().map(|path| display(path)))
         .current_dir(paths::root());
     if let Err(e) = cmd::run(&mut check_rules) {
         failed.push(format!("{e:#}"));
@@ -201,7 +201,7 @@ pub fn check() -> Result<()> {
     let mut test_rules = Command::new(&promtool);
     test_rules
         .args(["test", "rules"])
-        .args(&test_files)
+        .args(test_files.iter().map(|path| display(path)))
         .current_dir(paths::root());
     if let Err(e) = cmd::run(&mut test_rules) {
         failed.push(format!("{e:#}"));
