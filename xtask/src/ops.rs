@@ -15,6 +15,9 @@ use anyhow::{Result, bail};
 use crate::setup::Report;
 use crate::{cmd, paths};
 
+/// One part of the offline check: its name and the function that runs it.
+type Check = (&'static str, fn() -> Result<()>);
+
 /// Installs the tools the checks call (mdbook, kubernetes-validate).
 pub fn ensure_tools(report: Report) -> Result<()> {
     runbooks::ensure_tools(report)?;
@@ -30,7 +33,7 @@ pub fn generate() -> Result<()> {
 
 /// The offline checks, each run whatever failed before it.
 pub fn check_offline() -> Result<()> {
-    let checks: [(&str, fn() -> Result<()>); 4] = [
+    let checks: [Check; 4] = [
         ("dashboards", dashboards::check),
         ("alerts", alerts::check),
         ("runbooks", runbooks::check),
