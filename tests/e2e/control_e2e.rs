@@ -463,7 +463,8 @@ fn events_and_reloads() {
         &path,
         edited
             .replace("burst = 3", "burst = 5")
-            .replace("[proxy]\n", "[proxy]\nmax_body_bytes = 65536\n"),
+            .replace("[proxy]\n", "[proxy]\nmax_body_bytes = 65536\n")
+            + "\n[slow_queries]\nthreshold_ms = 250\n",
     )
     .expect("rewriting");
     nix::sys::signal::kill(
@@ -475,7 +476,7 @@ fn events_and_reloads() {
     assert_eq!(e.actor, "signal:SIGHUP");
     assert_eq!(
         e.attributes.get("needs_restart").map(String::as_str),
-        Some("[proxy]")
+        Some("[proxy]; [slow_queries]")
     );
     assert_eq!(limits(&ctl).rate_limit.map(|r| r.burst), Some(5));
     let mut reader = ctl.reader();
