@@ -116,7 +116,16 @@ impl Site {
                 file = format!("{}index.html", with_slash(&file));
             }
             if !self.files.contains(&file) {
-                return Err(format!("no file {file}"));
+                return Err(match file.strip_suffix("README.html") {
+                    // mdbook renders README.md as index.html but leaves
+                    // links to README.md pointing at README.html.
+                    Some(dir) if self.files.contains(&format!("{dir}index.html")) => {
+                        format!(
+                            "no file {file} (mdbook renders README.md as index.html: link to index.html)"
+                        )
+                    }
+                    _ => format!("no file {file}"),
+                });
             }
             file
         };
@@ -469,12 +478,14 @@ mod tests {
             <a href="#nowhere">self</a>
             <a href="../incidents/flood.html#missing">flood</a>
             <a href="../incidents/gone.html">gone</a>
+            <a href="README.html">index</a>
             <a href="../../../etc/passwd">out</a>
             <a href="/elsewhere/page.html">absolute</a>"##;
         let site = site(
             &[
                 ("alerts/Down.html", alert),
                 ("incidents/flood.html", r#"<h2 id="steps">Steps</h2>"#),
+                ("alerts/index.html", ""),
             ],
             &[],
         );
@@ -485,6 +496,8 @@ mod tests {
                 "alerts/Down.html: link `../incidents/flood.html#missing`: \
                  no id `missing` in incidents/flood.html",
                 "alerts/Down.html: link `../incidents/gone.html`: no file incidents/gone.html",
+                "alerts/Down.html: link `README.html`: no file alerts/README.html \
+                 (mdbook renders README.md as index.html: link to index.html)",
                 "alerts/Down.html: link `../../../etc/passwd`: leads out of the book",
                 "alerts/Down.html: link `/elsewhere/page.html`: \
                  absolute path outside the book (/book/)",
