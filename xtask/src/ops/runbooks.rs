@@ -121,3 +121,21 @@ fn build(mdbook: &Path, book: &Path, out: &Path) -> Result<()> {
     println!("runbooks: {}", cmd::describe(&build));
     cmd::run(&mut build)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`SITE_URL`] repeats `output.html.site-url` of `runbooks/book.toml`.
+    #[test]
+    fn site_url_matches_book_toml() {
+        let path = paths::root().join("runbooks").join("book.toml");
+        let toml = std::fs::read_to_string(&path).expect("runbooks/book.toml");
+        let site_url = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("site-url"))
+            .and_then(|rest| rest.trim().strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"'));
+        assert_eq!(site_url, Some(SITE_URL), "site-url in {}", path.display());
+    }
+}
