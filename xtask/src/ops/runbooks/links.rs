@@ -90,44 +90,7 @@ impl Site {
         let file = if target.is_empty() {
             path.to_string()
         } else {
-            let target = percent_decode(target);
-            let (dir, relative) = if let Some(absolute) = target.strip_prefix('/') {
-                let Some(inside) = absolute.strip_prefix(self.site_url.trim_start_matches('/'))
-                else {
-                    return Err(format!(
-                        "absolute path outside the book ({})",
-                        self.site_url
-                    ));
-                };
-                ("", inside.to_string())
-            } else {
-                let dir = match &page.base {
-                    Some(base)
-                        if base.trim_end_matches('/') == self.site_url.trim_end_matches('/') =>
-                    {
-                        ""
-                    }
-                    _ => path.rsplit_once('/').map_or("", |(dir, _)| dir),
-                };
-                (dir, target)
-            };
-            let mut file = join(dir, &relative).ok_or("leads out of the book")?;
-            if file.is_empty() || file.ends_with('/') || self.is_dir(&file) {
-                file = format!("{}index.html", with_slash(&file));
-            }
-            if !self.files.contains(&file) {
-                return Err(match file.strip_suffix("README.html") {
-                    // mdbook renders README.md as index.html but leaves
-                    // links to README.md pointing at README.html.
-                    Some(dir) if self.files.contains(&format!("{dir}index.html")) => {
-                        format!(
-                            "no file {file} (mdbook renders README.md as index.html: link to index.html)"
-                        )
-                    }
-                    _ => format!("no file {file}"),
-                });
-            }
-            file
+            self.target_file(path, page, &percent_decode(target))?
         };
         let Some(fragment) = fragment.filter(|f| !f.is_empty()) else {
             return Ok(());
@@ -141,6 +104,39 @@ impl Site {
         } else {
             Err(format!("no id `{fragment}` in {file}"))
         }
+    }
+
+    /// The existing file a link's (decoded, non-empty) path names, from
+    /// `page` at `path`: relative to the page's directory, or to the root
+    /// under a `<base>` at the site URL; an absolute path must lie under the
+    /// site URL; a directory stands for its `index.html`.
+    fn target_file(&self, path: &str, page: &Page, target: &str) -> Result<String, String> {
+        let site = self.site_url.trim_matches('/');
+        let (dir, relative) = match target.strip_prefix('/') {
+            Some(absolute) => {
+                let inside = absolute
+                    .strip_prefix(site)
+                    .ok_or_else(|| format!("absolute path outside the book ({})", self.site_url))?;
+                ("", inside)
+            }
+            None if page.base.as_deref().map(|b| b.trim_matches('/')) == Some(site) => ("", target),
+            None => (path.rsplit_once('/').map_or("", |(dir, _)| dir), target),
+        };
+        let mut file = join(dir, relative).ok_or("leads out of the book")?;
+        if file.is_empty() || file.ends_with('/') || self.is_dir(&file) {
+            file = format!("{}index.html", with_slash(&file));
+        }
+        if self.files.contains(&file) {
+            return Ok(file);
+        }
+        Err(match file.strip_suffix("README.html") {
+            // mdbook renders README.md as index.html but leaves links to
+            // README.md pointing at README.html.
+            Some(dir) if self.files.contains(&format!("{dir}index.html")) => format!(
+                "no file {file} (mdbook renders README.md as index.html: link to index.html)"
+            ),
+            _ => format!("no file {file}"),
+        })
     }
 
     /// True when some file lies below `dir`.
