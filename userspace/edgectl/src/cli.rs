@@ -209,7 +209,7 @@ pub enum OverridesCommand {
 pub enum ActionArg {
     /// No limits for this network.
     Allow,
-    /// Drop every packet to a protected port.
+    /// Drop every packet from the network, whatever its port or protocol.
     Deny,
     /// The override's own rate, burst and connection cap.
     Limit,
