@@ -130,12 +130,7 @@ struct Answer {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    fraiseql_edge_tests::graphql::agent(Duration::from_secs(30))
 }
 
 /// POSTs `QUERY` with `Authorization: Bearer <token>`.

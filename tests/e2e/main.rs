@@ -20,4 +20,5 @@ mod ops_live;
 mod program;
 mod proxy_e2e;
 mod security;
+mod testbed;
 mod tracing_e2e;

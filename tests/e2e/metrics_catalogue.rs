@@ -12,18 +12,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
     time::Duration,
 };
 
 use fraiseql_edge_tests::{
     clients::flood_for,
     graphql::{Client, Metrics},
-    jwks::JwksServer,
-    kernel_tests_enabled,
-    netns::NetNs,
-    promtool,
-    servers::UdpCounter,
+    kernel_tests_enabled, promtool,
     subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
     wait::eventually,
 };
@@ -31,20 +26,16 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::{
-    jwt_e2e::keys::{AUDIENCE, ISSUER, claims, jwks, p256, sign_with},
-    kernel_e2e::pin_dir,
+    jwt_e2e::keys::{claims, p256, sign_with},
     proxy_e2e::serial,
+    testbed::{BURST, QUIET_HEALTH, RATE, Testbed},
 };
 
 const QUERY: &str = "{ users(first: 2) { id name } }";
 const DOC: &str = include_str!("../../docs/metrics.md");
 /// The page's section whose families only a degraded daemon exports.
 const DEGRADED_SECTION: &str = "Degraded mode (user-space limiter)";
-/// The kernel's rate and burst for the flooding client (packets).
-const RATE: u64 = 100;
-const BURST: u64 = 50;
 const UDP_PORT: u16 = 18601;
-const QUIET_HEALTH: &str = "interval_ms = 60000, timeout_ms = 5000";
 
 /// The page's families: name → (section, type).
 fn documented() -> BTreeMap<String, (String, String)> {
@@ -106,12 +97,7 @@ fn check_against_the_page(text: &str, absent: impl Fn(&str, &str) -> bool) {
 
 /// POSTs `body` with an optional bearer token: (status, `extensions.code`).
 fn post(url: &str, body: &Value, token: Option<&str>) -> (u16, Option<String>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent: ureq::Agent = fraiseql_edge_tests::graphql::agent(Duration::from_secs(30));
     let mut req = agent.post(url).header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", &format!("Bearer {t}"));
@@ -138,53 +124,11 @@ fn a_real_scrape_matches_the_metrics_page() {
         return;
     }
     let _serial = serial();
-    let pin = pin_dir("metrics");
-    let ns = NetNs::new("metrics", 60, 1);
-    let flooder = ns.client(0);
-    let udp_dst = SocketAddr::new(ns.host_v4().into(), UDP_PORT);
-    let udp = UdpCounter::bind(&[udp_dst]);
-
-    let key = p256("metrics");
-    let mut jwks_server = JwksServer::bind(jwks(&[&key]));
-    let users = DemoSubgraph::start("users");
-    let broken = DemoSubgraph::start("broken");
-    let kernel = format!(
-        "interfaces = [{:?}]\nprotected_ports = [{UDP_PORT}]\nrate = {RATE}\nburst = {BURST}\n\
-         max_conns = 0\nxdp_mode = \"auto\"\npin_path = {:?}\n",
-        ns.host_if(),
-        pin.0.to_str().expect("UTF-8 pin path"),
-    );
-    let mut toml = ProxySetup {
-        subgraphs: vec![
-            SubgraphSpec::new("users", [&users]).table("health", QUIET_HEALTH),
-            // Its failures open the breaker before they eject the endpoint.
-            SubgraphSpec::new("broken", [&broken])
-                .table(
-                    "health",
-                    "interval_ms = 60000, timeout_ms = 5000, unhealthy_after = 50",
-                )
-                .table("breaker", "consecutive_failures = 3, open_ms = 60000"),
-        ],
-        ..ProxySetup::default()
-    }
-    // The test client (loopback) is the trusted router: it may fetch entities.
-    .section("[authorization.trusted_router]\ncidrs = [\"127.0.0.0/8\"]")
-    .rate_limit("requests_per_minute = 0\nescalation = { threshold = 0 }")
-    .to_toml_with_kernel(&kernel);
-    toml += &format!(
-        "\n[auth]\nissuers = [{ISSUER:?}]\naudiences = [{AUDIENCE:?}]\nkeys = [\n\
-         {{ type = \"jwks_url\", url = {url:?}, algorithms = [\"ES256\"], refresh_secs = 3600 }},\n]\n",
-        url = jwks_server.url(),
-    );
-    let edge = Edge::start_toml(&toml);
-    let log = edge.daemon.log();
-    assert!(
-        !log.contains("eBPF UNAVAILABLE"),
-        "the kernel layer did not start; stderr:\n{log}"
-    );
-    let token = sign_with(Algorithm::ES256, &key, &claims("alice"));
-    let users_url = edge.route("users");
-    let broken_url = edge.route("broken");
+    let mut bed = Testbed::start("metrics", 60, UDP_PORT, vec![], &[]);
+    let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
+    let token = sign_with(Algorithm::ES256, &bed.key, &claims("alice"));
+    let users_url = bed.edge.route("users");
+    let broken_url = bed.edge.route("broken");
     let query = json!({ "query": QUERY });
 
     // Good queries, and an entity fetch.
@@ -217,7 +161,7 @@ fn a_real_scrape_matches_the_metrics_page() {
     );
     // The JWKS server goes away; a token naming an unknown key makes the
     // edge refetch, which fails (the known key stays in use).
-    jwks_server.stop();
+    bed.jwks.stop();
     let stranger = p256("stranger");
     assert_eq!(
         post(
@@ -229,20 +173,21 @@ fn a_real_scrape_matches_the_metrics_page() {
     );
     assert_eq!(post(&users_url, &query, Some(&token)), (200, None));
     // The failing subgraph, until its breaker opens.
-    broken.faults(&json!({"error_rate": 1.0, "error_status": 503}));
+    bed.broken
+        .faults(&json!({"error_rate": 1.0, "error_status": 503}));
     let opened = (0..50)
         .any(|_| post(&broken_url, &query, Some(&token)).1.as_deref() == Some("CIRCUIT_OPEN"));
     assert!(opened, "the breaker of `broken` never opened");
     // A UDP flood at ten times the kernel's rate, from the namespace.
-    let report = flood_for(&ns, flooder, udp_dst, 10 * RATE, Duration::from_secs(2));
+    let report = flood_for(&bed.ns, flooder, udp_dst, 10 * RATE, Duration::from_secs(2));
     println!(
         "flood: sent {}, received {}",
         report.sent,
-        udp.received(flooder)
+        bed.udp.received(flooder)
     );
 
     let c = Client::default();
-    let metrics = || c.metrics(&edge.admin_url("/metrics"));
+    let metrics = || c.metrics(&bed.edge.admin_url("/metrics"));
     // The pool and health gauges are set by each subgraph's one-second task.
     assert!(eventually(Duration::from_secs(5), || {
         metrics()
@@ -252,7 +197,7 @@ fn a_real_scrape_matches_the_metrics_page() {
             )
             .is_some_and(|s| s == 1.0)
     }));
-    let text = scrape(&edge);
+    let text = scrape(&bed.edge);
     promtool::check_metrics("a_real_scrape_matches_the_metrics_page", &text);
     check_against_the_page(&text, |section, _| section == DEGRADED_SECTION);
 
@@ -262,7 +207,7 @@ fn a_real_scrape_matches_the_metrics_page() {
         m.get(name, labels)
             .unwrap_or_else(|| panic!("no {name}{labels:?}"))
     };
-    let host_if = ns.host_if();
+    let host_if = bed.ns.host_if();
     assert_eq!(one("fraiseql_edge_degraded_mode", &[]), 0.0);
     assert_eq!(
         one(
@@ -330,7 +275,7 @@ fn a_real_scrape_matches_the_metrics_page() {
             1.0
         );
     }
-    let source = jwks_server.url();
+    let source = bed.jwks.url();
     let age = one(
         "fraiseql_edge_auth_jwks_refresh_age_seconds",
         &[("source", &source)],

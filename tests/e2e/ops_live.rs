@@ -15,7 +15,6 @@
 //! substituted, must return data.
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -26,30 +25,24 @@ use std::{
 
 use fraiseql_edge_tests::{
     clients::Flood,
-    jwks::JwksServer,
     kernel_tests_enabled,
-    netns::NetNs,
     prometheus::Prometheus,
-    servers::UdpCounter,
-    subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
+    subgraphs::{DemoSubgraph, SubgraphSpec},
     wait::eventually,
 };
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::{
-    jwt_e2e::keys::{AUDIENCE, ISSUER, claims, jwks, p256, sign_with},
-    kernel_e2e::pin_dir,
+    jwt_e2e::keys::{claims, sign_with},
     proxy_e2e::serial,
+    testbed::{QUIET_HEALTH, RATE, Testbed},
 };
 
 const JOB: &str = "fraiseql-edge";
 const QUERY: &str = "{ users(first: 2) { id name } }";
 const ENTITIES: &str = "query($representations: [_Any!]!) { _entities(representations: $representations) { ... on User { id name } } }";
-const RATE: u64 = 100;
-const BURST: u64 = 50;
 const UDP_PORT: u16 = 18661;
-const QUIET_HEALTH: &str = "interval_ms = 60000, timeout_ms = 5000";
 /// The alerts whose expressions must be false before the faults and true
 /// during them.
 const FAULT_ALERTS: [&str; 5] = [
@@ -61,12 +54,7 @@ const FAULT_ALERTS: [&str; 5] = [
 ];
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
+    fraiseql_edge_tests::graphql::agent(Duration::from_secs(30))
 }
 
 /// POSTs `body` with an optional bearer token; the status (0 when the
@@ -186,54 +174,21 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
         return;
     }
     let _serial = serial();
-    let pin = pin_dir("opslive");
-    let ns = NetNs::new("opslive", 66, 1);
-    let flooder = ns.client(0);
-    let udp_dst = SocketAddr::new(ns.host_v4().into(), UDP_PORT);
-    let _udp = UdpCounter::bind(&[udp_dst]);
-
-    let key = p256("opslive");
-    let jwks_server = JwksServer::bind(jwks(&[&key]));
-    let users = DemoSubgraph::start("users");
-    let broken = DemoSubgraph::start("broken");
     let slow = DemoSubgraph::start("slow");
     slow.faults(&json!({ "latency_ms": 1500 }));
-    let kernel = format!(
-        "interfaces = [{:?}]\nprotected_ports = [{UDP_PORT}]\nrate = {RATE}\nburst = {BURST}\n\
-         max_conns = 0\nxdp_mode = \"auto\"\npin_path = {:?}\n",
-        ns.host_if(),
-        pin.0.to_str().expect("UTF-8 pin path"),
-    );
-    let mut toml = ProxySetup {
-        subgraphs: vec![
-            SubgraphSpec::new("users", [&users]).table("health", QUIET_HEALTH),
-            SubgraphSpec::new("broken", [&broken])
-                .table(
-                    "health",
-                    "interval_ms = 60000, timeout_ms = 5000, unhealthy_after = 50",
-                )
-                .table("breaker", "consecutive_failures = 3, open_ms = 600000"),
+    let bed = Testbed::start(
+        "opslive",
+        66,
+        UDP_PORT,
+        vec![
             SubgraphSpec::new("slow", [&slow])
                 .table("health", QUIET_HEALTH)
                 .table("pool", "min_idle = 0, max = 2, acquire_timeout_ms = 1000"),
         ],
-        ..ProxySetup::default()
-    }
-    .section("[authorization.trusted_router]\ncidrs = [\"127.0.0.0/8\"]")
-    .section("[slow_queries]\nthreshold_ms = 200")
-    .rate_limit("requests_per_minute = 1000000\nescalation = { threshold = 0 }")
-    .to_toml_with_kernel(&kernel);
-    toml += &format!(
-        "\n[auth]\nissuers = [{ISSUER:?}]\naudiences = [{AUDIENCE:?}]\nkeys = [\n\
-         {{ type = \"jwks_url\", url = {url:?}, algorithms = [\"ES256\"], refresh_secs = 3600 }},\n]\n",
-        url = jwks_server.url(),
+        &["[slow_queries]\nthreshold_ms = 200"],
     );
-    let edge = Edge::start_toml(&toml);
-    assert!(
-        !edge.daemon.log().contains("eBPF UNAVAILABLE"),
-        "the kernel layer did not start; stderr:\n{}",
-        edge.daemon.log()
-    );
+    let (edge, broken, key, ns) = (&bed.edge, &bed.broken, &bed.key, &bed.ns);
+    let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
     let Some(prom) = Prometheus::start(JOB, &[edge.admin], &rule_files()) else {
         return;
     };
@@ -259,7 +214,7 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
         prom.log()
     );
 
-    let token = Arc::new(sign_with(Algorithm::ES256, &key, &claims("alice")));
+    let token = Arc::new(sign_with(Algorithm::ES256, key, &claims("alice")));
     let users_url = edge.route("users");
     let broken_url = edge.route("broken");
     let slow_url = edge.route("slow");
@@ -333,7 +288,7 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
             post(&agent(), &url, &json!({ "query": QUERY }), Some(&token));
         });
     }
-    let flood = Flood::start(&ns, flooder, udp_dst, 10 * RATE);
+    let flood = Flood::start(ns, flooder, udp_dst, 10 * RATE);
 
     let started = Instant::now();
     let mut pending: Vec<&str> = FAULT_ALERTS.to_vec();

@@ -81,17 +81,24 @@ impl Default for Client {
     }
 }
 
+/// The tests' HTTP agent: statuses are answers, not errors; no proxy from
+/// the environment; every call gives up after `timeout` (a stuck test
+/// fails instead of hanging).
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
 impl Client {
-    /// A client whose calls give up after `timeout` (a stuck test fails
-    /// instead of hanging).
+    /// A client whose calls give up after `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(timeout))
-            .build()
-            .into();
-        Self { agent }
+        Self {
+            agent: agent(timeout),
+        }
     }
 
     /// POSTs `body` with `content_type` (none when `None`).

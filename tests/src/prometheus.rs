@@ -88,12 +88,7 @@ impl Prometheus {
     }
 
     fn get(&self, path_and_query: &str) -> Option<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent: ureq::Agent = crate::graphql::agent(Duration::from_secs(30));
         let mut resp = agent
             .get(&format!("http://{}{path_and_query}", self.addr))
             .call()
@@ -103,12 +98,7 @@ impl Prometheus {
     }
 
     fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent: ureq::Agent = crate::graphql::agent(Duration::from_secs(30));
         let mut req = agent.get(&format!("http://{}{path}", self.addr));
         for (k, v) in params {
             req = req.query(*k, *v);
