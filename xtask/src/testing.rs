@@ -175,7 +175,6 @@ mod tests {
 
     #[test]
     fn sums_test_result_lines() {
-        let ops = Outcome::from(ops::check_offline());
     let mut counts = Counts::default();
         counts.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n");
         counts.add_line(
