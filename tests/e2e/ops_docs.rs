@@ -141,10 +141,10 @@ fn commands_in(line: &str) -> Vec<String> {
     };
     for segment in line.split(['|', ';']).flat_map(|s| s.split("&&")) {
         let mut seg = segment.trim();
-        if let Some(i) = seg.find(" -- ") {
-            if seg.starts_with("kubectl") || seg.starts_with("sudo kubectl") {
-                seg = seg[i + 4..].trim();
-            }
+        if let Some(i) = seg.find(" -- ")
+            && (seg.starts_with("kubectl") || seg.starts_with("sudo kubectl"))
+        {
+            seg = seg[i + 4..].trim();
         }
         for prefix in ["sudo -E ", "sudo ", "exec ", "time "] {
             if let Some(rest) = seg.strip_prefix(prefix) {

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn sums_test_result_lines() {
-    let mut counts = Counts::default();
+        let mut counts = Counts::default();
         counts.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n");
         counts.add_line(
             "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out\n",
