@@ -108,7 +108,7 @@ pub fn serve(
             Ok(())
         });
     }
-    let auth = Authenticate(tokens);
+    let auth = Authenticate::new(tokens);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -1,8 +1,16 @@
 //! Bearer tokens of the control API: an admin token (every call) and a
 //! read-only token (status, lists, metrics, events), each read from a file
-//! at start and again at every reload (rotation without a restart).
+//! at start and again at every reload (rotation without a restart). A
+//! token nobody knows also makes the interceptor read the files again (at
+//! most once a second): a rotated Kubernetes Secret is in force for the
+//! first call that presents the new token, before any reload.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
 use tonic::{Request, Status};
@@ -38,21 +46,43 @@ impl Caller {
     }
 }
 
-/// The tokens in force.
+/// The tokens in force, and the files they came from.
 #[derive(Default)]
 pub struct Tokens {
     admin: Option<Vec<u8>>,
     read: Option<Vec<u8>>,
+    admin_file: Option<PathBuf>,
+    read_file: Option<PathBuf>,
 }
 
 impl Tokens {
     /// Reads the token files of `cfg`.
     pub fn load(cfg: &ControlConfig) -> Result<Self, String> {
-        let read = |f: &Option<std::path::PathBuf>| f.as_deref().map(read_token).transpose();
+        Self::from_files(cfg.admin_token_file.clone(), cfg.read_token_file.clone())
+    }
+
+    fn from_files(admin_file: Option<PathBuf>, read_file: Option<PathBuf>) -> Result<Self, String> {
+        let read = |f: &Option<PathBuf>| f.as_deref().map(read_token).transpose();
         Ok(Self {
-            admin: read(&cfg.admin_token_file)?,
-            read: read(&cfg.read_token_file)?,
+            admin: read(&admin_file)?,
+            read: read(&read_file)?,
+            admin_file,
+            read_file,
         })
+    }
+
+    /// The same files read again, if what they hold now differs and is
+    /// valid.
+    fn reread(&self) -> Option<Self> {
+        let fresh = Self::from_files(self.admin_file.clone(), self.read_file.clone());
+        match fresh {
+            Ok(t) if t.admin != self.admin || t.read != self.read => Some(t),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "control token files changed but cannot be used; the tokens in force stay");
+                None
+            }
+        }
     }
 
     /// The role of `token`, compared in constant time.
@@ -100,10 +130,47 @@ fn read_token(path: &Path) -> Result<Vec<u8>, String> {
     Ok(token.as_bytes().to_vec())
 }
 
+/// Token files are read again for an unknown token at most this often.
+const REREAD_EVERY: Duration = Duration::from_secs(1);
+
 /// The interceptor: every call needs `authorization: Bearer <token>` with
 /// a known token; the caller's role goes into the request's extensions.
 #[derive(Clone)]
-pub struct Authenticate(pub Arc<ArcSwap<Tokens>>);
+pub struct Authenticate {
+    tokens: Arc<ArcSwap<Tokens>>,
+    last_reread: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Authenticate {
+    /// Checks calls against `tokens` (which reloads replace).
+    pub fn new(tokens: Arc<ArcSwap<Tokens>>) -> Self {
+        Self {
+            tokens,
+            last_reread: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The role of `token`; for an unknown one, the token files are read
+    /// again (rate-limited) in case they were rotated.
+    fn role(&self, token: &[u8]) -> Option<Role> {
+        let current = self.tokens.load();
+        if let Some(role) = current.role(token) {
+            return Some(role);
+        }
+        {
+            let mut last = self.last_reread.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < REREAD_EVERY) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let fresh = current.reread()?;
+        tracing::info!("control token files changed: the new tokens are in force");
+        let role = fresh.role(token);
+        self.tokens.store(Arc::new(fresh));
+        role
+    }
+}
 
 impl tonic::service::Interceptor for Authenticate {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -117,7 +184,7 @@ impl tonic::service::Interceptor for Authenticate {
             .strip_prefix(b"Bearer ")
             .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let Some(role) = self.0.load().role(token) else {
+        let Some(role) = self.role(token) else {
             tracing::warn!("control API call with an unknown token refused");
             return Err(Status::unauthenticated("unknown token"));
         };
@@ -161,7 +228,7 @@ mod tests {
             ..ControlConfig::default()
         };
         let t = Tokens::load(&cfg).unwrap();
-        (dir, Authenticate(Arc::new(ArcSwap::from_pointee(t))))
+        (dir, Authenticate::new(Arc::new(ArcSwap::from_pointee(t))))
     }
 
     fn call(auth: &mut Authenticate, header: Option<&str>) -> Result<Role, tonic::Code> {
@@ -200,6 +267,59 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_rotated_token_file_is_in_force_without_a_reload() {
+        let (dir, mut auth) = tokens();
+        // Written the way Kubernetes updates a Secret volume: a new file
+        // renamed over the old one.
+        let fresh = token_file(dir.path(), "a.new", "rotated-admin-token-42\n");
+        std::fs::rename(fresh, dir.path().join("a")).unwrap();
+        assert_eq!(
+            call(&mut auth, Some("Bearer rotated-admin-token-42")),
+            Ok(Role::Admin)
+        );
+        assert_eq!(
+            call(&mut auth, Some("Bearer admin-token-0123456789")),
+            Err(tonic::Code::Unauthenticated),
+            "the old admin token is gone"
+        );
+        assert_eq!(
+            call(&mut auth, Some("Bearer read-token-0123456789")),
+            Ok(Role::Read)
+        );
+    }
+
+    #[test]
+    fn unknown_tokens_read_the_files_at_most_once_a_second_and_keep_bad_files_out() {
+        let (dir, mut auth) = tokens();
+        assert_eq!(
+            call(&mut auth, Some("Bearer nobody-knows-this-token")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        // Rotated just after a re-read: not seen until a second has passed.
+        token_file(dir.path(), "a", "rotated-admin-token-42");
+        assert_eq!(
+            call(&mut auth, Some("Bearer rotated-admin-token-42")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        std::thread::sleep(REREAD_EVERY);
+        assert_eq!(
+            call(&mut auth, Some("Bearer rotated-admin-token-42")),
+            Ok(Role::Admin)
+        );
+        // A file rotated to something unusable leaves the tokens in force.
+        token_file(dir.path(), "a", "short");
+        std::thread::sleep(REREAD_EVERY);
+        assert_eq!(
+            call(&mut auth, Some("Bearer short")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&mut auth, Some("Bearer rotated-admin-token-42")),
+            Ok(Role::Admin)
+        );
     }
 
     #[test]
