@@ -28,9 +28,12 @@ pub fn generate() -> Result<()> {
     Ok(())
 }
 
+/// One offline check: its name and the function running it.
+type Check = (&'static str, fn() -> Result<()>);
+
 /// The offline checks, each run whatever failed before it.
 pub fn check_offline() -> Result<()> {
-    let checks: [(&str, fn() -> Result<()>); 4] = [
+    let checks: [Check; 4] = [
         ("dashboards", dashboards::check),
         ("alerts", alerts::check),
         ("runbooks", runbooks::check),
