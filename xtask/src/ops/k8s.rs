@@ -221,8 +221,7 @@ fn kubernetes_validate(venv: &Path, file: &Path) -> Result<()> {
         .output()
         .with_context(|| format!("could not start `{}`", cmd::describe(&validate)))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let problems: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("INFO ")).collect();
-    let passed = stdout.lines().filter(|l| l.starts_with("INFO ")).count();
+    let (passed, problems) = validation_report(&stdout);
     if !out.status.success() || !problems.is_empty() {
         bail!(
             "`{}` failed ({}):\n{}\n{}",
@@ -236,6 +235,18 @@ fn kubernetes_validate(venv: &Path, file: &Path) -> Result<()> {
         "ops-check: k8s: kubernetes-validate --strict ({KUBERNETES_VERSION}): {passed} objects valid"
     );
     Ok(())
+}
+
+/// kubernetes-validate's output as (objects that passed, other lines). It
+/// prints `INFO … passed` per valid object, `ERROR …` per invalid one and
+/// `WARN … Couldn't find schema …` for a kind it has no schema for (with
+/// exit status 0): every line but the `INFO` ones is a problem.
+fn validation_report(stdout: &str) -> (usize, Vec<&str>) {
+    let (passed, problems): (Vec<&str>, Vec<&str>) = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .partition(|l| l.starts_with("INFO "));
+    (passed.len(), problems)
 }
 
 /// The custom resources against the vendored CRD schemas.
@@ -267,6 +278,16 @@ mod tests {
         let ds: Value = serde_yaml_ng::from_str("apiVersion: apps/v1\n").unwrap();
         assert!(is_custom(&sm));
         assert!(!is_custom(&ds));
+    }
+
+    #[test]
+    fn a_kind_without_a_schema_is_a_problem() {
+        let out = "INFO f passed for resource daemonset/x against version 1.32\n\
+                   WARN f Couldn't find schema for kind Foo with api version example.com/v1 for kubernetes version 1.32\n";
+        let (passed, problems) = validation_report(out);
+        assert_eq!(passed, 1);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("WARN"));
     }
 
     #[test]
