@@ -74,8 +74,15 @@ enum Task {
     /// Regenerate dashboards/*.json and the k8s files built from alerts/
     /// and dashboards/.
     OpsGenerate,
-    /// Build the container image the k8s manifests reference.
-    Image,
+    /// Build the container image the k8s manifests reference
+    /// (ghcr.io/fraiseql/fraiseql-edge:<version>) with buildah, offline,
+    /// and run both binaries in it with podman.
+    Image {
+        /// Take fraiseql-edge and edgectl from this directory instead of
+        /// release-building them.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<std::path::PathBuf>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -122,7 +129,7 @@ fn main() -> ExitCode {
         } => demo::demo(seconds, demo::DaemonChoice::from_flags(no_daemon, daemon)),
         Task::OpsCheck => ops::check(),
         Task::OpsGenerate => ops::generate(),
-        Task::Image => image::image(),
+        Task::Image { bin_dir } => image::image(bin_dir),
         Task::Bench {
             which: Bench::Kernel { args },
         } => bench::kernel(&args),

@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 10] = [
+const PACKAGES: [&str; 13] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -28,6 +28,11 @@ const PACKAGES: [&str; 10] = [
     // The graphql-http server audit (tests/audit, run by the e2e tests).
     // Some builds of this package bundle npm; see `missing_packages`.
     "nodejs",
+    // `cargo xtask image`: builds the image (buildah) and runs its binaries
+    // (podman, with runc: Debian's crun refuses hybrid cgroup hosts).
+    "buildah",
+    "podman",
+    "runc",
 ];
 
 /// `(fs type, mount point)` pairs the daemon and the kernel tests need.
