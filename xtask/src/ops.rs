@@ -31,9 +31,6 @@ pub fn generate() -> Result<()> {
     Ok(())
 }
 
-/// One offline check: its name and the function running it.
-type Check = (&'static str, fn() -> Result<()>);
-
 /// The offline checks, each run whatever failed before it.
 pub fn check_offline() -> Result<()> {
     let checks: [Check; 4] = [

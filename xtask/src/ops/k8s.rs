@@ -8,7 +8,7 @@
 //!    [`KUBERNETES_VERSION`] schema with kubernetes-validate `--strict`, a
 //!    kind without a schema failing;
 //! 4. every custom resource (ServiceMonitor, PrometheusRule) validates
-//!    against the openAPIV3Schema of the CRDs vendored in `k8s/schemas/`,
+//!    against the schemas vendored in `k8s/schemas/` (from the CRDs),
 //!    unknown fields rejected (`validate_crds.py`, python jsonschema);
 //! 5. the policies of [`policy`] hold for every overlay.
 //!

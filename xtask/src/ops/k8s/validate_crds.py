@@ -1,17 +1,18 @@
-"""Validates custom resources against vendored CustomResourceDefinitions.
+"""Validates custom resources against the vendored schemas.
 
 Usage: python validate_crds.py SCHEMA_DIR RESOURCES.yaml
 
-Every CRD under SCHEMA_DIR (*.yaml, searched recursively) gives the
-openAPIV3Schema of each served version. Each object in RESOURCES.yaml is
+Every *.json under SCHEMA_DIR holds the schema of one kind:
+{"apiVersion": ..., "kind": ..., "source": ..., "schema": <JSON schema>}
+(k8s/schemas/export.py writes them). Each object in RESOURCES.yaml is
 validated against the schema of its apiVersion and kind; an object without
 a schema fails. The schemas are made strict first: an object schema that
-lists its properties and neither sets additionalProperties nor
-x-kubernetes-preserve-unknown-fields rejects other properties, as
-`kubectl apply --validate=strict` does.
+lists its properties and does not set additionalProperties rejects other
+properties, as `kubectl apply --validate=strict` does.
 """
 
 import glob
+import json
 import os
 import sys
 
@@ -27,30 +28,18 @@ def strict(schema):
     out = {}
     for key, value in schema.items():
         # Literal values, not schemas.
-        out[key] = value if key in ("enum", "default", "example") else strict(value)
-    if (
-        out.get("type") == "object"
-        and isinstance(out.get("properties"), dict)
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
+        out[key] = value if key in ("enum", "const", "default", "examples") else strict(value)
+    if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out
 
 
 def load_schemas(schema_dir):
     schemas = {}
-    pattern = os.path.join(schema_dir, "**", "*.yaml")
-    for path in sorted(glob.glob(pattern, recursive=True)):
+    for path in sorted(glob.glob(os.path.join(schema_dir, "*.json"))):
         with open(path) as f:
-            for doc in yaml.safe_load_all(f):
-                if not doc or doc.get("kind") != "CustomResourceDefinition":
-                    continue
-                spec = doc["spec"]
-                for version in spec["versions"]:
-                    if version.get("served"):
-                        key = ("%s/%s" % (spec["group"], version["name"]), spec["names"]["kind"])
-                        schemas[key] = (strict(version["schema"]["openAPIV3Schema"]), path)
+            doc = json.load(f)
+        schemas[(doc["apiVersion"], doc["kind"])] = (strict(doc["schema"]), path)
     return schemas
 
 
@@ -64,11 +53,12 @@ def main(schema_dir, resources):
         name = "%s/%s" % (kind, (doc.get("metadata") or {}).get("name"))
         found = schemas.get((api_version, kind))
         if found is None:
-            print("ERROR %s: no vendored CRD schema for %s %s" % (name, api_version, kind), file=sys.stderr)
+            print("ERROR %s: no vendored schema for %s %s" % (name, api_version, kind), file=sys.stderr)
             failed += 1
             continue
         schema, source = found
-        errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
         for error in errors:
             path = ".".join(str(p) for p in error.absolute_path) or "(root)"
             print("ERROR %s: %s: %s" % (name, path, error.message), file=sys.stderr)
