@@ -46,11 +46,34 @@ pub fn image(bin_dir: Option<PathBuf>) -> Result<()> {
             paths::target_dir().join("release")
         }
     };
+    let reference = reference();
+    build_and_verify(&bin_dir, &reference)?;
+    println!(
+        "image: {reference} built and verified in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The test command's check of the Containerfile and the staging: the
+/// image built from the test build's (debug) binaries under a local tag,
+/// both binaries run in it, then it is removed.
+pub fn check_with_test_build() -> Result<()> {
+    let reference = "localhost/fraiseql-edge:test-build";
+    let result = build_and_verify(&paths::target_dir().join("debug"), reference);
+    let mut remove = Command::new("buildah");
+    remove.args(["rmi", "--force", reference]);
+    let removed = cmd::run(&mut remove);
+    result?;
+    removed.context("removing the test image")
+}
+
+/// Stages the root file system from the binaries in `bin_dir`, builds
+/// `k8s/image/Containerfile` as `reference` and runs both binaries in it.
+fn build_and_verify(bin_dir: &Path, reference: &str) -> Result<()> {
     let context = paths::target_dir().join("image");
     let binaries: Vec<PathBuf> = BINARIES.iter().map(|b| bin_dir.join(b)).collect();
     stage_rootfs(&binaries, &context.join("rootfs"))?;
-
-    let reference = reference();
     let containerfile = paths::root()
         .join("k8s")
         .join("image")
@@ -64,17 +87,11 @@ pub fn image(bin_dir: Option<PathBuf>) -> Result<()> {
             "--build-arg",
             &format!("VERSION={}", env!("CARGO_PKG_VERSION")),
         ])
-        .args(["--tag", &reference])
+        .args(["--tag", reference])
         .arg(&context);
     println!("image: {}", cmd::describe(&build));
     cmd::run(&mut build)?;
-
-    verify(&reference)?;
-    println!(
-        "image: {reference} built and verified in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    verify(reference)
 }
 
 /// Lays out `rootfs`: the binaries in `usr/bin`, and every library `ldd`

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::setup::ensure_setup;
-use crate::{cmd, fuzz, ops, paths, system};
+use crate::{cmd, fuzz, image, ops, paths, system};
 
 /// What one step ended with, for the summary.
 enum Outcome {
@@ -52,25 +52,27 @@ pub fn test(args: &[String]) -> Result<()> {
     let ops = Outcome::from(ops::check_offline());
     let mut counts = Counts::default();
     let tests = Outcome::from(run_tests(args, &mut counts));
+    let image = image_check();
     let fuzz = match fuzz::in_test() {
         Ok(true) => Outcome::Ok,
         Ok(false) => Outcome::Skipped,
         Err(e) => Outcome::Failed(format!("{e:#}")),
     };
     let mut all_ok = true;
-    for outcome in [&fmt, &clippy, &ops, &tests, &fuzz] {
+    for outcome in [&fmt, &clippy, &ops, &tests, &image, &fuzz] {
         if let Outcome::Failed(why) = outcome {
             eprintln!("error: {why}");
             all_ok = false;
         }
     }
     println!(
-        "xtask test: {} (fmt {}, clippy {}, ops {}, cargo test {}, fuzz {})",
+        "xtask test: {} (fmt {}, clippy {}, ops {}, cargo test {}, image {}, fuzz {})",
         if all_ok { "OK" } else { "FAILED" },
         fmt.word(),
         clippy.word(),
         ops.word(),
         tests.word(),
+        image.word(),
         fuzz.word()
     );
     println!(
@@ -81,6 +83,18 @@ pub fn test(args: &[String]) -> Result<()> {
         bail!("cargo xtask test failed");
     }
     Ok(())
+}
+
+/// The container image built from the test build (buildah and podman need
+/// root here; without it the step is skipped, which `CI=true` forbids
+/// through [`check_privileges`]).
+fn image_check() -> Outcome {
+    if !system::is_root() {
+        println!("test: image: skipped (building images needs root)");
+        return Outcome::Skipped;
+    }
+    println!("test: image: the Containerfile built from target/debug and run");
+    Outcome::from(image::check_with_test_build())
 }
 
 /// Kernel tests need root; without it they skip, which CI must not allow.
