@@ -5,11 +5,21 @@
 //! how often a mutation really ran.
 //!
 //! Seed data is deterministic: users `1..=100` are `user-N` / `user-N@example.com`,
-//! products `upc-1..=upc-10` are `product-N` priced `N * 100`.
+//! products `upc-1..=upc-10` are `product-N` priced `N * 100`, and each
+//! product's UPC is an item with [`SEED_STOCK`] units in stock.
+//!
+//! For sagas, `reserve(item, quantity)` takes units out of stock and
+//! `release(item, quantity)` (its compensation) puts them back; `stock(item)`
+//! reads what is left. Asking for more than is in stock is the "HTTP 200 with
+//! GraphQL errors and no data" case: `{"data":null,"errors":[…]}` with the code
+//! `INSUFFICIENT_STOCK`, nothing taken.
 
-use std::sync::{
-    Arc, RwLock,
-    atomic::{AtomicI32, Ordering::Relaxed},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicI32, AtomicU64, Ordering::Relaxed},
+    },
 };
 
 use async_graphql::{
@@ -30,6 +40,8 @@ pub type DemoSchema = Schema<Query, Mutation, EmptySubscription>;
 pub const SEED_USERS: u32 = 100;
 /// Seeded products.
 pub const SEED_PRODUCTS: u32 = 10;
+/// Units of each item (a product's UPC) in stock at start.
+pub const SEED_STOCK: i32 = 100;
 /// Largest `bigList(n:)` served, so a typo cannot exhaust memory.
 pub const BIG_LIST_MAX: i32 = 200_000;
 
@@ -47,12 +59,33 @@ pub struct Product {
     pub price: i32,
 }
 
+/// What `reserve` took out of stock.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Reservation {
+    /// `r-1`, `r-2`, … in the order reservations were made.
+    pub id: ID,
+    pub item: String,
+    pub quantity: i32,
+    /// Units of the item left in stock after this reservation.
+    pub remaining: i32,
+}
+
+/// Why a stock change was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum StockError {
+    UnknownItem,
+    Insufficient { available: i32 },
+}
+
 /// The subgraph's data. Users created by `createUser` are kept (ids from 101).
 #[derive(Debug)]
 pub struct Store {
     users: RwLock<Vec<User>>,
     products: Vec<Product>,
     counter: AtomicI32,
+    /// Units in stock per item.
+    stock: Mutex<BTreeMap<String, i32>>,
+    reservations: AtomicU64,
 }
 
 impl Store {
@@ -67,11 +100,52 @@ impl Store {
                 price: i32::try_from(n * 100).unwrap_or(i32::MAX),
             })
             .collect();
+        let stock = (1..=SEED_PRODUCTS)
+            .map(|n| (format!("upc-{n}"), SEED_STOCK))
+            .collect();
         Self {
             users: RwLock::new(users),
             products,
             counter: AtomicI32::new(0),
+            stock: Mutex::new(stock),
+            reservations: AtomicU64::new(0),
         }
+    }
+
+    fn stock_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i32>> {
+        // Every write is a single assignment: a poisoned map is still good data.
+        self.stock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stock(&self, item: &str) -> Option<i32> {
+        self.stock_map().get(item).copied()
+    }
+
+    /// Takes `quantity` (> 0) units of `item` out of stock, all or nothing.
+    fn reserve(&self, item: &str, quantity: i32) -> Result<Reservation, StockError> {
+        let mut stock = self.stock_map();
+        let available = stock.get_mut(item).ok_or(StockError::UnknownItem)?;
+        if quantity > *available {
+            return Err(StockError::Insufficient {
+                available: *available,
+            });
+        }
+        *available -= quantity;
+        let n = self.reservations.fetch_add(1, Relaxed) + 1;
+        Ok(Reservation {
+            id: ID(format!("r-{n}")),
+            item: item.to_string(),
+            quantity,
+            remaining: *available,
+        })
+    }
+
+    /// Puts `quantity` (> 0) units of `item` back; returns the new stock.
+    fn release(&self, item: &str, quantity: i32) -> Result<i32, StockError> {
+        let mut stock = self.stock_map();
+        let available = stock.get_mut(item).ok_or(StockError::UnknownItem)?;
+        *available = available.saturating_add(quantity);
+        Ok(*available)
     }
 
     fn user(&self, id: &str) -> Option<User> {
@@ -134,6 +208,24 @@ fn coded(message: impl Into<String>, code: &'static str) -> Error {
     Error::new(message).extend_with(|_, e| e.set("code", code))
 }
 
+fn positive_quantity(quantity: i32) -> Result<i32> {
+    if quantity > 0 {
+        Ok(quantity)
+    } else {
+        Err(coded("quantity must be at least 1", "BAD_ARGUMENT"))
+    }
+}
+
+fn stock_error(item: &str, quantity: i32, e: StockError) -> Error {
+    match e {
+        StockError::UnknownItem => coded(format!("no item {item:?}"), "UNKNOWN_ITEM"),
+        StockError::Insufficient { available } => coded(
+            format!("cannot reserve {quantity} of {item:?}: {available} in stock"),
+            "INSUFFICIENT_STOCK",
+        ),
+    }
+}
+
 pub struct Query;
 
 #[Object]
@@ -180,6 +272,11 @@ impl Query {
         let error = coded("boom", "BOOM").into_server_error(ctx.item.pos);
         ctx.add_error(ctx.set_error_path(error));
         None
+    }
+
+    /// Units of `item` in stock, or null for an unknown item.
+    async fn stock(&self, ctx: &Context<'_>, item: String) -> Option<i32> {
+        store(ctx).stock(&item)
     }
 
     /// Returns its argument.
@@ -229,5 +326,28 @@ impl Mutation {
     async fn increment_counter(&self, ctx: &Context<'_>) -> i32 {
         ctx.data_unchecked::<Arc<Stats>>().record_mutation();
         store(ctx).counter.fetch_add(1, Relaxed).wrapping_add(1)
+    }
+
+    /// Takes `quantity` units of `item` out of stock. More than is in stock is
+    /// an error (`INSUFFICIENT_STOCK`) that nulls the whole `data`, and takes
+    /// nothing.
+    async fn reserve(&self, ctx: &Context<'_>, item: String, quantity: i32) -> Result<Reservation> {
+        ctx.data_unchecked::<Arc<Stats>>().record_mutation();
+        let quantity = positive_quantity(quantity)?;
+        store(ctx)
+            .reserve(&item, quantity)
+            .map_err(|e| stock_error(&item, quantity, e))
+    }
+
+    /// Puts `quantity` units of `item` back in stock: the compensation of
+    /// `reserve`. Not capped: releasing twice puts them back twice, which is
+    /// what a test of idempotent compensations looks for.
+    async fn release(&self, ctx: &Context<'_>, item: String, quantity: i32) -> Result<bool> {
+        ctx.data_unchecked::<Arc<Stats>>().record_mutation();
+        let quantity = positive_quantity(quantity)?;
+        store(ctx)
+            .release(&item, quantity)
+            .map(|_| true)
+            .map_err(|e| stock_error(&item, quantity, e))
     }
 }

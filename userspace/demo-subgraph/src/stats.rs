@@ -32,7 +32,8 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// Requests whose query is `{ __typename }` or `query { __typename }`.
     pub health_checks: u64,
-    /// Mutation root fields executed (`createUser`, `incrementCounter`).
+    /// Mutation root fields executed (`createUser`, `incrementCounter`,
+    /// `reserve`, `release`), failed ones included.
     pub mutations: u64,
     /// TCP connections accepted on the GraphQL port.
     pub connections_accepted: u64,

@@ -118,6 +118,9 @@ async fn service_sdl_declares_the_keys() {
         "createUser(name: String!): User!",
         "incrementCounter: Int!",
         "requestHeader(name: String!): [String!]!",
+        "stock(item: String!): Int",
+        "reserve(item: String!, quantity: Int!): Reservation!",
+        "release(item: String!, quantity: Int!): Boolean!",
     ] {
         assert!(served.contains(needle), "missing {needle:?} in:\n{served}");
     }
@@ -181,5 +184,90 @@ async fn request_header_returns_every_value_as_received() {
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "BAD_ARGUMENT",
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn reserve_and_release_move_the_stock() {
+    let (schema, stats) = schema();
+    let body = run(
+        &schema,
+        r#"{ stock(item: "upc-1") none: stock(item: "nope") }"#,
+    )
+    .await;
+    assert_eq!(body, json!({"data": {"stock": 100, "none": null}}));
+
+    let body = run(
+        &schema,
+        r#"mutation { reserve(item: "upc-1", quantity: 30) { id item quantity remaining } }"#,
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"data": {"reserve": {"id": "r-1", "item": "upc-1", "quantity": 30, "remaining": 70}}})
+    );
+    let body = run(
+        &schema,
+        r#"mutation { reserve(item: "upc-1", quantity: 70) { id remaining } }"#,
+    )
+    .await;
+    assert_eq!(
+        body["data"]["reserve"],
+        json!({"id": "r-2", "remaining": 0})
+    );
+
+    // Beyond the stock: data is null, the error is coded, nothing is taken.
+    let body = run(
+        &schema,
+        r#"mutation { reserve(item: "upc-1", quantity: 1) { id } }"#,
+    )
+    .await;
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "INSUFFICIENT_STOCK"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["reserve"]));
+
+    let body = run(
+        &schema,
+        r#"mutation { release(item: "upc-1", quantity: 30) }"#,
+    )
+    .await;
+    assert_eq!(body, json!({"data": {"release": true}}));
+    let body = run(&schema, r#"{ stock(item: "upc-1") }"#).await;
+    assert_eq!(body["data"]["stock"], 30);
+    assert_eq!(
+        stats.snapshot().mutations,
+        4,
+        "failed reservations count too"
+    );
+
+    for (query, code) in [
+        (
+            r#"mutation { reserve(item: "nope", quantity: 1) { id } }"#,
+            "UNKNOWN_ITEM",
+        ),
+        (
+            r#"mutation { release(item: "nope", quantity: 1) }"#,
+            "UNKNOWN_ITEM",
+        ),
+        (
+            r#"mutation { reserve(item: "upc-2", quantity: 0) { id } }"#,
+            "BAD_ARGUMENT",
+        ),
+        (
+            r#"mutation { release(item: "upc-2", quantity: -1) }"#,
+            "BAD_ARGUMENT",
+        ),
+    ] {
+        let body = run(&schema, query).await;
+        assert_eq!(body["data"], Value::Null, "{query}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{query}");
+    }
+    let body = run(&schema, r#"{ stock(item: "upc-2") }"#).await;
+    assert_eq!(
+        body["data"]["stock"], 100,
+        "refused changes leave the stock alone"
     );
 }
