@@ -6,15 +6,23 @@
 //! the channel until `hang` is lifted (a stalled body, until `stall_body` is).
 //! `refuse` is only recorded here; the listener in `server.rs` acts on it, and
 //! the body faults are carried out by `fault_body.rs`.
+//!
+//! `fail_field` stages failures of one root field, for sagas: the next
+//! `fail_times` requests whose operation selects that root field (a query or a
+//! mutation field, by name, aliases and fragments seen through) are answered
+//! with `fail_status` and the injected-fault body instead of executing, and
+//! each one counts `fail_times` down (`GET /faults` shows what is left). With
+//! `{"fail_field": "release", "fail_times": 3}` a compensation fails three
+//! times, then succeeds. The field must be one of the schema's root fields.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// The faults in force (the JSON body of `GET /faults`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Faults {
     /// Delay added before every GraphQL response, in milliseconds.
     pub latency_ms: u64,
@@ -33,6 +41,12 @@ pub struct Faults {
     /// Pause between 16-byte pieces of every GraphQL response body, in
     /// milliseconds (0: the body goes out at once).
     pub slow_body_ms: u64,
+    /// Root field whose requests fail while `fail_times` is above 0.
+    pub fail_field: Option<String>,
+    /// How many more requests selecting `fail_field` fail.
+    pub fail_times: u64,
+    /// HTTP status of a `fail_field` failure.
+    pub fail_status: u16,
 }
 
 impl Default for Faults {
@@ -48,12 +62,15 @@ impl Default for Faults {
             hang: false,
             stall_body: false,
             slow_body_ms: 0,
+            fail_field: None,
+            fail_times: 0,
+            fail_status: 503,
         }
     }
 }
 
 /// The body of `POST /faults`: every field optional, unknown fields refused.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsPatch {
     /// New `latency_ms`.
@@ -70,6 +87,12 @@ pub struct FaultsPatch {
     pub stall_body: Option<bool>,
     /// New `slow_body_ms` (0 turns it off).
     pub slow_body_ms: Option<u64>,
+    /// New `fail_field` (a root field of the schema).
+    pub fail_field: Option<String>,
+    /// New `fail_times` (0 turns `fail_field` off).
+    pub fail_times: Option<u64>,
+    /// New `fail_status` (a valid HTTP status, 100–999).
+    pub fail_status: Option<u16>,
 }
 
 /// Why a fault setting was refused.
@@ -79,6 +102,12 @@ pub enum FaultError {
     ErrorRate(f64),
     #[error("error_status must be an HTTP status code (100-999), got {0}")]
     ErrorStatus(u16),
+    #[error("fail_status must be an HTTP status code (100-999), got {0}")]
+    FailStatus(u16),
+    #[error("fail_times needs a fail_field")]
+    FailTimesWithoutField,
+    #[error("fail_field {0:?} is not a root field of the schema")]
+    UnknownField(String),
 }
 
 impl Faults {
@@ -92,6 +121,9 @@ impl Faults {
             hang: patch.hang.unwrap_or(self.hang),
             stall_body: patch.stall_body.unwrap_or(self.stall_body),
             slow_body_ms: patch.slow_body_ms.unwrap_or(self.slow_body_ms),
+            fail_field: patch.fail_field.or(self.fail_field),
+            fail_times: patch.fail_times.unwrap_or(self.fail_times),
+            fail_status: patch.fail_status.unwrap_or(self.fail_status),
         };
         next.validate()?;
         Ok(next)
@@ -102,6 +134,11 @@ impl Faults {
             return Err(FaultError::ErrorRate(self.error_rate));
         }
         self.status()?;
+        StatusCode::from_u16(self.fail_status)
+            .map_err(|_| FaultError::FailStatus(self.fail_status))?;
+        if self.fail_times > 0 && self.fail_field.is_none() {
+            return Err(FaultError::FailTimesWithoutField);
+        }
         Ok(())
     }
 
@@ -115,29 +152,46 @@ impl Faults {
 #[derive(Debug, Clone)]
 pub struct FaultControl {
     tx: Arc<watch::Sender<Faults>>,
+    /// The schema's root fields: what `fail_field` may name.
+    root_fields: Arc<BTreeSet<String>>,
 }
 
 impl FaultControl {
-    pub fn new(initial: Faults) -> Result<Self, FaultError> {
+    /// `root_fields`: the schema's query and mutation root fields.
+    pub fn new(initial: Faults, root_fields: BTreeSet<String>) -> Result<Self, FaultError> {
         initial.validate()?;
-        Ok(Self {
-            tx: Arc::new(watch::Sender::new(initial)),
-        })
+        let control = Self {
+            tx: Arc::new(watch::Sender::new(Faults::default())),
+            root_fields: Arc::new(root_fields),
+        };
+        control.check_field(initial.fail_field.as_deref())?;
+        control.tx.send_replace(initial);
+        Ok(control)
     }
 
     pub fn current(&self) -> Faults {
-        *self.tx.borrow()
+        self.tx.borrow().clone()
+    }
+
+    fn check_field(&self, field: Option<&str>) -> Result<(), FaultError> {
+        match field {
+            Some(name) if !self.root_fields.contains(name) => {
+                Err(FaultError::UnknownField(name.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Applies `patch` atomically and returns the faults now in force.
     pub fn update(&self, patch: FaultsPatch) -> Result<Faults, FaultError> {
+        self.check_field(patch.fail_field.as_deref())?;
         let mut result = Ok(self.current());
         self.tx
-            .send_if_modified(|faults| match faults.patched(patch) {
+            .send_if_modified(|faults| match faults.clone().patched(patch) {
                 Ok(next) => {
-                    result = Ok(next);
                     let changed = next != *faults;
-                    *faults = next;
+                    *faults = next.clone();
+                    result = Ok(next);
                     changed
                 }
                 Err(e) => {
@@ -149,13 +203,15 @@ impl FaultControl {
     }
 
     /// Runs the faults a GraphQL request meets before it is answered: waits while
-    /// `hang` is set, sleeps `latency_ms`, then rolls `error_rate`. Returns the
-    /// status to answer with instead of the real response, if the roll failed.
-    pub async fn before_response(&self) -> Option<StatusCode> {
+    /// `hang` is set, sleeps `latency_ms`, rolls `error_rate`, then counts
+    /// `fail_times` down if the request selects `fail_field` (one of
+    /// `root_fields`). Returns the status to answer with instead of the real
+    /// response, if one of them fired.
+    pub async fn before_response(&self, root_fields: &[String]) -> Option<StatusCode> {
         let mut rx = self.tx.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let faults = match rx.wait_for(|f| !f.hang).await {
-            Ok(faults) => *faults,
+            Ok(faults) => faults.clone(),
             Err(_) => self.current(),
         };
         if faults.latency_ms > 0 {
@@ -165,7 +221,26 @@ impl FaultControl {
         if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
             return faults.status().ok();
         }
-        None
+        self.take_field_failure(root_fields)
+    }
+
+    /// Counts `fail_times` down (atomically, so N failures are exactly N) if
+    /// `root_fields` selects `fail_field`; returns `fail_status` if so.
+    fn take_field_failure(&self, root_fields: &[String]) -> Option<StatusCode> {
+        let mut fired = None;
+        self.tx.send_if_modified(|faults| {
+            let selected = faults
+                .fail_field
+                .as_ref()
+                .is_some_and(|field| root_fields.contains(field));
+            if !selected || faults.fail_times == 0 {
+                return false;
+            }
+            faults.fail_times -= 1;
+            fired = StatusCode::from_u16(faults.fail_status).ok();
+            true
+        });
+        fired
     }
 
     /// Resolves once `stall_body` is off (at once if it already is). Owns its
@@ -182,6 +257,15 @@ impl FaultControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn control(initial: Faults) -> FaultControl {
+        let fields = ["reserve", "release", "echo"].map(String::from);
+        FaultControl::new(initial, fields.into()).unwrap()
+    }
+
+    fn fields(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
 
     #[test]
     fn patch_changes_only_given_fields() {
@@ -204,7 +288,7 @@ mod tests {
 
     #[test]
     fn invalid_values_are_refused_and_leave_state_alone() {
-        let control = FaultControl::new(Faults::default()).unwrap();
+        let control = control(Faults::default());
         let bad_rate = FaultsPatch {
             error_rate: Some(1.5),
             ..FaultsPatch::default()
@@ -224,7 +308,7 @@ mod tests {
             serde_json::from_str(r#"{"stall_body":true,"slow_body_ms":20}"#).unwrap();
         let f = Faults::default().patched(patch).unwrap();
         assert_eq!((f.stall_body, f.slow_body_ms), (true, 20));
-        let shown = serde_json::to_value(f).unwrap();
+        let shown = serde_json::to_value(&f).unwrap();
         assert_eq!(shown["stall_body"], true);
         assert_eq!(shown["slow_body_ms"], 20);
         let off: FaultsPatch = serde_json::from_str(r#"{"slow_body_ms":0}"#).unwrap();
@@ -255,9 +339,9 @@ mod tests {
 
     #[tokio::test]
     async fn full_error_rate_always_fires_and_zero_never_does() {
-        let control = FaultControl::new(Faults::default()).unwrap();
+        let control = control(Faults::default());
         for _ in 0..100 {
-            assert_eq!(control.before_response().await, None);
+            assert_eq!(control.before_response(&[]).await, None);
         }
         control
             .update(FaultsPatch {
@@ -268,7 +352,7 @@ mod tests {
             .unwrap();
         for _ in 0..100 {
             assert_eq!(
-                control.before_response().await,
+                control.before_response(&[]).await,
                 Some(StatusCode::INTERNAL_SERVER_ERROR)
             );
         }
@@ -276,14 +360,13 @@ mod tests {
 
     #[tokio::test]
     async fn hung_requests_answer_once_hang_is_lifted() {
-        let control = FaultControl::new(Faults {
+        let control = control(Faults {
             hang: true,
             ..Faults::default()
-        })
-        .unwrap();
+        });
         let pending = tokio::spawn({
             let control = control.clone();
-            async move { control.before_response().await }
+            async move { control.before_response(&[]).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!pending.is_finished());
@@ -298,11 +381,10 @@ mod tests {
 
     #[tokio::test]
     async fn stalled_bodies_are_released_when_stall_body_is_lifted() {
-        let control = FaultControl::new(Faults {
+        let control = control(Faults {
             stall_body: true,
             ..Faults::default()
-        })
-        .unwrap();
+        });
         let released = tokio::spawn(control.body_released());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!released.is_finished());
@@ -324,5 +406,61 @@ mod tests {
         released.await.unwrap();
         // Not stalled: resolves at once.
         control.body_released().await;
+    }
+
+    #[tokio::test]
+    async fn fail_field_fails_the_next_requests_selecting_it() {
+        let control = control(Faults::default());
+        let patch: FaultsPatch =
+            serde_json::from_str(r#"{"fail_field":"release","fail_times":3,"fail_status":500}"#)
+                .unwrap();
+        let f = control.update(patch).unwrap();
+        assert_eq!(
+            (f.fail_field.as_deref(), f.fail_times, f.fail_status),
+            (Some("release"), 3, 500)
+        );
+        // Other fields pass and do not count down.
+        assert_eq!(control.before_response(&fields(&["reserve"])).await, None);
+        assert_eq!(control.before_response(&[]).await, None);
+        for left in [2, 1, 0] {
+            assert_eq!(
+                control.before_response(&fields(&["echo", "release"])).await,
+                Some(StatusCode::INTERNAL_SERVER_ERROR)
+            );
+            assert_eq!(control.current().fail_times, left);
+        }
+        assert_eq!(control.before_response(&fields(&["release"])).await, None);
+        assert_eq!(control.current().fail_field.as_deref(), Some("release"));
+    }
+
+    #[test]
+    fn fail_field_settings_are_checked() {
+        let control = control(Faults::default());
+        let unknown = FaultsPatch {
+            fail_field: Some("releas".into()),
+            fail_times: Some(1),
+            ..FaultsPatch::default()
+        };
+        assert_eq!(
+            control.update(unknown),
+            Err(FaultError::UnknownField("releas".into()))
+        );
+        let orphan = FaultsPatch {
+            fail_times: Some(1),
+            ..FaultsPatch::default()
+        };
+        assert_eq!(
+            control.update(orphan),
+            Err(FaultError::FailTimesWithoutField)
+        );
+        let bad_status = FaultsPatch {
+            fail_field: Some("release".into()),
+            fail_status: Some(7),
+            ..FaultsPatch::default()
+        };
+        assert_eq!(control.update(bad_status), Err(FaultError::FailStatus(7)));
+        assert_eq!(control.current(), Faults::default());
+        let err = serde_json::from_str::<FaultsPatch>(r#"{"fail_fields":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

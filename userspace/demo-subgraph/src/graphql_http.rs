@@ -8,7 +8,8 @@
 //! 2. parse it (a bad request, a `POST` whose `Content-Type` is not
 //!    `application/json` included, is only answered after the faults below);
 //! 3. count it as a health check if its query is `{ __typename }`;
-//! 4. obey the faults in force: hang, latency, injected error status;
+//! 4. obey the faults in force: hang, latency, injected error status, and a
+//!    `fail_field` failure if the operation selects that root field;
 //! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
 //! 6. execute it and answer in the media type `Accept` asks for (see
 //!    `media.rs`): `200 application/json`, or `application/graphql-response+json`
@@ -25,8 +26,11 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Request, Variables,
-    parser::types::{DocumentOperations, OperationType},
+    Positioned, Request, Variables,
+    parser::types::{
+        DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
+        SelectionSet,
+    },
 };
 use axum::{
     Router,
@@ -207,14 +211,15 @@ fn get_request(params: GetParams) -> Result<Request, RequestError> {
 
 async fn respond(
     state: &GraphqlState,
-    request: Result<Request, RequestError>,
+    mut request: Result<Request, RequestError>,
     mutations_allowed: bool,
     media: Media,
 ) -> Response {
     if request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
         state.stats.record_health_check();
     }
-    if let Some(status) = state.faults.before_response().await {
+    let fields = request.as_mut().map(root_fields).unwrap_or_default();
+    if let Some(status) = state.faults.before_response(&fields).await {
         tracing::debug!(%status, "injected fault");
         return (
             status,
@@ -263,14 +268,14 @@ pub fn is_health_check(query: &str) -> bool {
     compact == "{__typename}" || compact == "query{__typename}"
 }
 
-/// Whether the operation `request` would run is a mutation. A document that
-/// does not parse or does not single out an operation is not: execution then
-/// fails without running anything.
-fn is_mutation(request: &mut Request) -> bool {
+/// The operation `request` would run: none when the document does not parse
+/// or does not single out an operation (execution then fails without running
+/// anything).
+fn selected_operation(
+    request: &mut Request,
+) -> Option<(&ExecutableDocument, &OperationDefinition)> {
     let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return false;
-    };
+    let doc = request.parsed_query().ok()?;
     let op = match (&doc.operations, name.as_deref()) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(want)) => ops
@@ -279,8 +284,52 @@ fn is_mutation(request: &mut Request) -> bool {
             .map(|(_, op)| op),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
-    };
-    op.is_some_and(|op| op.node.ty == OperationType::Mutation)
+    }?;
+    Some((doc, &op.node))
+}
+
+/// Whether the operation `request` would run is a mutation.
+fn is_mutation(request: &mut Request) -> bool {
+    selected_operation(request).is_some_and(|(_, op)| op.ty == OperationType::Mutation)
+}
+
+/// The root fields (names, not aliases) the operation `request` would run
+/// selects, through fragment spreads and inline fragments; empty when no
+/// operation would run.
+fn root_fields(request: &mut Request) -> Vec<String> {
+    let mut fields = Vec::new();
+    if let Some((doc, op)) = selected_operation(request) {
+        collect_fields(doc, &op.selection_set, &mut fields, 0);
+    }
+    fields
+}
+
+/// Fragments nest at most this deep here (a cycle is invalid GraphQL, which
+/// validation refuses; this only keeps the walk finite before it does).
+const FRAGMENT_DEPTH_MAX: usize = 32;
+
+fn collect_fields(
+    doc: &ExecutableDocument,
+    set: &Positioned<SelectionSet>,
+    fields: &mut Vec<String>,
+    depth: usize,
+) {
+    if depth > FRAGMENT_DEPTH_MAX {
+        return;
+    }
+    for selection in &set.node.items {
+        match &selection.node {
+            Selection::Field(field) => fields.push(field.node.name.node.to_string()),
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = doc.fragments.get(&spread.node.fragment_name.node) {
+                    collect_fields(doc, &fragment.node.selection_set, fields, depth + 1);
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                collect_fields(doc, &inline.node.selection_set, fields, depth + 1);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +388,27 @@ mod tests {
         ));
         assert!(!is_mutation(&mut Request::new("{ echo(value: \"a\") }")));
         assert!(!is_mutation(&mut Request::new("mutation {")));
+    }
+
+    #[test]
+    fn root_fields_see_through_aliases_and_fragments() {
+        let doc = r#"mutation M { a: reserve(item: "x", quantity: 1) { id } ...F ... { echo } }
+            fragment F on Mutation { release(item: "x", quantity: 1) }
+            query Q { stock(item: "x") }"#;
+        assert_eq!(
+            root_fields(&mut Request::new(doc).operation_name("M")),
+            ["reserve", "release", "echo"]
+        );
+        assert_eq!(
+            root_fields(&mut Request::new(doc).operation_name("Q")),
+            ["stock"]
+        );
+        assert!(root_fields(&mut Request::new(doc)).is_empty(), "ambiguous");
+        assert!(root_fields(&mut Request::new("{")).is_empty());
+        let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { echo(value: \"x\") ...A }";
+        assert!(
+            !root_fields(&mut Request::new(cycle)).is_empty(),
+            "a cycle ends"
+        );
     }
 }

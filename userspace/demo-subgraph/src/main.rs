@@ -104,12 +104,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<(), String> {
-    let faults = FaultControl::new(Faults {
-        latency_ms: cli.latency_ms,
-        error_rate: cli.error_rate,
-        error_status: cli.error_status,
-        ..Faults::default()
-    })
+    let faults = FaultControl::new(
+        Faults {
+            latency_ms: cli.latency_ms,
+            error_rate: cli.error_rate,
+            error_status: cli.error_status,
+            ..Faults::default()
+        },
+        schema::root_fields(&schema).await,
+    )
     .map_err(|e| e.to_string())?;
     let last_request = last_request::LastRequestLog::default();
     let graphql_router = graphql_http::router(GraphqlState {

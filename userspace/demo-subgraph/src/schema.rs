@@ -15,7 +15,7 @@
 //! `INSUFFICIENT_STOCK`, nothing taken.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicI32, AtomicU64, Ordering::Relaxed},
@@ -192,6 +192,24 @@ pub fn build(store: Arc<Store>, stats: Arc<Stats>) -> DemoSchema {
         .data(store)
         .data(stats)
         .finish()
+}
+
+/// The names of the query and mutation root fields (what a `fail_field`
+/// fault may name), read by introspection.
+pub async fn root_fields(schema: &DemoSchema) -> BTreeSet<String> {
+    let query = "{ __schema { queryType { fields { name } } mutationType { fields { name } } } }";
+    let data = schema
+        .execute(query)
+        .await
+        .data
+        .into_json()
+        .unwrap_or_default();
+    ["queryType", "mutationType"]
+        .iter()
+        .filter_map(|ty| data["__schema"][ty]["fields"].as_array())
+        .flatten()
+        .filter_map(|field| field["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The federation SDL, exactly as `{ _service { sdl } }` returns it.

@@ -491,7 +491,8 @@ fn error_rate_answers_with_the_error_status() {
     assert_eq!(
         faults,
         json!({"latency_ms": 0, "error_rate": 1.0, "error_status": 503, "refuse": false,
-               "hang": false, "stall_body": false, "slow_body_ms": 0})
+               "hang": false, "stall_body": false, "slow_body_ms": 0,
+               "fail_field": null, "fail_times": 0, "fail_status": 503})
     );
     let resp = sg.post("{ echo(value: \"x\") }");
     assert_eq!(resp.status, 503);
@@ -518,6 +519,9 @@ fn error_rate_answers_with_the_error_status() {
         json!({"error_rate": 2.0}),
         json!({"latency": 1}),
         json!({"error_status": 42}),
+        json!({"fail_field": "nope", "fail_times": 1}),
+        json!({"fail_times": 1}),
+        json!({"fail_status": 42}),
     ] {
         let resp = request(sg.admin, "POST", "/faults", Some(&bad.to_string())).unwrap();
         assert_eq!(resp.status, 400, "{bad}: {}", resp.body);
@@ -789,4 +793,34 @@ fn media_types_follow_graphql_over_http() {
     // A field error is an executed request: 200 in either type.
     let field = ask(new, "{ boom }");
     assert_eq!(field.status, 200, "{}", field.body);
+}
+
+#[test]
+fn fail_field_fails_the_next_requests_selecting_it() {
+    let sg = Subgraph::start(&[]);
+    let faults =
+        sg.set_faults(json!({"fail_field": "release", "fail_times": 3, "fail_status": 503}));
+    assert_eq!(
+        (&faults["fail_field"], &faults["fail_times"]),
+        (&json!("release"), &json!(3))
+    );
+    let release = r#"mutation { release(item: "upc-1", quantity: 5) }"#;
+    for left in [2, 1, 0] {
+        // Other fields are not affected.
+        assert_eq!(
+            sg.post(r#"{ stock(item: "upc-1") }"#).json()["data"]["stock"],
+            100
+        );
+        let resp = sg.post(release);
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        assert_eq!(resp.json()["errors"][0]["message"], "injected fault");
+        let now = request(sg.admin, "GET", "/faults", None).unwrap().json();
+        assert_eq!(now["fail_times"], left, "{now}");
+    }
+    assert_eq!(sg.stats()["mutations"], 0, "a failed try does not execute");
+    assert_eq!(sg.post(release).json(), json!({"data": {"release": true}}));
+    assert_eq!(
+        sg.post(r#"{ stock(item: "upc-1") }"#).json()["data"]["stock"],
+        105
+    );
 }

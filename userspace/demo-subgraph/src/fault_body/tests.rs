@@ -63,10 +63,13 @@ async fn without_a_pause_or_stall_the_body_goes_in_one_piece() {
 
 #[tokio::test]
 async fn stalled_bodies_send_half_then_wait_for_the_release() {
-    let control = FaultControl::new(Faults {
-        stall_body: true,
-        ..Faults::default()
-    })
+    let control = FaultControl::new(
+        Faults {
+            stall_body: true,
+            ..Faults::default()
+        },
+        Default::default(),
+    )
     .unwrap();
     let mut body = FaultBody::new(
         Bytes::from_static(b"0123456789"),
@@ -128,7 +131,7 @@ fn json_response(body: &'static str) -> Response {
 #[tokio::test]
 async fn apply_keeps_status_headers_and_length() {
     let text = r#"{"errors":[{"message":"injected fault"}]}"#;
-    let control = FaultControl::new(Faults::default()).unwrap();
+    let control = FaultControl::new(Faults::default(), Default::default()).unwrap();
     let mut untouched = apply(&control, json_response(text)).await.into_body();
     assert_eq!(lengths(&pieces(&mut untouched).await), [text.len()]);
 

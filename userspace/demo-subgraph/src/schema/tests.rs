@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use super::{DemoSchema, RequestHeaders, Store, build, sdl};
+use super::{DemoSchema, RequestHeaders, Store, build, root_fields, sdl};
 use crate::stats::Stats;
 
 fn schema() -> (DemoSchema, Arc<Stats>) {
@@ -270,4 +270,21 @@ async fn reserve_and_release_move_the_stock() {
         body["data"]["stock"], 100,
         "refused changes leave the stock alone"
     );
+}
+
+#[tokio::test]
+async fn root_fields_are_read_from_the_schema() {
+    let (schema, _) = schema();
+    let fields = root_fields(&schema).await;
+    for name in [
+        "user",
+        "stock",
+        "echo",
+        "reserve",
+        "release",
+        "incrementCounter",
+    ] {
+        assert!(fields.contains(name), "{name} missing from {fields:?}");
+    }
+    assert!(!fields.contains("Reservation") && !fields.contains("remaining"));
 }
