@@ -1,5 +1,5 @@
-//! The admin port: counters for tests (`/stats`), fault controls (`/faults`)
-//! and `/crash`. All bodies are JSON.
+//! The admin port: counters for tests (`/stats`, `/idempotency`), fault
+//! controls (`/faults`) and `/crash`. All bodies are JSON.
 //!
 //! | route               | answer                                              |
 //! |---------------------|-----------------------------------------------------|
@@ -7,6 +7,8 @@
 //! | `POST /stats/reset` | zeroes the counters, answers the new snapshot       |
 //! | `GET /faults`       | [`Faults`]                                          |
 //! | `POST /faults`      | applies a [`FaultsPatch`], answers the new `Faults` |
+//! | `GET /idempotency`  | [`Snapshot`]: counters per idempotency key, totals   |
+//! | `POST /idempotency/reset` | forgets stored answers, zeroes the counters, answers the new snapshot |
 //! | `GET /last-request` | [`LastRequest`]: the last GraphQL request's headers  |
 //! | `POST /crash`       | exits the process with code 1, answering nothing    |
 
@@ -24,6 +26,7 @@ use serde_json::json;
 
 use crate::{
     faults::{FaultControl, FaultError, Faults, FaultsPatch},
+    idempotency::{IdempotencyStore, Snapshot},
     last_request::{LastRequest, LastRequestLog},
     server::GraphqlServer,
     stats::{Stats, StatsSnapshot},
@@ -36,6 +39,7 @@ pub struct AdminState {
     pub faults: FaultControl,
     pub graphql: Arc<GraphqlServer>,
     pub last_request: LastRequestLog,
+    pub idempotency: Arc<IdempotencyStore>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -43,6 +47,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/stats", get(stats))
         .route("/stats/reset", post(reset_stats))
         .route("/faults", get(get_faults).post(post_faults))
+        .route("/idempotency", get(idempotency))
+        .route("/idempotency/reset", post(reset_idempotency))
         .route("/last-request", get(last_request))
         .route("/crash", post(crash))
         .with_state(state)
@@ -104,6 +110,15 @@ async fn post_faults(
         .await
         .map_err(AdminError::Rebind)?;
     Ok(Json(state.faults.current()))
+}
+
+async fn idempotency(State(state): State<AdminState>) -> Json<Snapshot> {
+    Json(state.idempotency.snapshot())
+}
+
+async fn reset_idempotency(State(state): State<AdminState>) -> Json<Snapshot> {
+    state.idempotency.reset();
+    Json(state.idempotency.snapshot())
 }
 
 async fn last_request(State(state): State<AdminState>) -> Json<LastRequest> {

@@ -8,15 +8,20 @@
 //! 2. parse it (a bad request, a `POST` whose `Content-Type` is not
 //!    `application/json` included, is only answered after the faults below);
 //! 3. count it as a health check if its query is `{ __typename }`;
-//! 4. obey the faults in force: hang, latency, injected error status, and a
+//! 4. for a `POST` with an `Idempotency-Key` (see `idempotency.rs`): refuse a
+//!    bad key (400), send a stored answer again or refuse a conflicting
+//!    request (409), all at once; or claim the key, if the request parsed,
+//!    and go on;
+//! 5. obey the faults in force: hang, latency, injected error status, and a
 //!    `fail_field` failure if the operation selects that root field;
-//! 5. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
-//! 6. execute it and answer in the media type `Accept` asks for (see
+//! 6. refuse a mutation sent over `GET` (405, as GraphQL-over-HTTP says);
+//! 7. execute it and answer in the media type `Accept` asks for (see
 //!    `media.rs`): `200 application/json`, or `application/graphql-response+json`
-//!    with a 400 for a request that fails before execution;
-//! 7. send the body as the body faults say (`slow_body_ms`, `stall_body`; see
+//!    with a 400 for a request that fails before execution; the answer is
+//!    stored under the claimed key, if any;
+//! 8. send the body as the body faults say (`slow_body_ms`, `stall_body`; see
 //!    `fault_body.rs`), whatever the answer: health checks, injected errors,
-//!    400 and 405 answers included, since an upstream that stalls mid-body
+//!    400, 405 and 409 answers and replays included, since an upstream that stalls mid-body
 //!    does so for every response. (The router's own answers to an unknown
 //!    path or method do not pass through here and are sent as they are.)
 //!
@@ -36,7 +41,7 @@ use axum::{
     Router,
     body::Bytes,
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -46,6 +51,7 @@ use serde_json::json;
 use crate::{
     fault_body,
     faults::FaultControl,
+    idempotency::{self, Answer, Decision, Fingerprint, IdempotencyStore, KeyError},
     last_request::LastRequestLog,
     media::Media,
     schema::{DemoSchema, RequestHeaders},
@@ -62,6 +68,7 @@ pub struct GraphqlState {
     pub stats: Arc<Stats>,
     pub faults: FaultControl,
     pub last_request: LastRequestLog,
+    pub idempotency: Arc<IdempotencyStore>,
 }
 
 /// The routes of the GraphQL port.
@@ -87,6 +94,12 @@ pub enum RequestError {
     BadVariables,
     #[error("mutations are only accepted over POST")]
     MutationOverGet,
+    #[error(transparent)]
+    InvalidIdempotencyKey(#[from] KeyError),
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still executing; retry later")]
+    IdempotencyKeyInProgress,
 }
 
 impl RequestError {
@@ -96,6 +109,9 @@ impl RequestError {
             Self::BadVariables => "INVALID_VARIABLES",
             Self::MutationOverGet => "MUTATION_OVER_GET",
             Self::UnsupportedContentType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::InvalidIdempotencyKey(_) => "INVALID_IDEMPOTENCY_KEY",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::IdempotencyKeyInProgress => "IDEMPOTENCY_KEY_IN_PROGRESS",
         }
     }
 }
@@ -121,6 +137,21 @@ impl IntoResponse for RequestError {
                 body,
             )
                 .into_response(),
+            Self::IdempotencyKeyReused => (
+                StatusCode::CONFLICT,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            Self::IdempotencyKeyInProgress => (
+                StatusCode::CONFLICT,
+                [
+                    (header::RETRY_AFTER, "1"),
+                    (header::CONTENT_TYPE, "application/json"),
+                ],
+                body,
+            )
+                .into_response(),
             _ => (
                 StatusCode::BAD_REQUEST,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -129,6 +160,17 @@ impl IntoResponse for RequestError {
                 .into_response(),
         }
     }
+}
+
+/// What the `Idempotency-Key` header of a request asks for.
+#[derive(Debug)]
+enum Idempotency {
+    /// No header (or a `GET`, which is idempotent anyway).
+    None,
+    /// A header that is not a valid key.
+    Invalid(KeyError),
+    /// A valid key, with the body's fingerprint.
+    Key(String, Fingerprint),
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +186,14 @@ async fn post_graphql(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let idempotency = match idempotency::key(&headers) {
+        None => Idempotency::None,
+        Some(Err(e)) => Idempotency::Invalid(e),
+        Some(Ok(key)) => {
+            let body = body.as_deref().unwrap_or_default();
+            Idempotency::Key(key, idempotency::fingerprint(body))
+        }
+    };
     let request = body
         .map_err(|e| RequestError::BadBody(e.body_text()))
         .and_then(|body| {
@@ -153,7 +203,7 @@ async fn post_graphql(
             serde_json::from_slice::<Request>(&body)
                 .map_err(|e| RequestError::BadBody(e.to_string()))
         });
-    run_to_completion(state, request, headers, true).await
+    run_to_completion(state, request, headers, true, idempotency).await
 }
 
 async fn get_graphql(
@@ -164,7 +214,7 @@ async fn get_graphql(
     let request = params
         .map_err(|e| RequestError::BadQueryString(e.body_text()))
         .and_then(|Query(params)| get_request(params));
-    run_to_completion(state, request, headers, false).await
+    run_to_completion(state, request, headers, false, Idempotency::None).await
 }
 
 /// Runs a request to the end even when its client goes away, as real
@@ -176,6 +226,7 @@ async fn run_to_completion(
     request: Result<Request, RequestError>,
     headers: HeaderMap,
     mutations_allowed: bool,
+    idempotency: Idempotency,
 ) -> Response {
     let media = Media::negotiate(&headers);
     if !request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
@@ -185,7 +236,7 @@ async fn run_to_completion(
     let faults = state.faults.clone();
     let task = tokio::spawn(async move {
         let _in_flight = state.stats.request_started();
-        respond(&state, request, mutations_allowed, media).await
+        respond(&state, request, mutations_allowed, media, idempotency).await
     });
     let response = task
         .await
@@ -214,13 +265,29 @@ async fn respond(
     mut request: Result<Request, RequestError>,
     mutations_allowed: bool,
     media: Media,
+    idempotency: Idempotency,
 ) -> Response {
     if request.as_ref().is_ok_and(|r| is_health_check(&r.query)) {
         state.stats.record_health_check();
     }
+    let claim = match idempotency {
+        Idempotency::None => None,
+        Idempotency::Invalid(e) => return RequestError::from(e).into_response(),
+        // A request refused before execution stores nothing.
+        Idempotency::Key(..) if request.is_err() => None,
+        Idempotency::Key(key, fingerprint) => match state.idempotency.begin(key, fingerprint) {
+            Decision::Execute(claim) => Some(claim),
+            Decision::Replay(answer) => return replay(&answer),
+            Decision::Reused => return RequestError::IdempotencyKeyReused.into_response(),
+            Decision::InProgress => return RequestError::IdempotencyKeyInProgress.into_response(),
+        },
+    };
     let fields = request.as_mut().map(root_fields).unwrap_or_default();
     if let Some(status) = state.faults.before_response(&fields).await {
         tracing::debug!(%status, "injected fault");
+        if let Some(claim) = claim {
+            claim.faulted();
+        }
         return (
             status,
             [(header::CONTENT_TYPE, "application/json")],
@@ -238,13 +305,35 @@ async fn respond(
     let response = state.schema.execute(request).await;
     match media.encode(&response) {
         Ok((status, body)) => {
-            (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
+            let content_type = HeaderValue::from_static(media.content_type());
+            if let Some(claim) = claim {
+                claim.store(Answer {
+                    status,
+                    content_type: Some(content_type.clone()),
+                    body: Bytes::from(body.clone()),
+                });
+            }
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot serialize a GraphQL response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// A stored answer, sent again.
+fn replay(answer: &Answer) -> Response {
+    let mut response = (answer.status, answer.body.clone()).into_response();
+    let headers = response.headers_mut();
+    if let Some(content_type) = &answer.content_type {
+        headers.insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    headers.insert(
+        idempotency::REPLAYED_HEADER,
+        HeaderValue::from_static("true"),
+    );
+    response
 }
 
 /// Whether the body is declared `application/json` (parameters such as

@@ -1,7 +1,10 @@
 //! `demo-subgraph`: a real GraphQL federation subgraph for fraiseql-edge's
 //! end-to-end tests, benchmarks and demo, with counters (`GET /stats`), fault
-//! injection (`POST /faults`) and the last request's headers
-//! (`GET /last-request`) on a separate admin port.
+//! injection (`POST /faults`), idempotency-key counters (`GET /idempotency`)
+//! and the last request's headers (`GET /last-request`) on a separate admin
+//! port. A `POST` with an `Idempotency-Key` header executes once per key and
+//! is answered the same afterwards, as FraiseQL subgraphs do for saga steps
+//! (see `idempotency.rs`).
 //!
 //! When both ports are bound it prints one line to stdout and flushes it:
 //!
@@ -15,6 +18,7 @@ mod admin;
 mod fault_body;
 mod faults;
 mod graphql_http;
+mod idempotency;
 mod last_request;
 mod media;
 mod schema;
@@ -26,6 +30,7 @@ use std::{
     net::SocketAddr,
     process::ExitCode,
     sync::Arc,
+    time::Duration,
 };
 
 use clap::Parser;
@@ -35,6 +40,7 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     faults::{FaultControl, Faults},
     graphql_http::GraphqlState,
+    idempotency::IdempotencyStore,
     server::GraphqlServer,
     stats::Stats,
 };
@@ -46,7 +52,7 @@ struct Cli {
     /// Address of the GraphQL port (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:4001")]
     listen: SocketAddr,
-    /// Address of the admin port (`/stats`, `/faults`, `/last-request`, `/crash`; port 0 picks a free one).
+    /// Address of the admin port (`/stats`, `/faults`, `/idempotency`, `/last-request`, `/crash`; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5001")]
     admin_listen: SocketAddr,
     /// Name shown in logs, in the ready line and in `/stats` (no spaces).
@@ -61,6 +67,12 @@ struct Cli {
     /// HTTP status of an injected error.
     #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(100..=999))]
     error_status: u16,
+    /// How long the answer to an `Idempotency-Key` is kept, in milliseconds (default 24 h).
+    #[arg(long, default_value_t = idempotency::DEFAULT_TTL_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    idempotency_ttl_ms: u64,
+    /// Most answers to `Idempotency-Key`s kept; the oldest are evicted first.
+    #[arg(long, default_value_t = idempotency::DEFAULT_MAX_ENTRIES, value_parser = parse_max_entries)]
+    idempotency_max_entries: usize,
     /// Print the federation SDL (what `_service { sdl }` returns) and exit.
     #[arg(long)]
     print_sdl: bool,
@@ -72,6 +84,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("{rate} is not between 0.0 and 1.0"))
+    }
+}
+
+fn parse_max_entries(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -115,11 +135,16 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
     )
     .map_err(|e| e.to_string())?;
     let last_request = last_request::LastRequestLog::default();
+    let idempotency = IdempotencyStore::new(
+        Duration::from_millis(cli.idempotency_ttl_ms),
+        cli.idempotency_max_entries,
+    );
     let graphql_router = graphql_http::router(GraphqlState {
         schema,
         stats: stats.clone(),
         faults: faults.clone(),
         last_request: last_request.clone(),
+        idempotency: idempotency.clone(),
     });
     let graphql = GraphqlServer::start(cli.listen, graphql_router, stats.clone())
         .await
@@ -134,6 +159,7 @@ async fn run(cli: Cli, stats: Arc<Stats>, schema: schema::DemoSchema) -> Result<
         faults,
         graphql: graphql.clone(),
         last_request,
+        idempotency,
     });
     tokio::spawn(server::serve_plain(admin_listener, admin_router).in_current_span());
 
