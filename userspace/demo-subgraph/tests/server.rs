@@ -82,6 +82,22 @@ impl Subgraph {
         request(self.graphql, "POST", "/graphql", Some(&body)).unwrap()
     }
 
+    /// Posts `query` with `Idempotency-Key: key`.
+    fn post_keyed(&self, key: &str, query: &str) -> Response {
+        keyed(self.graphql, key, query)
+    }
+
+    fn idempotency(&self) -> Value {
+        let resp = request(self.admin, "GET", "/idempotency", None).unwrap();
+        assert_eq!(resp.status, 200);
+        resp.json()
+    }
+
+    fn stock(&self, item: &str) -> Value {
+        let query = format!(r#"{{ stock(item: "{item}") }}"#);
+        self.post(&query).json()["data"]["stock"].clone()
+    }
+
     /// Polls `/stats` until `check` holds.
     fn wait_for_stats(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + TIMEOUT;
@@ -144,6 +160,15 @@ impl Response {
 fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> io::Result<Response> {
     let mut stream = connect(addr)?;
     send(&mut stream, method, path, body, true)
+}
+
+/// Posts `query` with `Idempotency-Key: key` on a fresh connection.
+fn keyed(addr: SocketAddr, key: &str, query: &str) -> Response {
+    let mut conn = connect(addr).unwrap();
+    let body = json!({ "query": query }).to_string();
+    let headers = [("Idempotency-Key", key)];
+    write_request(&mut conn, "POST", "/graphql", &headers, Some(&body), true).unwrap();
+    read_response(&conn).unwrap()
 }
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -730,7 +755,12 @@ fn print_sdl_and_bad_flags() {
     assert!(sdl.contains(r#"type User @key(fields: "id")"#), "{sdl}");
     assert!(sdl.contains(r#"type Product @key(fields: "upc")"#), "{sdl}");
 
-    for bad in [["--error-rate", "1.5"], ["--error-status", "42"]] {
+    for bad in [
+        ["--error-rate", "1.5"],
+        ["--error-status", "42"],
+        ["--idempotency-ttl-ms", "0"],
+        ["--idempotency-max-entries", "0"],
+    ] {
         let out = Command::new(BIN).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
     }
@@ -823,4 +853,255 @@ fn fail_field_fails_the_next_requests_selecting_it() {
         sg.post(r#"{ stock(item: "upc-1") }"#).json()["data"]["stock"],
         105
     );
+}
+
+fn code(resp: &Response) -> Value {
+    resp.json()["errors"][0]["extensions"]["code"].clone()
+}
+
+#[test]
+fn idempotency_keys_execute_once_then_replay() {
+    let sg = Subgraph::start(&[]);
+    let reserve = r#"mutation { reserve(item: "upc-1", quantity: 10) { id remaining } }"#;
+    let first = sg.post_keyed("saga-1:step-1", reserve);
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.json(),
+        json!({"data": {"reserve": {"id": "r-1", "remaining": 90}}})
+    );
+    assert_eq!(first.header("idempotent-replayed"), None);
+
+    let again = sg.post_keyed("saga-1:step-1", reserve);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("content-type"), Some("application/json"));
+    assert_eq!(again.body, first.body, "the stored answer, byte for byte");
+    assert_eq!(sg.stats()["mutations"], 1, "a replay executes nothing");
+    assert_eq!(sg.stock("upc-1"), 90);
+
+    // The same key with another body is refused, and changes nothing.
+    let other = r#"mutation { reserve(item: "upc-1", quantity: 20) { id remaining } }"#;
+    let reused = sg.post_keyed("saga-1:step-1", other);
+    assert_eq!(reused.status, 409, "{}", reused.body);
+    assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(sg.stock("upc-1"), 90);
+
+    // The compensation has a key of its own.
+    let release = r#"mutation { release(item: "upc-1", quantity: 10) }"#;
+    for _ in 0..2 {
+        let resp = sg.post_keyed("saga-1:step-1:compensate", release);
+        assert_eq!(resp.json(), json!({"data": {"release": true}}));
+    }
+    assert_eq!(sg.stock("upc-1"), 100, "released once");
+
+    let idem = sg.idempotency();
+    assert_eq!(
+        idem["keys"]["saga-1:step-1"],
+        json!({"executions": 1, "replays": 1, "conflicts": 1, "in_progress": 0, "faults": 0})
+    );
+    assert_eq!(idem["keys"]["saga-1:step-1:compensate"]["executions"], 1);
+    assert_eq!(idem["keys"]["saga-1:step-1:compensate"]["replays"], 1);
+    assert_eq!(idem["totals"]["executions"], 2);
+    assert_eq!(idem["totals"]["replays"], 2);
+    assert_eq!(idem["stored"], 2);
+    assert_eq!(idem["ttl_ms"], 86_400_000);
+    assert_eq!(idem["max_entries"], 10_000);
+
+    // Without the header, requests behave as they always did.
+    let plain = sg.post(reserve);
+    assert_eq!(plain.json()["data"]["reserve"]["remaining"], 90);
+    assert_eq!(plain.header("idempotent-replayed"), None);
+    assert_eq!(sg.post(reserve).json()["data"]["reserve"]["remaining"], 80);
+
+    // Reset: the answers are forgotten, the key executes again.
+    let resp = request(sg.admin, "POST", "/idempotency/reset", Some("")).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["totals"]["executions"], 0);
+    assert_eq!(resp.json()["stored"], 0);
+    let fresh = sg.post_keyed("saga-1:step-1", reserve);
+    assert_eq!(fresh.json()["data"]["reserve"]["remaining"], 70);
+    assert_eq!(fresh.header("idempotent-replayed"), None);
+}
+
+#[test]
+fn errors_of_an_execution_are_stored_too() {
+    let sg = Subgraph::start(&[]);
+    // HTTP 200 with errors and no data: what a saga treats as a failed step.
+    let too_many = r#"mutation { reserve(item: "upc-2", quantity: 101) { id } }"#;
+    let failed = sg.post_keyed("saga-2:step-1", too_many);
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    assert_eq!(failed.json()["data"], Value::Null);
+    assert_eq!(code(&failed), "INSUFFICIENT_STOCK");
+
+    // Even once the stock would allow it, the retry gets the stored failure.
+    sg.post(r#"mutation { release(item: "upc-2", quantity: 1) }"#);
+    let retried = sg.post_keyed("saga-2:step-1", too_many);
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retried.body, failed.body);
+    assert_eq!(sg.stock("upc-2"), 101);
+}
+
+#[test]
+fn invalid_idempotency_keys_are_refused() {
+    let sg = Subgraph::start(&[]);
+    let increment = "mutation { incrementCounter }";
+    let long = "k".repeat(256);
+    for bad in ["", "a b", long.as_str()] {
+        let resp = sg.post_keyed(bad, increment);
+        assert_eq!(resp.status, 400, "{bad:?}: {}", resp.body);
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        assert_eq!(code(&resp), "INVALID_IDEMPOTENCY_KEY", "{bad:?}");
+    }
+    // Twice the header.
+    let mut conn = connect(sg.graphql).unwrap();
+    let body = json!({ "query": increment }).to_string();
+    let headers = [("Idempotency-Key", "a"), ("Idempotency-Key", "a")];
+    write_request(&mut conn, "POST", "/graphql", &headers, Some(&body), true).unwrap();
+    let resp = read_response(&conn).unwrap();
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(code(&resp), "INVALID_IDEMPOTENCY_KEY");
+    assert_eq!(sg.stats()["mutations"], 0);
+
+    // The longest key is fine; a body that is not a request stores nothing.
+    let longest = "k".repeat(255);
+    assert_eq!(sg.post_keyed(&longest, increment).status, 200);
+    let mut conn = connect(sg.graphql).unwrap();
+    let headers = [("Idempotency-Key", "bad-body")];
+    write_request(&mut conn, "POST", "/graphql", &headers, Some("{"), true).unwrap();
+    assert_eq!(read_response(&conn).unwrap().status, 400);
+    assert_eq!(
+        sg.post_keyed("bad-body", increment).json()["data"]["incrementCounter"],
+        2
+    );
+    assert_eq!(sg.idempotency()["totals"]["executions"], 2);
+}
+
+#[test]
+fn idempotency_keys_expire_after_the_ttl() {
+    // Long enough that the replay below comes in time on a loaded machine.
+    let sg = Subgraph::start(&["--idempotency-ttl-ms", "1500"]);
+    let increment = "mutation { incrementCounter }";
+    assert_eq!(
+        sg.post_keyed("k", increment).json()["data"]["incrementCounter"],
+        1
+    );
+    let replay = sg.post_keyed("k", increment);
+    assert_eq!(replay.json()["data"]["incrementCounter"], 1);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    thread::sleep(Duration::from_millis(1600));
+    let after = sg.post_keyed("k", increment);
+    assert_eq!(
+        after.json()["data"]["incrementCounter"],
+        2,
+        "expired: executed again"
+    );
+    assert_eq!(after.header("idempotent-replayed"), None);
+    let idem = sg.idempotency();
+    assert_eq!(idem["ttl_ms"], 1500);
+    assert_eq!(idem["expired"], 1);
+    assert_eq!(idem["keys"]["k"]["executions"], 2);
+}
+
+#[test]
+fn a_key_in_progress_is_refused_until_its_request_finishes() {
+    let sg = Subgraph::start(&[]);
+    let increment = "mutation { incrementCounter }";
+    // The first request claims the key, then hangs.
+    sg.set_faults(json!({"hang": true}));
+    let addr = sg.graphql;
+    let first = thread::spawn(move || keyed(addr, "k", increment));
+    let deadline = Instant::now() + TIMEOUT;
+    while sg.idempotency()["executing"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first request never claimed its key"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let busy = sg.post_keyed("k", increment);
+    assert_eq!(busy.status, 409, "{}", busy.body);
+    assert_eq!(code(&busy), "IDEMPOTENCY_KEY_IN_PROGRESS");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let reused = sg.post_keyed("k", "mutation { createUser(name: \"x\") { id } }");
+    assert_eq!(code(&reused), "IDEMPOTENCY_KEY_REUSED");
+
+    sg.set_faults(json!({"hang": false}));
+    let first = first.join().unwrap();
+    assert_eq!(first.json(), json!({"data": {"incrementCounter": 1}}));
+    let retried = sg.post_keyed("k", increment);
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retried.json(), json!({"data": {"incrementCounter": 1}}));
+    assert_eq!(sg.stats()["mutations"], 1);
+    assert_eq!(
+        sg.idempotency()["keys"]["k"],
+        json!({"executions": 1, "replays": 1, "conflicts": 1, "in_progress": 1, "faults": 0})
+    );
+}
+
+#[test]
+fn parallel_requests_with_one_key_execute_once() {
+    let sg = Subgraph::start(&[]);
+    // Slow enough that the requests overlap.
+    sg.set_faults(json!({"latency_ms": 200}));
+    let addr = sg.graphql;
+    let tries: Vec<_> = (0..8)
+        .map(|_| thread::spawn(move || keyed(addr, "parallel", "mutation { incrementCounter }")))
+        .collect();
+    for answer in tries.into_iter().map(|t| t.join().unwrap()) {
+        match answer.status {
+            200 => assert_eq!(answer.json(), json!({"data": {"incrementCounter": 1}})),
+            409 => assert_eq!(code(&answer), "IDEMPOTENCY_KEY_IN_PROGRESS"),
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    assert_eq!(sg.stats()["mutations"], 1);
+    let counts = &sg.idempotency()["keys"]["parallel"];
+    assert_eq!(counts["executions"], 1, "{counts}");
+    assert_eq!(
+        counts["in_progress"].as_u64().unwrap() + counts["replays"].as_u64().unwrap(),
+        7
+    );
+}
+
+#[test]
+fn injected_faults_are_not_stored() {
+    let sg = Subgraph::start(&[]);
+    let increment = "mutation { incrementCounter }";
+    sg.set_faults(json!({"error_rate": 1.0}));
+    assert_eq!(sg.post_keyed("k", increment).status, 503);
+    sg.set_faults(json!({"error_rate": 0.0}));
+    let real = sg.post_keyed("k", increment);
+    assert_eq!(real.json(), json!({"data": {"incrementCounter": 1}}));
+    assert_eq!(real.header("idempotent-replayed"), None);
+
+    // A replay is the idempotency layer's own answer: the faults do not reach it.
+    sg.set_faults(json!({"error_rate": 1.0}));
+    let replay = sg.post_keyed("k", increment);
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    sg.set_faults(json!({"error_rate": 0.0}));
+
+    // A compensation that fails three times, then succeeds.
+    sg.set_faults(json!({"fail_field": "release", "fail_times": 3}));
+    let release = r#"mutation { release(item: "upc-3", quantity: 4) }"#;
+    for _ in 0..3 {
+        assert_eq!(sg.post_keyed("s:compensate", release).status, 503);
+    }
+    assert_eq!(
+        sg.post_keyed("s:compensate", release).json(),
+        json!({"data": {"release": true}})
+    );
+    assert_eq!(
+        sg.post_keyed("s:compensate", release)
+            .header("idempotent-replayed"),
+        Some("true")
+    );
+    assert_eq!(sg.stock("upc-3"), 104, "released once");
+    let idem = sg.idempotency();
+    assert_eq!(
+        idem["keys"]["s:compensate"],
+        json!({"executions": 1, "replays": 1, "conflicts": 0, "in_progress": 0, "faults": 3})
+    );
+    assert_eq!(idem["keys"]["k"]["faults"], 1);
+    assert_eq!(idem["totals"]["faults"], 4);
 }
