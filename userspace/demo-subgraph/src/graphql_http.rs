@@ -306,11 +306,12 @@ async fn respond(
     match media.encode(&response) {
         Ok((status, body)) => {
             let content_type = HeaderValue::from_static(media.content_type());
+            let body = Bytes::from(body);
             if let Some(claim) = claim {
                 claim.store(Answer {
                     status,
                     content_type: Some(content_type.clone()),
-                    body: Bytes::from(body.clone()),
+                    body: body.clone(),
                 });
             }
             (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
