@@ -21,12 +21,13 @@
 //!   subgraph stands in for them).
 //! - Same key while the first request is still executing: 409 with the code
 //!   `IDEMPOTENCY_KEY_IN_PROGRESS` and `Retry-After: 1`, at once, rather than
-//!   waiting: what draft-ietf-httpapi-idempotency-key-header (Error Handling:
-//!   "retried, while the original request is still being processed … SHOULD
-//!   reply with an HTTP 409") and Stripe (409, "another in-progress request
-//!   using this idempotent key") both do. Nothing is stored for it; retried
-//!   later with the same key, it gets the first request's answer. (A
-//!   different body is `IDEMPOTENCY_KEY_REUSED` here too.)
+//!   waiting: draft-ietf-httpapi-idempotency-key-header (Error Handling: a
+//!   request retried while the original is still being processed SHOULD get
+//!   a 409) and Stripe (409 `idempotency_key_in_use`; no result is saved for
+//!   a request that conflicts with one executing concurrently) both answer
+//!   so. Nothing is stored for it; retried later with the same key, it gets
+//!   the first request's answer. (A different body is
+//!   `IDEMPOTENCY_KEY_REUSED` here too.)
 //! - Only answers of an execution are stored: whatever the GraphQL engine
 //!   answered, field errors and "200 with errors" included. A request refused
 //!   before it (a bad key, a body that is not a GraphQL request, an injected
