@@ -57,6 +57,24 @@ pub fn xdp_link_name(interface: &str) -> String {
     format!("link_xdp_{interface}")
 }
 
+impl From<EbpfError> for KernelError {
+    fn from(e: EbpfError) -> Self {
+        Self::Load(e)
+    }
+}
+
+/// `e` and every error below it, joined by `: `.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 /// Why the kernel layer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -64,15 +82,17 @@ pub enum KernelError {
     #[error("{0}")]
     Filesystem(String),
     /// The object could not be loaded (no privileges, verifier, old kernel).
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] EbpfError),
-    /// A program could not be loaded or attached.
-    #[error("{what}: {source}")]
+    #[error("loading the eBPF object: {}", causes(.0))]
+    Load(EbpfError),
+    /// A program could not be loaded or attached. The message carries the
+    /// whole chain of causes (aya's syscall errors keep the errno in their
+    /// source, which a plain `{}` would drop).
+    #[error("{what}: {}", causes(cause))]
     Program {
         /// What was being done.
         what: String,
-        /// Cause.
-        source: ProgramError,
+        /// Cause, printed with its own causes.
+        cause: ProgramError,
     },
     /// A link could not be pinned or adopted.
     #[error("{what}: {reason}")]
@@ -89,7 +109,7 @@ pub enum KernelError {
 
 fn program_err(what: impl Into<String>) -> impl FnOnce(ProgramError) -> KernelError {
     let what = what.into();
-    move |source| KernelError::Program { what, source }
+    move |cause| KernelError::Program { what, cause }
 }
 
 fn link_err<E: fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> KernelError {
@@ -499,7 +519,7 @@ fn attach_new(
     }
     Err(KernelError::Program {
         what: format!("attaching XDP to {iface}"),
-        source: last.expect("at least one mode is tried"),
+        cause: last.expect("at least one mode is tried"),
     })
 }
 
@@ -568,4 +588,29 @@ pub fn detach(pin_dir: &Path) -> std::io::Result<Vec<String>> {
     }
     std::fs::remove_dir(pin_dir)?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What operators read in the log must carry the kernel's own reason.
+    #[test]
+    fn a_failed_attach_names_the_errno_once() {
+        let e = KernelError::Program {
+            what: "attaching XDP to eth0".into(),
+            cause: ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_link_create",
+                io_error: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            }),
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("attaching XDP to eth0: `bpf_link_create` failed: ")
+                && shown.contains("not supported"),
+            "{shown}"
+        );
+        let chained = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chained.matches("not supported").count(), 1, "{chained}");
+    }
 }
