@@ -282,6 +282,48 @@ impl Proxy {
             .cloned()
     }
 
+    /// One request the edge makes itself (a saga step or compensation)
+    /// to the subgraph `name`, through the data path: its breaker, endpoint
+    /// choice, pool, per-try timeout and failover (for a mutation, only
+    /// while nothing was sent). `body` is the GraphQL request JSON,
+    /// `headers` are sent as given (plus `content-type`). Returns the
+    /// status and the whole body, read by `deadline`.
+    pub async fn send(
+        &self,
+        name: &str,
+        body: Bytes,
+        mut headers: http::HeaderMap,
+        deadline: Instant,
+    ) -> Result<(http::StatusCode, Bytes), ProxyError> {
+        let sg = self
+            .subgraph(name)
+            .ok_or_else(|| ProxyError::NotFound(format!("subgraph `{name}`")))?;
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let out = forward::Outgoing {
+            method: http::Method::POST,
+            query: None,
+            headers,
+            body,
+            kind: operation::OperationKind::Mutation,
+            trace: None,
+        };
+        let Forwarded { response, .. } =
+            forward::forward(&sg, out, &self.metrics, deadline).await?;
+        let (parts, body) = response.into_parts();
+        let collected = tokio::time::timeout_at(deadline.into(), body.collect()).await;
+        match collected {
+            Ok(Ok(c)) => Ok((parts.status, c.to_bytes())),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnavailable {
+                subgraph: name.to_string(),
+                detail: format!("reading the answer: {e}"),
+            }),
+            Err(_) => Err(ProxyError::UpstreamTimeout(name.to_string())),
+        }
+    }
+
     /// Every subgraph, sorted by name.
     pub fn subgraphs(&self) -> Vec<Arc<Subgraph>> {
         let mut all: Vec<Arc<Subgraph>> = self.routes.load().subgraphs().cloned().collect();

@@ -35,6 +35,8 @@ async fn echo() -> SocketAddr {
                             "xff": all("x-forwarded-for"),
                             "realIp": all("x-real-ip"),
                             "forwarded": all("forwarded"),
+                            "idempotencyKey": all("idempotency-key"),
+                            "contentType": all("content-type"),
                         }});
                         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
                             body.to_string(),
@@ -189,4 +191,34 @@ fn the_graphql_response_media_type_is_the_default_unless_json_alone_is_asked() {
     ]));
     assert!(!with(&["application/json"]));
     assert!(!with(&["application/json; charset=utf-8, */*;q=0.1"]));
+}
+
+#[tokio::test]
+async fn send_goes_through_the_data_path_with_the_given_headers() {
+    let p = proxy("").await;
+    let mut headers = http::HeaderMap::new();
+    headers.insert("idempotency-key", "saga-1:0".parse().unwrap());
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let (status, body) = p
+        .send(
+            "users",
+            Bytes::from_static(br#"{"query":"mutation { a }"}"#),
+            headers,
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["data"]["path"], "/graphql");
+    assert_eq!(v["data"]["idempotencyKey"], serde_json::json!(["saga-1:0"]));
+    assert_eq!(
+        v["data"]["contentType"],
+        serde_json::json!(["application/json"])
+    );
+    let err = p
+        .send("nope", Bytes::new(), http::HeaderMap::new(), deadline)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::NotFound(_)), "{err}");
 }
