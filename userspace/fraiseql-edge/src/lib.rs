@@ -30,5 +30,6 @@ pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod saga;
 pub mod slowlog;
 pub mod telemetry;

@@ -1,0 +1,4 @@
+//! Sagas at the edge: ordered mutations across subgraphs, each with a
+//! compensation, run from a durable log.
+
+pub mod answer;
