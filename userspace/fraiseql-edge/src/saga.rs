@@ -2,3 +2,5 @@
 //! compensation, run from a durable log.
 
 pub mod answer;
+pub mod backoff;
+pub mod config;
