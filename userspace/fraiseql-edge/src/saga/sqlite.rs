@@ -712,3 +712,6 @@ impl SagaStore for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod crash_tests;
