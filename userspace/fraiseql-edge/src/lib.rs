@@ -8,6 +8,7 @@
 //! * [`blocklist`] — the block list, in the kernel or (degraded mode) in user space.
 //! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
 //! * [`telemetry`] — trace context (W3C `traceparent`), spans, OTLP export.
+//! * [`saga`] — sagas across subgraphs: the model and the durable log.
 //! * [`slowlog`] — the slow-query log.
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
