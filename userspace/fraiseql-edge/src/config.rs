@@ -60,6 +60,8 @@ pub struct Config {
     /// The slow-query log.
     #[serde(default)]
     pub slow_queries: crate::slowlog::SlowQueriesConfig,
+    /// The saga coordinator and its durable log (absent: none runs).
+    pub sagas: Option<crate::saga::config::SagasConfig>,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -229,6 +231,11 @@ impl Config {
         self.slow_queries
             .validate("slow_queries")
             .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        if let Some(sagas) = &self.sagas {
+            sagas
+                .validate("sagas")
+                .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        }
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(
                 "runtime.worker_threads",

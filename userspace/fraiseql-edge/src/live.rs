@@ -666,6 +666,7 @@ impl Live {
             (current.runtime != next.runtime, "[runtime]"),
             (current.slow_queries != next.slow_queries, "[slow_queries]"),
             (current.tracing != next.tracing, "[tracing]"),
+            (current.sagas != next.sagas, "[sagas]"),
             (
                 current.rate_limit.escalation != next.rate_limit.escalation
                     || current.rate_limit.max_keys != next.rate_limit.max_keys,

@@ -396,3 +396,18 @@ fn control_needs_a_listener_and_a_token_file() {
     );
     assert_eq!(control.listen, Some("127.0.0.1:50051".parse().unwrap()));
 }
+
+#[test]
+fn sagas_section_is_optional_and_checked() {
+    assert!(Config::from_toml(BASE).unwrap().sagas.is_none());
+    let c = Config::from_toml(&format!("{BASE}[sagas]\npath = \"/tmp/edge-sagas.db\"\n")).unwrap();
+    assert_eq!(
+        c.sagas.unwrap().path,
+        std::path::PathBuf::from("/tmp/edge-sagas.db")
+    );
+    let (key, reason) = err(&format!("{BASE}[sagas]\npath = \"sagas.db\"\n"));
+    assert_eq!(key, "sagas.path");
+    assert!(reason.contains("absolute"), "{reason}");
+    let (key, _) = err(&format!("{BASE}[sagas]\nstep_timeout = 5\n"));
+    assert_eq!(key, "sagas.step_timeout");
+}
