@@ -235,6 +235,12 @@ impl Config {
             sagas
                 .validate("sagas")
                 .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+            if self.proxy.is_none() {
+                return Err(ConfigError::invalid(
+                    "sagas",
+                    "needs [proxy]: sagas run through the data path and are served on its listener",
+                ));
+            }
         }
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(

@@ -219,6 +219,22 @@ async fn serve(
         }
         None => None,
     };
+    let sagas = match (&config.sagas, &proxy) {
+        (Some(cfg), Some(proxy)) => {
+            let store = crate::saga::SqliteStore::open(&cfg.path).with_context(|| {
+                format!("opening the saga log ([sagas] path {})", cfg.path.display())
+            })?;
+            let names: Vec<String> = config.subgraphs.iter().map(|s| s.name.clone()).collect();
+            let metrics = crate::saga::metrics::SagaMetrics::new(&registry, &names)?;
+            let coordinator =
+                crate::saga::Coordinator::new(Arc::new(store), proxy, cfg.clone(), metrics);
+            proxy.set_sagas(Arc::clone(&coordinator));
+            tokio::spawn(Arc::clone(&coordinator).run(stop.subscribe()));
+            tracing::info!(log = %cfg.path.display(), "saga coordinator on: POST /sagas, GET /sagas/{{id}}");
+            Some(coordinator)
+        }
+        _ => None,
+    };
     let enforcer = match &enforcement {
         Enforcement::Kernel(k) => Enforcer::Kernel {
             maps: Box::new(Mutex::new(KernelMaps::open_pinned(
@@ -238,6 +254,7 @@ async fn serve(
         enforcer,
         blocks: blocks.clone(),
         proxy,
+        sagas,
         events: events.clone(),
         reload_metrics: crate::metrics::ReloadMetrics::new(&registry)?,
         registry: registry.clone(),

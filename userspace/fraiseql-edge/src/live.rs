@@ -148,6 +148,7 @@ pub struct Live {
     enforcer: Enforcer,
     blocks: Option<Arc<BlockList>>,
     proxy: Option<Arc<Proxy>>,
+    sagas: Option<Arc<crate::saga::Coordinator>>,
     events: EventBus,
     registry: Registry,
     reload_metrics: crate::metrics::ReloadMetrics,
@@ -171,6 +172,8 @@ pub struct LiveParts {
     pub blocks: Option<Arc<BlockList>>,
     /// The data path.
     pub proxy: Option<Arc<Proxy>>,
+    /// The saga coordinator (`[sagas]`).
+    pub sagas: Option<Arc<crate::saga::Coordinator>>,
     /// The event stream.
     pub events: EventBus,
     /// Every metric.
@@ -193,6 +196,7 @@ impl Live {
             enforcer: parts.enforcer,
             blocks: parts.blocks,
             proxy: parts.proxy,
+            sagas: parts.sagas,
             events: parts.events,
             registry: parts.registry,
             reload_metrics: parts.reload_metrics,
@@ -222,6 +226,11 @@ impl Live {
     /// The data path, when configured.
     pub fn proxy(&self) -> Option<&Arc<Proxy>> {
         self.proxy.as_ref()
+    }
+
+    /// The saga coordinator, when `[sagas]` is configured.
+    pub fn sagas(&self) -> Option<&Arc<crate::saga::Coordinator>> {
+        self.sagas.as_ref()
     }
 
     /// Runs `f` with the configuration of every later reload, before

@@ -140,6 +140,9 @@ pub struct Proxy {
     tracer: Tracer,
     /// Slow requests (`[slow_queries]`).
     slow: SlowLog,
+    /// The saga coordinator, when `[sagas]` is configured: it serves
+    /// `/sagas` on this listener.
+    sagas: std::sync::OnceLock<Arc<crate::saga::coordinator::Coordinator>>,
 }
 
 /// What a reload can change in how requests are judged.
@@ -265,7 +268,14 @@ impl Proxy {
             tracer: Tracer::new(tracing_cfg),
             slow: SlowLog::new(slow_queries),
             metrics: Arc::new(metrics),
+            sagas: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves the saga API with `coordinator` (once; later calls are
+    /// ignored).
+    pub fn set_sagas(&self, coordinator: Arc<crate::saga::coordinator::Coordinator>) {
+        let _ = self.sagas.set(coordinator);
     }
 
     /// The listener's time limits.
@@ -623,6 +633,12 @@ impl Proxy {
         B: Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        if let Some(sagas) = self.sagas.get()
+            && crate::saga::api::owns(&ctx.path)
+        {
+            self.client_limits(ctx)?; // 0. client
+            return crate::saga::api::handle(self, sagas, ctx, req).await;
+        }
         let (sg, accepted, policy) = match self.admit(ctx, req).await? {
             // 0–5
             Admitted::Forward(sg, accepted, policy) => (sg, accepted, policy),
@@ -791,15 +807,32 @@ impl Proxy {
         sg: &Subgraph,
         accepted: &Accepted,
     ) -> Result<(), ProxyError> {
+        self.identify_headers(
+            ctx,
+            policy,
+            &accepted.headers,
+            sg.cfg.require_authentication,
+        )
+        .await
+    }
+
+    /// [`Self::identify`] over `headers`; a token is `required` or not.
+    pub(crate) async fn identify_headers(
+        &self,
+        ctx: &mut RequestContext,
+        policy: &Policy,
+        headers: &http::HeaderMap,
+        required: bool,
+    ) -> Result<(), ProxyError> {
         let Some(auth) = &policy.auth else {
             return Ok(());
         };
-        let refused = match auth.authenticate(&accepted.headers).await {
+        let refused = match auth.authenticate(headers).await {
             Ok(Some(identity)) => {
                 ctx.identity = Some(identity);
                 return Ok(());
             }
-            Ok(None) if !sg.cfg.require_authentication => return Ok(()),
+            Ok(None) if !required => return Ok(()),
             Ok(None) => AuthError::MissingToken,
             Err(e) => e,
         };
@@ -1032,6 +1065,75 @@ impl Proxy {
             (None, Some(q)) => Some(context::DocumentKey::Text(Arc::from(q.as_ref()))),
             (None, None) => None,
         };
+    }
+
+    /// The policy in force (one snapshot for a whole request).
+    pub(crate) fn policy_snapshot(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The accept phase over a saga submission (a JSON `POST` within the
+    /// body limits).
+    pub(crate) async fn accept_saga<B>(&self, req: Request<B>) -> Result<Accepted, ProxyError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        accept::accept(self.accept, req).await
+    }
+
+    /// The rate limit over one saga step on `sg`.
+    pub(crate) fn saga_rate_limit(
+        &self,
+        ctx: &RequestContext,
+        sg: &Subgraph,
+    ) -> Result<(), ProxyError> {
+        self.rate_limit(ctx, sg, 1)
+    }
+
+    /// Phases 4 and 5 over one mutation of a saga step: the `[graphql]`
+    /// limits, validation against `sg`'s SDL, a mutation and nothing else,
+    /// and field authorization in reject mode.
+    pub(crate) fn check_saga_mutation(
+        &self,
+        ctx: &RequestContext,
+        policy: &Policy,
+        sg: &Subgraph,
+        query: &str,
+        variables: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), ProxyError> {
+        let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
+        let refuse = |e: GraphqlError| {
+            self.metrics
+                .graphql_refusals
+                .with_label_values(&[e.code()])
+                .inc();
+            ProxyError::Graphql(e)
+        };
+        let checked = self
+            .documents
+            .check(query, None, sg.schema.as_ref(), limits)
+            .map_err(refuse)?;
+        if checked.kind != operation::OperationKind::Mutation {
+            return Err(crate::saga::api::SagaApiError::NotMutation {
+                index: 0,
+                which: "mutation",
+                kind: checked.kind.as_str(),
+            }
+            .into());
+        }
+        if let Some(vars) = variables {
+            checked.check_variables(vars, limits).map_err(refuse)?;
+        }
+        let doc = documents::Document {
+            query: Some(std::borrow::Cow::Borrowed(query)),
+            operation_name: None,
+            variables: variables.cloned(),
+            extensions: None,
+        };
+        // As a batch: reject mode whatever `[authorization] mode` says.
+        self.authorize(ctx, policy, sg, &checked, &doc, query, true)
+            .map(drop)
     }
 
     /// Phase 6a: the subgraph serving the path.

@@ -34,13 +34,17 @@
 //! retrying a parked `Failed` saga's rollback, is an operator's.
 
 pub mod answer;
+pub mod api;
 pub mod backoff;
 pub mod config;
+pub mod coordinator;
+pub mod metrics;
 pub mod model;
 mod moves;
 pub mod sqlite;
 pub mod store;
 
+pub use coordinator::Coordinator;
 pub use model::{NewSaga, NewStep, Saga, SagaId, SagaRecord, SagaState, StepRecord, StepState};
 pub use sqlite::SqliteStore;
-pub use store::{CompensationOutcome, Created, SagaStore, StepOutcome, StoreError};
+pub use store::{CompensationOutcome, Created, SagaStore, StepOutcome, StoreError, Summary};

@@ -83,6 +83,8 @@ pub enum ProxyError {
     /// Per-try or overall timeout.
     #[error("subgraph {0} did not answer in time")]
     UpstreamTimeout(String),
+    #[error("{0}")]
+    Saga(Box<crate::saga::api::SagaApiError>),
 }
 
 impl ProxyError {
@@ -113,6 +115,7 @@ impl ProxyError {
             Self::Saturated(_) => (StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_SATURATED"),
             Self::UpstreamUnavailable { .. } => (StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE"),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT"),
+            Self::Saga(e) => e.status_and_code(),
         }
     }
 
@@ -219,6 +222,7 @@ mod tests {
                 detail: String::new(),
             },
             ProxyError::UpstreamTimeout(String::new()),
+            ProxyError::Saga(Box::new(crate::saga::api::SagaApiError::KeyRequired)),
         ];
         for e in &all {
             match e {
@@ -240,7 +244,8 @@ mod tests {
                 | ProxyError::NoHealthyUpstream(_)
                 | ProxyError::Saturated(_)
                 | ProxyError::UpstreamUnavailable { .. }
-                | ProxyError::UpstreamTimeout(_) => {}
+                | ProxyError::UpstreamTimeout(_)
+                | ProxyError::Saga(_) => {}
             }
         }
         all
@@ -266,6 +271,11 @@ mod tests {
                 crate::graphql::GraphqlError::examples()
                     .into_iter()
                     .map(ProxyError::Graphql),
+            )
+            .chain(
+                crate::saga::api::SagaApiError::examples()
+                    .into_iter()
+                    .map(ProxyError::from),
             )
             .map(|e| {
                 let (status, code) = e.status_and_code();

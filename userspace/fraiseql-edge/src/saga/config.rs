@@ -28,6 +28,10 @@ pub struct SagasConfig {
     pub backoff_max_ms: u64,
     /// How often non-terminal sagas are looked for and driven on.
     pub recovery_interval_secs: u64,
+    /// Most sagas driven at once on this node; a submission beyond it is
+    /// refused (503 `SAGAS_BUSY`) and recovery leaves the rest for its next
+    /// round.
+    pub max_in_flight: usize,
 }
 
 impl Default for SagasConfig {
@@ -46,6 +50,9 @@ impl Default for SagasConfig {
             backoff_base_ms: 100,
             backoff_max_ms: 30_000,
             recovery_interval_secs: 10,
+            // Each saga in flight is a task and at most one upstream
+            // request; the pools (100 per endpoint) bound the rest.
+            max_in_flight: 1024,
         }
     }
 }
@@ -80,6 +87,9 @@ impl SagasConfig {
         }
         if !(1..=3_600).contains(&self.recovery_interval_secs) {
             return bad("recovery_interval_secs", "must be between 1 and 3600");
+        }
+        if !(1..=1_000_000).contains(&self.max_in_flight) {
+            return bad("max_in_flight", "must be between 1 and 1000000");
         }
         Ok(())
     }
@@ -120,6 +130,7 @@ mod tests {
                 "sagas.backoff_base_ms",
             ),
             ("recovery_interval_secs = 0", "sagas.recovery_interval_secs"),
+            ("max_in_flight = 0", "sagas.max_in_flight"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.starts_with(key), "{text}: {err}");

@@ -32,7 +32,7 @@ use std::{
 use super::{
     model::{NewSaga, Saga, SagaId, SagaRecord, SagaState, StepRecord, StepState, now_ms},
     moves,
-    store::{CompensationOutcome, Created, SagaStore, StepOutcome, StoreError},
+    store::{CompensationOutcome, Created, SagaStore, StepOutcome, StoreError, Summary},
 };
 use async_trait::async_trait;
 use nix::{
@@ -531,6 +531,38 @@ fn non_terminal(conn: &Connection) -> Result<Vec<SagaId>, StoreError> {
     Ok(ids)
 }
 
+fn summary(conn: &Connection) -> Result<Summary, StoreError> {
+    let mut summary = Summary::default();
+    let mut by_state = conn.prepare_cached(
+        "SELECT state, COUNT(*), MIN(created_ms) FROM sagas \
+         WHERE parked = 0 AND state IN ('Pending', 'Executing', 'Compensating') GROUP BY state",
+    )?;
+    let rows = by_state.query_map([], |row| {
+        Ok((
+            row.get::<_, SagaState>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (state, count, oldest) = row?;
+        let oldest = u64::try_from(oldest).unwrap_or(0);
+        summary
+            .in_flight
+            .push((state, u64::try_from(count).unwrap_or(0)));
+        summary.oldest_in_flight_ms = Some(
+            summary
+                .oldest_in_flight_ms
+                .map_or(oldest, |o| o.min(oldest)),
+        );
+    }
+    let parked: i64 = conn.query_row("SELECT COUNT(*) FROM sagas WHERE parked = 1", [], |row| {
+        row.get(0)
+    })?;
+    summary.parked = u64::try_from(parked).unwrap_or(0);
+    Ok(summary)
+}
+
 fn update_step(
     tx: &Transaction<'_>,
     id: SagaId,
@@ -575,6 +607,10 @@ impl SagaStore for SqliteStore {
 
     async fn non_terminal(&self) -> Result<Vec<SagaId>, StoreError> {
         self.run(|conn| non_terminal(conn)).await
+    }
+
+    async fn summary(&self) -> Result<Summary, StoreError> {
+        self.run(|conn| summary(conn)).await
     }
 
     async fn step_executing(

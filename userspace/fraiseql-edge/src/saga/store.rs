@@ -48,6 +48,18 @@ impl Created {
     }
 }
 
+/// The log at a glance (see [`SagaStore::summary`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Sagas neither terminal nor parked, by state (states with none are
+    /// absent).
+    pub in_flight: Vec<(SagaState, u64)>,
+    /// Sagas parked for an operator (whatever their state).
+    pub parked: u64,
+    /// When the oldest saga in flight was written (Unix milliseconds).
+    pub oldest_in_flight_ms: Option<u64>,
+}
+
 /// How a step's mutation ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepOutcome {
@@ -171,6 +183,10 @@ pub trait SagaStore: Send + Sync {
     /// The sagas recovery must drive on: not terminal and not parked,
     /// oldest first.
     async fn non_terminal(&self) -> Result<Vec<SagaId>, StoreError>;
+
+    /// What the gauges show: sagas in flight by state, parked sagas, and
+    /// when the oldest saga in flight was written.
+    async fn summary(&self) -> Result<Summary, StoreError>;
 
     /// Step `index` is about to be sent for the `attempt`-th time (1, 2, …:
     /// one more than written). The saga must be `Executing` and not parked,

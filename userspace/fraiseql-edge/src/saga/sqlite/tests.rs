@@ -509,6 +509,11 @@ async fn list_is_newest_first_and_non_terminal_skips_finished_and_parked() {
             .is_empty()
     );
     assert_eq!(store.non_terminal().await.unwrap(), [a, d]);
+    let summary = store.summary().await.unwrap();
+    assert_eq!(summary.in_flight, [(SagaState::Pending, 2)]);
+    assert_eq!(summary.parked, 1);
+    let created_a = store.get(a).await.unwrap().record.created_ms;
+    assert_eq!(summary.oldest_in_flight_ms, Some(created_a));
 
     let r = store.get(c).await.unwrap().record;
     assert!(r.parked);
@@ -521,4 +526,12 @@ async fn list_is_newest_first_and_non_terminal_skips_finished_and_parked() {
         .await
         .unwrap();
     assert_eq!(store.non_terminal().await.unwrap(), [c, d]);
+    let summary = store.summary().await.unwrap();
+    let mut in_flight = summary.in_flight;
+    in_flight.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        in_flight,
+        [(SagaState::Executing, 1), (SagaState::Pending, 1)]
+    );
+    assert_eq!(summary.parked, 0);
 }
