@@ -19,6 +19,7 @@ mod ops_docs;
 mod ops_live;
 mod program;
 mod proxy_e2e;
+mod sagas_e2e;
 mod security;
 mod testbed;
 mod tracing_e2e;

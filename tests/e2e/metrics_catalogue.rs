@@ -124,7 +124,9 @@ fn a_real_scrape_matches_the_metrics_page() {
         return;
     }
     let _serial = serial();
-    let mut bed = Testbed::start("metrics", 60, UDP_PORT, vec![], &[]);
+    let saga_dir = tempfile::tempdir().expect("temp dir");
+    let sagas = format!("[sagas]\npath = {:?}", saga_dir.path().join("sagas.db"));
+    let mut bed = Testbed::start("metrics", 60, UDP_PORT, vec![], &[&sagas]);
     let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
     let token = sign_with(Algorithm::ES256, &bed.key, &claims("alice"));
     let users_url = bed.edge.route("users");
@@ -350,8 +352,10 @@ fn a_degraded_daemon_exports_the_limiter_families_instead_of_the_kernel_ones() {
     );
     // No `[auth]` here: the JWKS families are absent too, and with no
     // entity fetch sent, `entities_total` has no typename to show.
+    // No `[sagas]` either: the coordinator's families are absent.
     check_against_the_page(&text, |section, name| {
         section.starts_with("Kernel")
+            || section == "Sagas"
             || name.starts_with("fraiseql_edge_auth_jwks_")
             || name == "fraiseql_edge_entities_total"
     });

@@ -399,16 +399,20 @@ fn control_needs_a_listener_and_a_token_file() {
 
 #[test]
 fn sagas_section_is_optional_and_checked() {
-    assert!(Config::from_toml(PROXY).unwrap().sagas.is_none());
-    let c = Config::from_toml(&format!("{PROXY}[sagas]\npath = \"/tmp/edge-sagas.db\"\n")).unwrap();
+    const SAGA_BASE: &str = "[kernel]\nenabled = false\n[proxy]\n[[subgraphs]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:4001/graphql\"]\n";
+    assert!(Config::from_toml(SAGA_BASE).unwrap().sagas.is_none());
+    let c = Config::from_toml(&format!(
+        "{SAGA_BASE}[sagas]\npath = \"/tmp/edge-sagas.db\"\n"
+    ))
+    .unwrap();
     assert_eq!(
         c.sagas.unwrap().path,
         std::path::PathBuf::from("/tmp/edge-sagas.db")
     );
-    let (key, reason) = err(&format!("{PROXY}[sagas]\npath = \"sagas.db\"\n"));
+    let (key, reason) = err(&format!("{SAGA_BASE}[sagas]\npath = \"sagas.db\"\n"));
     assert_eq!(key, "sagas.path");
     assert!(reason.contains("absolute"), "{reason}");
-    let (key, _) = err(&format!("{PROXY}[sagas]\nstep_timeout = 5\n"));
+    let (key, _) = err(&format!("{SAGA_BASE}[sagas]\nstep_timeout = 5\n"));
     assert_eq!(key, "sagas.step_timeout");
     // Sagas run through the data path.
     let (key, reason) = err(&format!("{BASE}[sagas]\n"));

@@ -49,6 +49,17 @@ fn every_family() -> (Vec<MetricFamily>, Vec<String>) {
     m.entities
         .with_label_values(&["users", "User", "resolved"])
         .inc();
+    let sagas = crate::saga::metrics::SagaMetrics::new(&registry, &["users".to_string()])
+        .expect("saga metrics");
+    sagas.started.inc();
+    sagas
+        .duration
+        .with_label_values(&["completed"])
+        .observe(0.1);
+    sagas
+        .step_duration
+        .with_label_values(&["users"])
+        .observe(0.01);
     let jwks = JwksMetrics::new().expect("jwks metrics");
     jwks.set("http://127.0.0.1:8080/jwks.json", 1.0, 0);
     let (kernel, kernel_names) = crate::kernel::collector::catalogue_families();

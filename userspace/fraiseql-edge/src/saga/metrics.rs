@@ -105,6 +105,7 @@ impl SagaMetrics {
         };
         for outcome in OUTCOMES {
             m.finished.with_label_values(&[outcome]);
+            m.duration.with_label_values(&[outcome]);
         }
         for result in ["success", "failure"] {
             m.recovery.with_label_values(&[result]);
@@ -113,6 +114,7 @@ impl SagaMetrics {
             m.in_flight.with_label_values(&[state.as_str()]);
         }
         for sg in subgraphs {
+            m.step_duration.with_label_values(&[sg]);
             for status in ["completed", "failed", "retried"] {
                 m.steps.with_label_values(&[sg, status]);
             }
