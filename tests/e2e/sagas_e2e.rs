@@ -360,3 +360,137 @@ fn a_compensation_that_fails_is_retried_with_growing_gaps_then_parked_when_it_ne
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_daemon_killed_during_compensation_ends_the_saga_compensated_after_restart() {
+    let _serial = crate::proxy_e2e::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (DemoSubgraph::start("inv"), DemoSubgraph::start("pay"));
+    let setup = setup(&a, &b, &dir.path().join("sagas.db"));
+    let mut edge = Edge::start(&setup);
+    // Step 2 takes a while to be refused: time to hang the compensation.
+    b.faults(&json!({"latency_ms": 1000}));
+    let saga = json!({"steps": [step("inventory", "upc-9", 6), step("payments", "upc-10", 500)]});
+    let id = submit(&edge, "order-rollback", &saga).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(&edge, &id, |s| s["steps"][1]["state"] == "Executing");
+    a.faults(&json!({"hang": true}));
+    wait_for(&edge, &id, |s| {
+        s["state"] == "Compensating" && s["steps"][0]["compensationAttempts"] == 1
+    });
+    // The release is at the subgraph, unanswered: the daemon dies.
+    edge.daemon.kill();
+    a.faults(&json!({"hang": false}));
+
+    let edge = Edge::start(&setup);
+    let end = wait_for(&edge, &id, |s| s["state"] == "Compensated");
+    assert_eq!(end["steps"][0]["state"], "Compensated");
+    let (executions, _) = key_counts(&a, &format!("{id}:0:compensate"));
+    assert_eq!(executions, 1, "the release took effect once");
+    assert_eq!(stock(&a, "upc-9"), 100);
+}
+
+/// How far along a state is (3: finished): a saga never moves to a lower
+/// rank.
+fn rank(state: &str) -> u8 {
+    match state {
+        "Pending" => 0,
+        "Executing" => 1,
+        "Compensating" => 2,
+        "Completed" | "Compensated" | "Failed" | "Cancelled" => 3,
+        other => panic!("unknown state {other}"),
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_every_saga_ends() {
+    let _serial = crate::proxy_e2e::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (DemoSubgraph::start("inv"), DemoSubgraph::start("pay"));
+    // Slow answers widen the windows a kill can land in.
+    a.faults(&json!({"latency_ms": 30}));
+    b.faults(&json!({"latency_ms": 30}));
+    let setup = setup(&a, &b, &dir.path().join("sagas.db"));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut random = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    // id → (item on inventory, completes?)
+    let mut sagas: Vec<(String, String, bool)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, u8> = Default::default();
+    let mut recoveries = 0;
+    for round in 0..8 {
+        let mut edge = Edge::start(&setup);
+        // What the log says now, after the last kill: never behind what
+        // was seen before it.
+        for (id, _, _) in &sagas {
+            let state = show(&edge, id)["state"].as_str().unwrap().to_string();
+            let before = seen.insert(id.clone(), rank(&state)).unwrap_or(0);
+            assert!(rank(&state) >= before, "saga {id} went back to {state}");
+        }
+        for n in 0..4 {
+            let i = round * 4 + n;
+            let item = format!("upc-{}", i % 10 + 1);
+            let completes = i % 3 != 0;
+            let quantity = if completes { 1 } else { 500 };
+            let saga = json!({"steps": [step("inventory", &item, 1),
+                step("payments", &format!("upc-{}", i % 10 + 1), quantity)]});
+            let r = submit(&edge, &format!("crash-{i}"), &saga);
+            assert!(r.status == 202, "{}", r.text());
+            sagas.push((
+                r.json()["id"].as_str().unwrap().to_string(),
+                item,
+                completes,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(random(60)));
+        edge.daemon.kill();
+        recoveries += edge
+            .daemon
+            .log()
+            .matches("saga recovery: driving on")
+            .count();
+    }
+    let edge = Edge::start(&setup);
+    let mut inventory_taken: std::collections::HashMap<String, i64> = Default::default();
+    let mut payments_taken: std::collections::HashMap<String, i64> = Default::default();
+    for (id, item, completes) in &sagas {
+        let end = wait_for(&edge, id, |s| rank(s["state"].as_str().unwrap()) == 3);
+        let want = if *completes {
+            "Completed"
+        } else {
+            "Compensated"
+        };
+        // A saga whose step 2 is refused compensates; one whose steps all
+        // succeed completes: a kill changes neither.
+        assert_eq!(end["state"], want, "{end:#}");
+        assert!(rank(want) >= seen.get(id).copied().unwrap_or(0));
+        if *completes {
+            *inventory_taken.entry(item.clone()).or_default() += 1;
+            *payments_taken.entry(item.clone()).or_default() += 1;
+        }
+    }
+    recoveries += edge
+        .daemon
+        .log()
+        .matches("saga recovery: driving on")
+        .count();
+    assert!(recoveries > 0, "no kill landed while a saga was in flight");
+    // Exactly once per key: the stock shows each completed step once and
+    // each compensated one not at all.
+    for n in 1..=10 {
+        let item = format!("upc-{n}");
+        let a_want = 100 - inventory_taken.get(&item).copied().unwrap_or(0);
+        let b_want = 100 - payments_taken.get(&item).copied().unwrap_or(0);
+        assert_eq!(stock(&a, &item), a_want, "inventory {item}");
+        assert_eq!(stock(&b, &item), b_want, "payments {item}");
+    }
+}
