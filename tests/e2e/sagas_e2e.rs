@@ -494,3 +494,102 @@ fn sigkill_at_random_moments_loses_nothing_and_every_saga_ends() {
         assert_eq!(stock(&b, &item), b_want, "payments {item}");
     }
 }
+
+#[test]
+fn operators_list_show_retry_and_cancel_parked_sagas_with_edgectl() {
+    use fraiseql_edge_tests::edgectl::{ControlFiles, Edgectl};
+    let _serial = crate::proxy_e2e::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ControlFiles::new();
+    let (a, b) = (DemoSubgraph::start("inv"), DemoSubgraph::start("pay"));
+    let edge = Edge::start(&setup(&a, &b, &dir.path().join("sagas.db")).control(&files.section()));
+    assert!(
+        fraiseql_edge_tests::wait::eventually(Duration::from_secs(10), || files.socket().exists()),
+        "no control socket"
+    );
+    let admin = Edgectl::socket(&files.socket(), &files.admin_token());
+    let reader = Edgectl::socket(&files.socket(), &files.read_token());
+
+    // A rollback that cannot finish: parked.
+    a.faults(&json!({"fail_field": "release", "fail_times": 1000, "fail_status": 500}));
+    let saga = json!({"steps": [step("inventory", "upc-1", 2), step("payments", "upc-2", 500)]});
+    let id = submit(&edge, "order-parked", &saga).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(&edge, &id, |s| s["parked"] == true);
+    let done = submit(
+        &edge,
+        "order-ok",
+        &json!({"steps": [step("inventory", "upc-3", 1)]}),
+    );
+    let done_id = done.json()["id"].as_str().unwrap().to_string();
+    wait_for(&edge, &done_id, |s| s["state"] == "Completed");
+
+    let listed = reader.json(&["sagas", "list", "--state", "Failed"]);
+    let ids: Vec<&str> = listed["sagas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert_eq!(listed["sagas"][0]["partially_compensated"], true);
+    let text = reader.ok(&["sagas", "show", &id]);
+    assert!(text.contains("parked, partially compensated"), "{text}");
+    assert!(text.contains(&format!("{id}:0")), "{text}");
+
+    // The reader may look but not act.
+    let denied = reader.run(&["sagas", "retry", &id]);
+    assert_eq!(denied.code, 4, "PERMISSION_DENIED: {}", denied.stderr);
+    // A finished saga cannot be cancelled; a malformed id never leaves edgectl.
+    let refused = admin.run(&["sagas", "cancel", &done_id]);
+    assert_eq!(refused.code, 7, "FAILED_PRECONDITION");
+    assert!(
+        refused.stderr.contains("only a parked saga"),
+        "{}",
+        refused.stderr
+    );
+    let bad = admin.run(&["sagas", "show", "nope"]);
+    assert_eq!(bad.code, 5, "invalid argument");
+    assert!(bad.stderr.contains("not a saga id"), "{}", bad.stderr);
+    let missing = admin.run(&["sagas", "show", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(missing.code, 6, "NOT_FOUND");
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+
+    // The subgraph is fixed: the operator retries and the rollback finishes.
+    a.faults(&json!({"fail_times": 0}));
+    admin.ok(&["sagas", "retry", &id]);
+    let end = wait_for(&edge, &id, |s| s["state"] == "Compensated");
+    assert_eq!(end["parked"], false);
+    assert_eq!(stock(&a, "upc-1"), 100);
+
+    // A parked saga an operator gives up on is closed as Cancelled.
+    a.faults(&json!({"fail_field": "release", "fail_times": 1000, "fail_status": 500}));
+    let id = submit(&edge, "order-given-up", &saga).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(&edge, &id, |s| s["parked"] == true);
+    let cancelled = admin.json(&["sagas", "cancel", &id]);
+    assert_eq!(cancelled["state"], "Cancelled");
+    assert_eq!(cancelled["parked"], false);
+}
+
+#[test]
+fn without_a_sagas_section_the_control_api_says_so() {
+    use fraiseql_edge_tests::edgectl::{ControlFiles, Edgectl};
+    let _serial = crate::proxy_e2e::serial();
+    let files = ControlFiles::new();
+    let a = DemoSubgraph::start("inv");
+    let _edge = Edge::start(
+        &ProxySetup::one(SubgraphSpec::new("inventory", [&a])).control(&files.section()),
+    );
+    assert!(fraiseql_edge_tests::wait::eventually(
+        Duration::from_secs(10),
+        || files.socket().exists()
+    ));
+    let run = Edgectl::socket(&files.socket(), &files.read_token()).run(&["sagas", "list"]);
+    assert_eq!(run.code, 7, "FAILED_PRECONDITION");
+    assert!(run.stderr.contains("no [sagas] section"), "{}", run.stderr);
+}

@@ -126,6 +126,11 @@ pub enum Command {
     },
     /// Re-read the configuration file and apply what can change live.
     Reload,
+    /// Sagas in the daemon's log: list, show, and act on parked ones.
+    Sagas {
+        #[command(subcommand)]
+        command: SagasCommand,
+    },
     /// Every metric of the daemon, as Prometheus text (or JSON).
     Metrics {
         /// Only families whose name starts with this.
@@ -173,6 +178,35 @@ pub enum SetCommand {
         /// Drop the subgraph's own limit and use the global one again.
         #[arg(long, requires = "subgraph", conflicts_with_all = ["rpm", "burst"])]
         inherit: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SagasCommand {
+    /// Sagas, newest first, without their steps.
+    List {
+        /// Only sagas in this state: Pending, Executing, Completed, Failed,
+        /// Compensating, Compensated or Cancelled.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// How many at most (default 100, at most 1000).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// One saga with its steps.
+    Show {
+        /// The saga's id (32 hex digits).
+        id: String,
+    },
+    /// Close a parked saga, accepting what it did and undid (or withdraw one not started).
+    Cancel {
+        /// The saga's id.
+        id: String,
+    },
+    /// Drive a parked saga again (a Failed one's rollback is retried).
+    Retry {
+        /// The saga's id.
+        id: String,
     },
 }
 

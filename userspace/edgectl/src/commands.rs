@@ -8,6 +8,7 @@ mod limits;
 mod metrics;
 mod overrides;
 mod reload;
+mod sagas;
 mod slow;
 mod status;
 mod subgraphs;
@@ -15,12 +16,15 @@ mod top;
 mod watch;
 
 use fraiseql_edge_api::v1::{
-    BlockRequest, BreakerAction, EventKind, Override, OverrideAction, SetBreakerRequest,
-    SetKernelLimitsRequest, SetRateLimitRequest,
+    BlockRequest, BreakerAction, EventKind, ListSagasRequest, Override, OverrideAction,
+    SetBreakerRequest, SetKernelLimitsRequest, SetRateLimitRequest,
 };
 
 use crate::{
-    cli::{ActionArg, BreakerArg, Command, KindArg, LimitsCommand, OverridesCommand, SetCommand},
+    cli::{
+        ActionArg, BreakerArg, Command, KindArg, LimitsCommand, OverridesCommand, SagasCommand,
+        SetCommand,
+    },
     connect::Session,
     exit::Error,
     render::Output,
@@ -48,6 +52,10 @@ pub enum Call {
         count: Option<u64>,
     },
     Slow(u32),
+    ListSagas(ListSagasRequest),
+    GetSaga(String),
+    CancelSaga(String),
+    RetrySaga(String),
     Reload,
     Metrics(String),
 }
@@ -120,6 +128,25 @@ impl Call {
                 }
             }
             Command::Slow { limit } => Self::Slow(limit.unwrap_or(0)),
+            Command::Sagas { command } => match command {
+                SagasCommand::List { state, limit } => Self::ListSagas(ListSagasRequest {
+                    state: state
+                        .as_deref()
+                        .map(validate::saga_state)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    limit: match limit {
+                        Some(0 | 1001..) => {
+                            return Err(Error::invalid("--limit: between 1 and 1000"));
+                        }
+                        Some(n) => *n,
+                        None => 0,
+                    },
+                }),
+                SagasCommand::Show { id } => Self::GetSaga(validate::saga_id(id)?),
+                SagasCommand::Cancel { id } => Self::CancelSaga(validate::saga_id(id)?),
+                SagasCommand::Retry { id } => Self::RetrySaga(validate::saga_id(id)?),
+            },
             Command::Reload => Self::Reload,
             Command::Metrics { prefix } => Self::Metrics(prefix.clone()),
         })
@@ -143,6 +170,10 @@ impl Call {
             Self::SetBreaker(req) => subgraphs::set_breaker(session, out, req).await,
             Self::Watch { kinds, count } => watch::run(session, out, kinds, count).await,
             Self::Slow(limit) => slow::run(session, out, limit).await,
+            Self::ListSagas(req) => sagas::list(session, out, req).await,
+            Self::GetSaga(id) => sagas::show(session, out, id).await,
+            Self::CancelSaga(id) => sagas::cancel(session, out, id).await,
+            Self::RetrySaga(id) => sagas::retry(session, out, id).await,
             Self::Reload => reload::run(session, out).await,
             Self::Metrics(prefix) => metrics::run(session, out, prefix).await,
         }

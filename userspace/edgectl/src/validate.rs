@@ -69,6 +69,40 @@ pub fn top_limit(n: u32) -> Result<u32, Error> {
 }
 
 /// A subgraph name: not empty.
+/// A saga id: 32 hex digits.
+pub fn saga_id(id: &str) -> Result<String, Error> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(Error::invalid(format!(
+            "{id:?} is not a saga id (32 hex digits)"
+        )))
+    }
+}
+
+/// A saga state's name.
+pub fn saga_state(name: &str) -> Result<String, Error> {
+    const STATES: [&str; 7] = [
+        "Pending",
+        "Executing",
+        "Completed",
+        "Failed",
+        "Compensating",
+        "Compensated",
+        "Cancelled",
+    ];
+    STATES
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(name))
+        .map(|s| (*s).to_string())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown saga state {name:?}: one of {}",
+                STATES.join(", ")
+            ))
+        })
+}
+
 pub fn subgraph(name: &str) -> Result<&str, Error> {
     if name.trim().is_empty() {
         Err(Error::invalid("the subgraph name is empty"))

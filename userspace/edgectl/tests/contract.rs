@@ -342,7 +342,75 @@ impl EdgeControl for Fake {
         self.auth(&req, true, "reload".into())?;
         Err(Status::internal("the configuration file vanished"))
     }
+
+    async fn list_sagas(
+        &self,
+        req: Request<api::ListSagasRequest>,
+    ) -> Result<Response<api::ListSagasResponse>, Status> {
+        let r = req.get_ref();
+        self.auth(&req, false, format!("list_sagas {} {}", r.state, r.limit))?;
+        Ok(Response::new(api::ListSagasResponse {
+            sagas: vec![saga(false)],
+        }))
+    }
+
+    async fn get_saga(
+        &self,
+        req: Request<api::GetSagaRequest>,
+    ) -> Result<Response<api::Saga>, Status> {
+        self.auth(&req, false, format!("get_saga {}", req.get_ref().id))?;
+        Ok(Response::new(saga(true)))
+    }
+
+    async fn cancel_saga(
+        &self,
+        req: Request<api::CancelSagaRequest>,
+    ) -> Result<Response<api::Saga>, Status> {
+        self.auth(&req, true, format!("cancel_saga {}", req.get_ref().id))?;
+        Err(Status::failed_precondition(
+            "saga 0123 is Completed: only a parked saga, or one not started, can be cancelled",
+        ))
+    }
+
+    async fn retry_saga(
+        &self,
+        req: Request<api::RetrySagaRequest>,
+    ) -> Result<Response<api::Saga>, Status> {
+        self.auth(&req, true, format!("retry_saga {}", req.get_ref().id))?;
+        Ok(Response::new(saga(true)))
+    }
 }
+
+/// A parked saga whose rollback gave up on step 0.
+fn saga(with_steps: bool) -> api::Saga {
+    api::Saga {
+        id: SAGA.into(),
+        state: "Failed".into(),
+        parked: true,
+        partially_compensated: true,
+        last_error: "step 0 (inventory): compensation failed 16 times".into(),
+        created_unix_ms: 1_700_000_000_000,
+        updated_unix_ms: 1_700_000_060_000,
+        step_count: 2,
+        running: false,
+        steps: if with_steps {
+            vec![api::SagaStep {
+                index: 0,
+                subgraph: "inventory".into(),
+                state: "Completed".into(),
+                attempts: 1,
+                compensation_attempts: 16,
+                idempotency_key: format!("{SAGA}:0"),
+                last_error: "HTTP 500".into(),
+                result_json: r#"{"reserve":{"remaining":98}}"#.into(),
+            }]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+const SAGA: &str = "0123456789abcdef0123456789abcdef";
 
 /// The stand-in daemon on a unix socket in a temporary directory.
 struct Daemon {
@@ -526,6 +594,20 @@ fn every_subcommand_prints_text_and_json() {
          fraiseql_edge_reloads_total 2\n"
     );
 
+    let sagas = d.json(&["sagas", "list", "--state", "failed"]);
+    assert_eq!(sagas["sagas"][0]["id"], SAGA);
+    assert!(
+        d.ok(&["sagas", "list"])
+            .contains("Failed (parked, partially compensated)")
+    );
+    let shown = d.json(&["sagas", "show", SAGA]);
+    assert_eq!(shown["steps"][0]["result"]["reserve"]["remaining"], 98);
+    let text = d.ok(&["sagas", "retry", SAGA]);
+    assert!(
+        text.contains(&format!("{SAGA}:0")) && text.contains("inventory"),
+        "{text}"
+    );
+
     // What reached the daemon: the checked, canonical values.
     let requests = d.requests();
     for expected in [
@@ -537,6 +619,9 @@ fn every_subcommand_prints_text_and_json() {
         "top 20",
         "breaker users 1",
         "metrics fraiseql_edge_",
+        "list_sagas Failed 0",
+        &format!("get_saga {SAGA}"),
+        &format!("retry_saga {SAGA}"),
     ] {
         assert!(
             requests.iter().any(|r| r == expected),

@@ -222,11 +222,44 @@ fn every_rpc_has_a_subcommand() {
         .filter_map(|l| l.trim().strip_prefix("rpc "))
         .filter_map(|l| l.split('(').next())
         .collect();
-    assert_eq!(rpcs.len(), 17, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 21, "{rpcs:?}");
     for rpc in rpcs {
         assert!(
             readme.contains(&format!("` | {rpc} |")),
             "README.md has no subcommand row for {rpc}"
         );
     }
+}
+
+#[test]
+fn saga_commands_check_their_ids_and_states() {
+    let id = "0123456789abcdef0123456789ABCDEF";
+    assert_eq!(
+        prepare(&["sagas", "show", id]).unwrap(),
+        Call::GetSaga(id.to_ascii_lowercase())
+    );
+    assert_eq!(
+        prepare(&["sagas", "retry", id]).unwrap(),
+        Call::RetrySaga(id.to_ascii_lowercase())
+    );
+    assert_eq!(
+        prepare(&["sagas", "cancel", id]).unwrap(),
+        Call::CancelSaga(id.to_ascii_lowercase())
+    );
+    assert_eq!(
+        prepare(&["sagas", "list", "--state", "failed", "--limit", "5"]).unwrap(),
+        Call::ListSagas(fraiseql_edge_api::v1::ListSagasRequest {
+            state: "Failed".into(),
+            limit: 5
+        })
+    );
+    invalid(&["sagas", "show", "1234"], "not a saga id");
+    invalid(
+        &["sagas", "cancel", "zz23456789abcdef0123456789abcdef"],
+        "not a saga id",
+    );
+    invalid(&["sagas", "list", "--state", "Done"], "unknown saga state");
+    invalid(&["sagas", "list", "--limit", "0"], "--limit");
+    usage(&["sagas", "show"]);
+    usage(&["sagas", "purge"]);
 }

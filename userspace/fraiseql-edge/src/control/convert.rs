@@ -244,3 +244,35 @@ pub fn family(f: &MetricFamily) -> pb::MetricFamily {
         samples,
     }
 }
+
+/// A saga (with `steps`, or none in a listing).
+pub fn saga(
+    r: &crate::saga::SagaRecord,
+    steps: &[crate::saga::StepRecord],
+    running: bool,
+) -> pb::Saga {
+    pb::Saga {
+        id: r.id.to_string(),
+        state: r.state.as_str().to_string(),
+        parked: r.parked,
+        partially_compensated: r.partially_compensated,
+        last_error: r.last_error.clone().unwrap_or_default(),
+        created_unix_ms: r.created_ms,
+        updated_unix_ms: r.updated_ms,
+        step_count: r.step_count,
+        running,
+        steps: steps
+            .iter()
+            .map(|s| pb::SagaStep {
+                index: s.index,
+                subgraph: s.subgraph.clone(),
+                state: s.state.as_str().to_string(),
+                attempts: s.attempt,
+                compensation_attempts: s.compensation_attempt,
+                idempotency_key: s.idempotency_key(),
+                last_error: s.last_error.clone().unwrap_or_default(),
+                result_json: s.result.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}

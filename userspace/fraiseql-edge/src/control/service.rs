@@ -365,6 +365,71 @@ impl pb::edge_control_server::EdgeControl for Service {
         }))
     }
 
+    async fn list_sagas(
+        &self,
+        req: Request<pb::ListSagasRequest>,
+    ) -> Result<Response<pb::ListSagasResponse>, Status> {
+        let sagas = self.sagas()?;
+        let r = req.get_ref();
+        let state = match r.state.as_str() {
+            "" => None,
+            name => Some(crate::saga::SagaState::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = crate::saga::SagaState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                Status::invalid_argument(format!(
+                    "unknown saga state {name:?}: one of {}",
+                    names.join(", ")
+                ))
+            })?),
+        };
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let records = sagas.list(state, limit).await.map_err(saga_status)?;
+        Ok(Response::new(pb::ListSagasResponse {
+            sagas: records
+                .iter()
+                .map(|r| convert::saga(r, &[], sagas.is_running(r.id)))
+                .collect(),
+        }))
+    }
+
+    async fn get_saga(
+        &self,
+        req: Request<pb::GetSagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let sagas = self.sagas()?;
+        let id = saga_id(&req.get_ref().id)?;
+        self.saga_reply(sagas, id).await
+    }
+
+    async fn cancel_saga(
+        &self,
+        req: Request<pb::CancelSagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let who = admin(&req)?;
+        let sagas = self.sagas()?;
+        let id = saga_id(&req.get_ref().id)?;
+        sagas.cancel(id).await.map_err(coordinator_status)?;
+        tracing::info!(saga = %id, by = who, "saga cancelled over the control API");
+        self.saga_reply(sagas, id).await
+    }
+
+    async fn retry_saga(
+        &self,
+        req: Request<pb::RetrySagaRequest>,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let who = admin(&req)?;
+        let sagas = self.sagas()?;
+        let id = saga_id(&req.get_ref().id)?;
+        sagas.retry(id).await.map_err(coordinator_status)?;
+        tracing::info!(saga = %id, by = who, "parked saga retried over the control API");
+        self.saga_reply(sagas, id).await
+    }
+
     async fn reload(
         &self,
         req: Request<pb::ReloadRequest>,
@@ -378,6 +443,56 @@ impl pb::edge_control_server::EdgeControl for Service {
             applied: report.applied,
             needs_restart: report.needs_restart,
         }))
+    }
+}
+
+impl Service {
+    /// The coordinator, or why there is none.
+    fn sagas(&self) -> Result<&Arc<crate::saga::Coordinator>, Status> {
+        self.live.sagas().ok_or_else(|| {
+            Status::failed_precondition("no [sagas] section is configured: there are no sagas")
+        })
+    }
+
+    async fn saga_reply(
+        &self,
+        sagas: &Arc<crate::saga::Coordinator>,
+        id: crate::saga::SagaId,
+    ) -> Result<Response<pb::Saga>, Status> {
+        let saga = sagas.get(id).await.map_err(saga_status)?;
+        Ok(Response::new(convert::saga(
+            &saga.record,
+            &saga.steps,
+            sagas.is_running(id),
+        )))
+    }
+}
+
+fn saga_id(id: &str) -> Result<crate::saga::SagaId, Status> {
+    id.parse()
+        .map_err(|e: crate::saga::model::BadSagaId| Status::invalid_argument(e.to_string()))
+}
+
+fn saga_status(e: crate::saga::StoreError) -> Status {
+    use crate::saga::StoreError as E;
+    match e {
+        E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::StateChanged { .. } | E::IllegalTransition { .. } | E::Conflict { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        E::Locked { .. } | E::Storage(_) => {
+            tracing::error!(error = %e, "saga log");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn coordinator_status(e: crate::saga::coordinator::CoordinatorError) -> Status {
+    use crate::saga::coordinator::CoordinatorError as E;
+    match e {
+        E::Store(e) => saga_status(e),
+        E::Busy(_) => Status::resource_exhausted(e.to_string()),
+        E::Refused(why) => Status::failed_precondition(why),
     }
 }
 
