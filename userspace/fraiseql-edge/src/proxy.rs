@@ -935,13 +935,7 @@ impl Proxy {
     ) -> Result<Rewrite, ProxyError> {
         ctx.graphql_response = wants_graphql_response(&accepted.headers);
         let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
-        let refuse = |e: GraphqlError| {
-            self.metrics
-                .graphql_refusals
-                .with_label_values(&[e.code()])
-                .inc();
-            ProxyError::Graphql(e)
-        };
+        let refuse = |e: GraphqlError| self.graphql_refusal(e);
         if docs.len() > 1 {
             crate::graphql::check_batch(docs.len(), limits).map_err(refuse)?;
         }
@@ -1067,6 +1061,15 @@ impl Proxy {
         };
     }
 
+    /// A refusal of the graphql phase, counted.
+    fn graphql_refusal(&self, e: GraphqlError) -> ProxyError {
+        self.metrics
+            .graphql_refusals
+            .with_label_values(&[e.code()])
+            .inc();
+        ProxyError::Graphql(e)
+    }
+
     /// The policy in force (one snapshot for a whole request).
     pub(crate) fn policy_snapshot(&self) -> Arc<Policy> {
         self.policy.load_full()
@@ -1103,13 +1106,7 @@ impl Proxy {
         variables: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<(), ProxyError> {
         let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
-        let refuse = |e: GraphqlError| {
-            self.metrics
-                .graphql_refusals
-                .with_label_values(&[e.code()])
-                .inc();
-            ProxyError::Graphql(e)
-        };
+        let refuse = |e: GraphqlError| self.graphql_refusal(e);
         let checked = self
             .documents
             .check(query, None, sg.schema.as_ref(), limits)
@@ -1358,7 +1355,7 @@ enum Rewrite {
 }
 
 /// A 200 `application/json` answer of the edge's own.
-fn json_response(value: &serde_json::Value) -> Response<ProxyBody> {
+pub(crate) fn json_response(value: &serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(
         http_body_util::Full::new(Bytes::from(value.to_string()))
             .map_err(|never| match never {})

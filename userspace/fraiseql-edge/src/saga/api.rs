@@ -25,7 +25,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
-use http_body_util::{BodyExt as _, Full};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -420,16 +419,8 @@ fn step_view(s: &StepRecord) -> Value {
 }
 
 fn respond(status: StatusCode, body: &Value) -> Response<ProxyBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut resp = crate::proxy::json_response(body);
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     resp
 }
 
