@@ -1095,8 +1095,9 @@ impl Proxy {
     }
 
     /// Phases 4 and 5 over one mutation of a saga step: the `[graphql]`
-    /// limits, validation against `sg`'s SDL, a mutation and nothing else,
-    /// and field authorization in reject mode.
+    /// limits, validation against `sg`'s SDL, and field authorization in
+    /// reject mode. Returns the operation's type (the caller wants a
+    /// mutation).
     pub(crate) fn check_saga_mutation(
         &self,
         ctx: &RequestContext,
@@ -1104,23 +1105,16 @@ impl Proxy {
         sg: &Subgraph,
         query: &str,
         variables: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<operation::OperationKind, ProxyError> {
         let limits = sg.limits.graphql.as_ref().unwrap_or(&policy.graphql);
-        let refuse = |e: GraphqlError| self.graphql_refusal(e);
         let checked = self
             .documents
             .check(query, None, sg.schema.as_ref(), limits)
-            .map_err(refuse)?;
-        if checked.kind != operation::OperationKind::Mutation {
-            return Err(crate::saga::api::SagaApiError::NotMutation {
-                index: 0,
-                which: "mutation",
-                kind: checked.kind.as_str(),
-            }
-            .into());
-        }
+            .map_err(|e| self.graphql_refusal(e))?;
         if let Some(vars) = variables {
-            checked.check_variables(vars, limits).map_err(refuse)?;
+            checked
+                .check_variables(vars, limits)
+                .map_err(|e| self.graphql_refusal(e))?;
         }
         let doc = documents::Document {
             query: Some(std::borrow::Cow::Borrowed(query)),
@@ -1129,8 +1123,8 @@ impl Proxy {
             extensions: None,
         };
         // As a batch: reject mode whatever `[authorization] mode` says.
-        self.authorize(ctx, policy, sg, &checked, &doc, query, true)
-            .map(drop)
+        self.authorize(ctx, policy, sg, &checked, &doc, query, true)?;
+        Ok(checked.kind)
     }
 
     /// Phase 6a: the subgraph serving the path.

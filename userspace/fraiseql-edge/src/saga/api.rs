@@ -33,7 +33,9 @@ use super::{
     model::{NewSaga, NewStep, Saga, SagaId, StepRecord},
     store::{Created, StoreError},
 };
-use crate::proxy::{Proxy, context::RequestContext, error::ProxyBody, error::ProxyError};
+use crate::proxy::{
+    Proxy, context::RequestContext, error::ProxyBody, error::ProxyError, operation::OperationKind,
+};
 
 /// The path of the collection.
 pub const PATH: &str = "/sagas";
@@ -194,12 +196,9 @@ where
         .strip_prefix(PATH)
         .and_then(|r| r.strip_prefix('/'))
         .map(str::to_string);
-    match (req.method().clone(), id) {
-        (Method::POST, None) => submit(proxy, coordinator, ctx, req).await,
-        (Method::GET, Some(id)) => show(proxy, coordinator, ctx, req, &id).await,
-        (Method::POST, Some(_)) | (Method::GET, None) => {
-            Err(ProxyError::MethodNotAllowed(req.method().to_string()))
-        }
+    match (req.method(), id) {
+        (&Method::POST, None) => submit(proxy, coordinator, ctx, req).await,
+        (&Method::GET, Some(id)) => show(proxy, coordinator, ctx, req, &id).await,
         (other, _) => Err(ProxyError::MethodNotAllowed(other.to_string())),
     }
 }
@@ -216,8 +215,11 @@ where
 {
     let key = idempotency_key(req.headers())?;
     let accepted = proxy.accept_saga(req).await?;
-    let submitted: Submitted =
+    // Parsed once: the saga, and its canonical text for the body hash.
+    let body: Value =
         serde_json::from_slice(&accepted.body).map_err(|e| SagaApiError::Invalid(e.to_string()))?;
+    let submitted =
+        Submitted::deserialize(&body).map_err(|e| SagaApiError::Invalid(e.to_string()))?;
     let max = coordinator.config().max_steps;
     if submitted.steps.is_empty() || submitted.steps.len() > max {
         return Err(SagaApiError::Invalid(format!(
@@ -256,27 +258,24 @@ where
                 &step.compensation_variables,
             ),
         ] {
-            proxy
+            let kind = proxy
                 .check_saga_mutation(ctx, &policy, sg, query, variables.as_ref())
-                .map_err(|e| match e {
-                    ProxyError::Saga(inner) => match *inner {
-                        SagaApiError::NotMutation { kind, .. } => {
-                            ProxyError::from(SagaApiError::NotMutation { index, which, kind })
-                        }
-                        other => ProxyError::Saga(Box::new(other)),
-                    },
-                    error => SagaApiError::Step {
-                        index,
-                        which,
-                        error: Box::new(error),
-                    }
-                    .into(),
+                .map_err(|error| SagaApiError::Step {
+                    index,
+                    which,
+                    error: Box::new(error),
                 })?;
+            if kind != OperationKind::Mutation {
+                return Err(SagaApiError::NotMutation {
+                    index,
+                    which,
+                    kind: kind.as_str(),
+                }
+                .into());
+            }
         }
     }
-    let canonical = serde_json::from_slice::<Value>(&accepted.body)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
+    let canonical = body.to_string();
     let forwarded = crate::proxy::headers::upstream_headers(accepted.headers.clone(), &ctx.client);
     let identity_headers = IDENTITY_HEADERS
         .iter()
