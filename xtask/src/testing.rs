@@ -36,13 +36,24 @@ impl Outcome {
     }
 }
 
-/// Test counts summed over every `test result:` line cargo test printed.
+/// Test counts summed over every `test result:` line cargo test printed,
+/// and the failed tests with what they printed, repeated after the summary
+/// so the tail of a long CI log names them.
 #[derive(Default, Debug, PartialEq)]
 struct Counts {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// `path::to::test` of every `test … ... FAILED` line.
+    failures: Vec<String>,
+    /// The `---- name stdout ----` sections, each cut to its last lines.
+    reports: Vec<Vec<String>>,
+    /// Whether the line being read belongs to the last report.
+    in_report: bool,
 }
+
+/// Lines kept from the end of each failed test's output.
+const REPORT_LINES: usize = 40;
 
 pub fn test(args: &[String]) -> Result<()> {
     check_privileges()?;
@@ -75,6 +86,7 @@ pub fn test(args: &[String]) -> Result<()> {
         image.word(),
         fuzz.word()
     );
+    counts.print_failures();
     println!(
         "summary: {} passed, {} failed, {} skipped",
         counts.passed, counts.failed, counts.ignored
@@ -160,9 +172,38 @@ fn tee_and_count(cargo: &mut Command, counts: &mut Counts) -> Result<std::proces
 }
 
 impl Counts {
-    /// Adds `test result: ok. 5 passed; 0 failed; 1 ignored; …` to the sums.
+    /// Adds `test result: ok. 5 passed; 0 failed; 1 ignored; …` to the sums,
+    /// and records failed tests and their output.
     fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result:") else {
+        let trimmed = line.trim_end();
+        if let Some(name) = trimmed
+            .strip_prefix("---- ")
+            .and_then(|rest| rest.strip_suffix(" stdout ----"))
+        {
+            self.reports.push(vec![format!("---- {name} ----")]);
+            self.in_report = true;
+            return;
+        }
+        if trimmed == "failures:" || trimmed.starts_with("test result:") {
+            self.in_report = false;
+        }
+        if self.in_report
+            && let Some(report) = self.reports.last_mut()
+        {
+            if report.len() > REPORT_LINES {
+                report.remove(1);
+            }
+            report.push(trimmed.to_string());
+            return;
+        }
+        if let Some(name) = trimmed
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failures.push(name.to_string());
+            return;
+        }
+        let Some(rest) = trimmed.trim_start().strip_prefix("test result:") else {
             return;
         };
         for part in rest.split(';') {
@@ -181,6 +222,21 @@ impl Counts {
             }
         }
     }
+
+    fn print_failures(&self) {
+        if self.failures.is_empty() && self.reports.is_empty() {
+            return;
+        }
+        println!("failed tests (their output, last {REPORT_LINES} lines each):");
+        for report in &self.reports {
+            for line in report {
+                println!("  {line}");
+            }
+        }
+        for name in &self.failures {
+            println!("FAILED: {name}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,13 +251,42 @@ mod tests {
             "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out\n",
         );
         counts.add_line("test foo ... ok\n");
-        assert_eq!(
-            counts,
-            Counts {
-                passed: 7,
-                failed: 3,
-                ignored: 1
-            }
-        );
+        assert_eq!((counts.passed, counts.failed, counts.ignored), (7, 3, 1));
+        assert!(counts.failures.is_empty());
+    }
+
+    #[test]
+    fn keeps_failed_tests_and_the_end_of_their_output() {
+        let mut counts = Counts::default();
+        for line in [
+            "test a::passes ... ok",
+            "test a::breaks ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- a::breaks stdout ----",
+        ] {
+            counts.add_line(line);
+        }
+        for i in 0..100 {
+            counts.add_line(&format!("line {i}"));
+        }
+        for line in [
+            "thread 'a::breaks' panicked at src/a.rs:1:1:",
+            "",
+            "failures:",
+            "    a::breaks",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored",
+        ] {
+            counts.add_line(line);
+        }
+        assert_eq!(counts.failures, ["a::breaks"]);
+        assert_eq!(counts.reports.len(), 1);
+        let report = &counts.reports[0];
+        assert_eq!(report[0], "---- a::breaks ----");
+        assert_eq!(report.len(), REPORT_LINES + 1);
+        assert!(report.iter().any(|l| l.contains("panicked at")));
+        assert!(!report.iter().any(|l| l == "line 0"));
+        assert_eq!((counts.passed, counts.failed), (1, 1));
     }
 }
