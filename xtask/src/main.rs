@@ -70,7 +70,11 @@ enum Task {
     /// Validate the operations package: dashboards, alerts (promtool),
     /// runbooks (mdbook, links, commands), k8s (kustomize, schemas,
     /// policies), then the live check against a real Prometheus (needs root).
-    OpsCheck,
+    OpsCheck {
+        /// Only the offline checks (no daemon, no Prometheus, no root).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Regenerate dashboards/*.json and the k8s files built from alerts/
     /// and dashboards/.
     OpsGenerate,
@@ -127,7 +131,8 @@ fn main() -> ExitCode {
             no_daemon,
             daemon,
         } => demo::demo(seconds, demo::DaemonChoice::from_flags(no_daemon, daemon)),
-        Task::OpsCheck => ops::check(),
+        Task::OpsCheck { offline: true } => ops::check_offline(),
+        Task::OpsCheck { offline: false } => ops::check(),
         Task::OpsGenerate => ops::generate(),
         Task::Image { bin_dir } => image::image(bin_dir),
         Task::Bench {

@@ -197,6 +197,23 @@ fn overview() -> Dashboard {
                     ),
                 ],
             },
+            Row {
+                title: "Sagas",
+                panels: vec![
+                    panel(
+                        "Sagas finished by outcome",
+                        "Sagas (`POST /sagas`) that reached an end per second: completed, compensated, failed (parked, partially compensated) or cancelled. Details on the Saga Transactions dashboard.",
+                        "ops",
+                        &[("sum by (outcome) (rate(fraiseql_edge_saga_finished_total{$S}[$__rate_interval]))", "{{outcome}}")],
+                    ),
+                    panel(
+                        "Saga steps per subgraph",
+                        "Tries of saga steps per second by subgraph and status: how the cross-subgraph mutations spread.",
+                        "ops",
+                        &[("sum by (subgraph, status) (rate(fraiseql_edge_saga_steps_total{$G}[$__rate_interval]))", "{{subgraph}} {{status}}")],
+                    ),
+                ],
+            },
         ],
     }
 }
@@ -732,6 +749,113 @@ fn security() -> Dashboard {
     }
 }
 
+fn sagas() -> Dashboard {
+    Dashboard {
+        name: "sagas",
+        title: "fraiseql-edge / Saga Transactions",
+        description: "The saga coordinator (`[sagas]`): sagas started and finished, their duration, steps and compensations per subgraph, recovery, and what waits in the log.",
+        rows: vec![
+            Row {
+                title: "Throughput",
+                panels: vec![
+                    panel(
+                        "Sagas started",
+                        "Sagas accepted by `POST /sagas` and written to the log per second (a replayed submission is not counted again).",
+                        "ops",
+                        &[("sum(rate(fraiseql_edge_saga_started_total{$S}[$__rate_interval]))", "started")],
+                    ),
+                    panel(
+                        "Sagas finished by outcome",
+                        "Sagas that reached an end per second. `failed` is a rollback given up: the saga is parked for an operator (the SagaCompensationFailing alert).",
+                        "ops",
+                        &[("sum by (outcome) (rate(fraiseql_edge_saga_finished_total{$S}[$__rate_interval]))", "{{outcome}}")],
+                    ),
+                    panel(
+                        "Compensation rate",
+                        "Share of finished sagas that were rolled back (compensated, or failed while compensating). The SagaCompensationRateHigh alert fires above 10 %.",
+                        "percentunit",
+                        &[("sum(rate(fraiseql_edge_saga_finished_total{$S, outcome=~\"compensated|failed\"}[$__rate_interval])) / sum(rate(fraiseql_edge_saga_finished_total{$S}[$__rate_interval]))", "compensated")],
+                    ),
+                    panel(
+                        "Sagas in flight",
+                        "Sagas neither finished nor parked, by state, as the log holds them (read every second).",
+                        "short",
+                        &[("sum by (state) (fraiseql_edge_saga_in_flight{$S})", "{{state}}")],
+                    ),
+                ],
+            },
+            Row {
+                title: "Duration",
+                panels: vec![
+                    panel(
+                        "Saga duration by outcome",
+                        "P50 and P95 of the time from a saga's submission to its end, by outcome.",
+                        "s",
+                        &[
+                            ("histogram_quantile(0.5, sum by (le, outcome) (rate(fraiseql_edge_saga_duration_seconds_bucket{$S}[$__rate_interval])))", "P50 {{outcome}}"),
+                            ("histogram_quantile(0.95, sum by (le, outcome) (rate(fraiseql_edge_saga_duration_seconds_bucket{$S}[$__rate_interval])))", "P95 {{outcome}}"),
+                        ],
+                    ),
+                    series(
+                        "Step duration per subgraph",
+                        "P50, P95, P99 and P99.9 of one try of a step or a compensation, per subgraph.",
+                        "s",
+                        quantiles("fraiseql_edge_saga_step_duration_seconds", "subgraph", SEL_SG),
+                    ),
+                ],
+            },
+            Row {
+                title: "Steps and compensations",
+                panels: vec![
+                    panel(
+                        "Step tries by status",
+                        "Tries of saga steps per second by subgraph and status: `completed`, `failed` (refused, or no answer after every retry) and `retried` (sent again with the same key after no answer).",
+                        "ops",
+                        &[("sum by (subgraph, status) (rate(fraiseql_edge_saga_steps_total{$G}[$__rate_interval]))", "{{subgraph}} {{status}}")],
+                    ),
+                    panel(
+                        "Compensations by result",
+                        "Tries of compensating mutations per second by subgraph and result. Failures are retried with backoff up to `sagas.compensation_retries`, then the saga is parked.",
+                        "ops",
+                        &[("sum by (subgraph, result) (rate(fraiseql_edge_saga_compensations_total{$G}[$__rate_interval]))", "{{subgraph}} {{result}}")],
+                    ),
+                ],
+            },
+            Row {
+                title: "Recovery and the log",
+                panels: vec![
+                    panel(
+                        "Recovery outcomes",
+                        "Sagas recovery picked up per second (at start and every `sagas.recovery_interval_secs`): driven on to an end or a park (`success`), or the log could not be read or written (`failure`, the SagaRecoveryFailing alert).",
+                        "ops",
+                        &[("sum by (result) (rate(fraiseql_edge_saga_recovery_total{$S}[$__rate_interval]))", "{{result}}")],
+                    ),
+                    panel(
+                        "Recovery success rate",
+                        "Share of recoveries that succeeded (100 % when none failed, including when there was nothing to recover).",
+                        "percentunit",
+                        &[("1 - sum(rate(fraiseql_edge_saga_recovery_total{$S, result=\"failure\"}[$__rate_interval])) / clamp_min(sum(rate(fraiseql_edge_saga_recovery_total{$S}[$__rate_interval])), 1e-9)", "success")],
+                    )
+                    .stat(),
+                    panel(
+                        "Parked sagas",
+                        "Sagas left for an operator: a compensation given up (partially compensated) or a park by recovery. `edgectl sagas list --state Failed`, then `show`, `retry` or `cancel`.",
+                        "short",
+                        &[("sum by (instance) (fraiseql_edge_saga_parked{$S})", "{{instance}}")],
+                    )
+                    .stat(),
+                    panel(
+                        "Oldest saga in flight",
+                        "Age of the oldest saga neither finished nor parked (0 when none is). The SagaStuck alert fires above 15 minutes.",
+                        "s",
+                        &[("max by (instance) (fraiseql_edge_saga_oldest_in_flight_age_seconds{$S})", "{{instance}}")],
+                    ),
+                ],
+            },
+        ],
+    }
+}
+
 fn all() -> Vec<Dashboard> {
     vec![
         overview(),
@@ -740,6 +864,7 @@ fn all() -> Vec<Dashboard> {
         upstreams(),
         kernel(),
         security(),
+        sagas(),
     ]
 }
 
