@@ -4,20 +4,26 @@
 //! one, one that fails on demand, one slow behind a pool of two) is scraped
 //! every second by a real Prometheus loaded with alerts/.
 //!
+//! The daemon runs the saga coordinator too, with a fourth subgraph,
+//! `ledger`, whose compensations always fail.
+//!
 //! Steady traffic first (good queries, entity fetches that resolve and
-//! fail, a refused document): the expressions of the circuit-breaker,
-//! error-rate, auth-failure, kernel drop-surge and pool-exhaustion alerts
-//! must all be false. Then the faults, all at once: the failing subgraph
-//! answers 503 until its breaker opens, bad tokens, a UDP flood over the
-//! kernel's rate, more concurrent slow requests than the slow subgraph's
-//! pool holds. Each of those expressions must turn true. Then every query
-//! of every panel of dashboards/*.json, with its template variables
-//! substituted, must return data.
+//! fail, a refused document, sagas that complete): the expressions of the
+//! circuit-breaker, error-rate, auth-failure, kernel drop-surge,
+//! pool-exhaustion and saga compensation alerts must all be false. Then
+//! the faults, all at once: the failing subgraph answers 503 until its
+//! breaker opens, bad tokens, a UDP flood over the kernel's rate, more
+//! concurrent slow requests than the slow subgraph's pool holds, sagas
+//! whose second step is refused (compensated), and sagas whose rollback on
+//! `ledger` never succeeds (parked, partially compensated). Each of those
+//! expressions must turn true. Then every query of every panel of
+//! dashboards/*.json, with its template variables substituted, must return
+//! data.
 
 use std::{
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -45,13 +51,19 @@ const ENTITIES: &str = "query($representations: [_Any!]!) { _entities(representa
 const UDP_PORT: u16 = 18661;
 /// The alerts whose expressions must be false before the faults and true
 /// during them.
-const FAULT_ALERTS: [&str; 5] = [
+const FAULT_ALERTS: [&str; 7] = [
     "FraiseqlEdgeCircuitBreakerOpen",
     "FraiseqlEdgeHighErrorRate",
     "FraiseqlEdgeAuthFailureSurge",
     "FraiseqlEdgeKernelDropSurge",
     "FraiseqlEdgeUpstreamPoolExhausted",
+    "FraiseqlEdgeSagaCompensationFailing",
+    "FraiseqlEdgeSagaCompensationRateHigh",
 ];
+/// Short retry gaps and few compensation retries: a rollback that cannot
+/// succeed is parked within a second.
+const SAGAS: &str = "backoff_base_ms = 20\nbackoff_max_ms = 100\nstep_retries = 1\n\
+                     compensation_retries = 2\nstep_timeout_ms = 2000\nrecovery_interval_secs = 2";
 
 fn agent() -> ureq::Agent {
     fraiseql_edge_tests::graphql::agent(Duration::from_secs(30))
@@ -65,6 +77,48 @@ fn post(agent: &ureq::Agent, url: &str, body: &Value, token: Option<&str>) -> u1
         req = req.header("authorization", &format!("Bearer {t}"));
     }
     match req.send(body.to_string()) {
+        Ok(mut resp) => {
+            let _ = resp.body_mut().read_to_string();
+            resp.status().as_u16()
+        }
+        Err(_) => 0,
+    }
+}
+
+/// One saga step: `mutation` (`reserve` or `release`) of `quantity` of
+/// `item` on `subgraph`, undone by the other one.
+fn saga_step(subgraph: &str, mutation: &str, item: &str, quantity: u32) -> Value {
+    let undo = if mutation == "reserve" {
+        "release"
+    } else {
+        "reserve"
+    };
+    let selection = |m: &str| {
+        if m == "reserve" {
+            " { item remaining }"
+        } else {
+            ""
+        }
+    };
+    json!({
+        "subgraph": subgraph,
+        "mutation": format!("mutation($i: String!, $q: Int!) {{ {mutation}(item: $i, quantity: $q){} }}", selection(mutation)),
+        "variables": {"i": item, "q": quantity},
+        "compensation": format!("mutation($i: String!, $q: Int!) {{ {undo}(item: $i, quantity: $q){} }}", selection(undo)),
+        "compensationVariables": {"i": item, "q": quantity},
+    })
+}
+
+/// Submits a saga with a fresh `Idempotency-Key`; the status (0 when the
+/// request did not complete).
+fn submit_saga(url: &str, steps: &[Value], token: &str, keys: &AtomicU64) -> u16 {
+    let key = format!("ops-live-{}", keys.fetch_add(1, Ordering::Relaxed));
+    let req = agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", &key)
+        .header("authorization", &format!("Bearer {token}"));
+    match req.send(json!({ "steps": steps }).to_string()) {
         Ok(mut resp) => {
             let _ = resp.body_mut().read_to_string();
             resp.status().as_u16()
@@ -176,6 +230,13 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
     let _serial = serial();
     let slow = DemoSubgraph::start("slow");
     slow.faults(&json!({ "latency_ms": 1500 }));
+    let ledger = DemoSubgraph::start("ledger");
+    ledger.faults(&json!({ "fail_field": "release", "fail_times": 1_000_000, "fail_status": 500 }));
+    let saga_dir = tempfile::tempdir().expect("temp dir");
+    let sagas = format!(
+        "[sagas]\npath = {:?}\n{SAGAS}",
+        saga_dir.path().join("sagas.db")
+    );
     let bed = Testbed::start(
         "opslive",
         66,
@@ -184,8 +245,9 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
             SubgraphSpec::new("slow", [&slow])
                 .table("health", QUIET_HEALTH)
                 .table("pool", "min_idle = 0, max = 2, acquire_timeout_ms = 1000"),
+            SubgraphSpec::new("ledger", [&ledger]).table("health", QUIET_HEALTH),
         ],
-        &["[slow_queries]\nthreshold_ms = 200"],
+        &["[slow_queries]\nthreshold_ms = 200", &sagas],
     );
     let (edge, broken, key, ns) = (&bed.edge, &bed.broken, &bed.key, &bed.ns);
     let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
@@ -218,6 +280,10 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
     let users_url = edge.route("users");
     let broken_url = edge.route("broken");
     let slow_url = edge.route("slow");
+    let sagas_url = format!("http://{}/sagas", edge.graphql);
+    let saga_keys = Arc::new(AtomicU64::new(0));
+    // Statuses other than 202 the completing sagas got.
+    let saga_refusals = Arc::new(Mutex::new(Vec::new()));
 
     // Steady traffic, all the way through: good queries, entity fetches
     // (one representation resolves, one does not), a refused document,
@@ -250,6 +316,21 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
         let (url, token) = (slow_url.clone(), token.clone());
         steady.spawn(1, Duration::from_millis(100), move || {
             post(&agent(), &url, &json!({ "query": QUERY }), Some(&token));
+        });
+    }
+    {
+        // Sagas that complete: a reservation, then its release.
+        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
+        let refusals = saga_refusals.clone();
+        steady.spawn(1, Duration::from_millis(100), move || {
+            let steps = [
+                saga_step("users", "reserve", "upc-5", 1),
+                saga_step("users", "release", "upc-5", 1),
+            ];
+            let status = submit_saga(&url, &steps, &token, &keys);
+            if status != 202 {
+                refusals.lock().unwrap().push(status);
+            }
         });
     }
     std::thread::sleep(Duration::from_secs(10));
@@ -286,6 +367,28 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
         let (url, token) = (slow_url.clone(), token.clone());
         faults.spawn(4, Duration::from_millis(10), move || {
             post(&agent(), &url, &json!({ "query": QUERY }), Some(&token));
+        });
+    }
+    {
+        // Sagas rolled back: step 2 asks for more than is in stock.
+        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
+        faults.spawn(1, Duration::from_millis(50), move || {
+            let steps = [
+                saga_step("users", "reserve", "upc-6", 1),
+                saga_step("users", "reserve", "upc-7", 500),
+            ];
+            submit_saga(&url, &steps, &token, &keys);
+        });
+    }
+    {
+        // Sagas whose rollback on `ledger` never succeeds: parked.
+        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
+        faults.spawn(1, Duration::from_secs(2), move || {
+            let steps = [
+                saga_step("ledger", "reserve", "upc-1", 1),
+                saga_step("users", "reserve", "upc-8", 500),
+            ];
+            submit_saga(&url, &steps, &token, &keys);
         });
     }
     let flood = Flood::start(ns, flooder, udp_dst, 10 * RATE);
@@ -325,6 +428,11 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
         "{} panel queries checked; flood sent {} datagrams",
         queries.len(),
         flooded.sent
+    );
+    let refusals = saga_refusals.lock().unwrap().clone();
+    assert!(
+        refusals.is_empty(),
+        "sagas that should have been accepted got {refusals:?}"
     );
     assert!(
         empty.is_empty(),
