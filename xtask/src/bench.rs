@@ -1,8 +1,9 @@
-//! `cargo xtask bench kernel|proxy|security|monitoring`.
+//! `cargo xtask bench kernel|proxy|security|monitoring|sagas`.
 
 mod monitoring;
 mod proxy;
 mod runs;
+mod sagas;
 mod security;
 
 use anyhow::Result;
@@ -38,4 +39,10 @@ pub fn monitoring(args: &[String]) -> Result<()> {
 /// (see [`security`]).
 pub fn security(args: &[String]) -> Result<()> {
     security::run(args)
+}
+
+/// Runs the saga benchmark: two mutations as a saga (SQLite and, with
+/// `--postgres`, PostgreSQL logs) against the same two bare (see [`sagas`]).
+pub fn sagas(args: &[String]) -> Result<()> {
+    sagas::run(args)
 }

@@ -116,6 +116,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Two mutations as a saga (SQLite and PostgreSQL logs) side by side with the same two mutations bare (options: `-- --help`).
+    Sagas {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -147,6 +152,9 @@ fn main() -> ExitCode {
         Task::Bench {
             which: Bench::Monitoring { args },
         } => bench::monitoring(&args),
+        Task::Bench {
+            which: Bench::Sagas { args },
+        } => bench::sagas(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
