@@ -19,6 +19,7 @@ mod ops_docs;
 mod ops_live;
 mod program;
 mod proxy_e2e;
+mod saga_pg_store;
 mod sagas_e2e;
 mod security;
 mod testbed;
