@@ -21,6 +21,7 @@ mod program;
 mod proxy_e2e;
 mod saga_pg_store;
 mod sagas_e2e;
+mod sagas_pg_e2e;
 mod security;
 mod testbed;
 mod tracing_e2e;
