@@ -77,10 +77,13 @@ fn illegal(e: StoreError) -> String {
 }
 
 fn lease_of(pg: &Postgres, db: &str, id: SagaId) -> String {
-    pg.psql(db, &format!("SELECT lease_owner FROM sagas WHERE id = '{id}'"))
-        .unwrap()
-        .trim()
-        .to_string()
+    pg.psql(
+        db,
+        &format!("SELECT lease_owner FROM sagas WHERE id = '{id}'"),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,11 +123,17 @@ async fn postgres_store_writes_checks_and_reads_like_the_sqlite_one() {
         assert_eq!(step.compensation_variables, sent.compensation_variables);
         assert_eq!(step.state, StepState::Pending);
         assert_eq!((step.attempt, step.compensation_attempt), (0, 0));
-        assert_eq!((step.result.as_ref(), step.last_error.as_ref()), (None, None));
+        assert_eq!(
+            (step.result.as_ref(), step.last_error.as_ref()),
+            (None, None)
+        );
     }
     // The creator holds the saga's lease.
     assert_eq!(lease_of(&pg, "semantics", id), "node-a");
-    assert_eq!(store.summary().await.unwrap().in_flight, vec![(SagaState::Pending, 1)]);
+    assert_eq!(
+        store.summary().await.unwrap().in_flight,
+        vec![(SagaState::Pending, 1)]
+    );
     complete(&store, id).await;
     let saga = store.get(id).await.unwrap();
     assert_eq!(saga.record.state, SagaState::Completed);
@@ -366,7 +375,10 @@ async fn two_nodes_leasing_at_once_split_the_sagas_and_racing_writes_pass_one_ch
     let b = open(&url, "node-b").await;
     let (got_a, got_b) = tokio::join!(a.lease(15, &[]), b.lease(15, &[]));
     let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
-    assert!(got_a.iter().all(|id| !got_b.contains(id)), "{got_a:?} {got_b:?}");
+    assert!(
+        got_a.iter().all(|id| !got_b.contains(id)),
+        "{got_a:?} {got_b:?}"
+    );
     let mut all: Vec<SagaId> = got_a.iter().chain(&got_b).copied().collect();
     all.sort();
     let mut want = ids.clone();

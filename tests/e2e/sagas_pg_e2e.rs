@@ -19,9 +19,9 @@ fn setup(a: &DemoSubgraph, b: &DemoSubgraph, url: &str, node: &str) -> ProxySetu
     let mut setup = ProxySetup::one(SubgraphSpec::new("inventory", [a]));
     // Step 2 hangs longer than the lease's time to live while node A is
     // alive: one try may wait that long.
-    setup.subgraphs.push(
-        SubgraphSpec::new("payments", [b]).table("timeouts", "per_try_ms = 20000"),
-    );
+    setup
+        .subgraphs
+        .push(SubgraphSpec::new("payments", [b]).table("timeouts", "per_try_ms = 20000"));
     setup.section(&format!(
         "[sagas]\nstore = \"postgres\"\npostgres_url = \"{url}\"\nnode = \"{node}\"\n\
          lease_ttl_secs = {LEASE_TTL_SECS}\nrecovery_interval_secs = 1\n\
@@ -87,10 +87,13 @@ fn key_counts(sg: &DemoSubgraph, key: &str) -> (u64, u64) {
 }
 
 fn lease_owner(pg: &Postgres, id: &str) -> String {
-    pg.psql("sagas", &format!("SELECT lease_owner FROM sagas WHERE id = '{id}'"))
-        .unwrap()
-        .trim()
-        .to_string()
+    pg.psql(
+        "sagas",
+        &format!("SELECT lease_owner FROM sagas WHERE id = '{id}'"),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
 }
 
 #[test]
@@ -160,4 +163,26 @@ fn two_daemons_on_postgres_the_survivor_leases_and_finishes_the_dead_ones_saga()
         "B's log names its node:\n{}",
         node_b.daemon.log()
     );
+}
+
+#[test]
+fn an_unreachable_database_stops_the_daemon_at_start_naming_it_without_the_password() {
+    let sg = DemoSubgraph::start("inv");
+    // Nothing listens on port 1.
+    let setup = ProxySetup::one(SubgraphSpec::new("inventory", [&sg])).section(
+        "[sagas]\nstore = \"postgres\"\n\
+         postgres_url = \"postgres://edge:s3cret@127.0.0.1:1/sagas\"\nnode = \"node-a\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, setup.to_toml()).unwrap();
+    let out = fraiseql_edge_tests::daemon::run_cli(&["run", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the daemon started: {stderr}");
+    assert!(
+        stderr.contains("opening the saga log")
+            && stderr.contains("postgres://edge:***@127.0.0.1:1/sagas"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
 }

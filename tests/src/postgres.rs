@@ -229,7 +229,10 @@ mod tests {
     fn a_cluster_starts_takes_databases_and_stops_on_drop() {
         let Some(pg) = Postgres::start() else { return };
         let url = pg.create_database("fixture_check");
-        assert_eq!(url, format!("postgres://postgres@{}/fixture_check", pg.addr()));
+        assert_eq!(
+            url,
+            format!("postgres://postgres@{}/fixture_check", pg.addr())
+        );
         assert_eq!(pg.psql("fixture_check", "SHOW fsync").unwrap().trim(), "on");
         assert_eq!(
             pg.psql("fixture_check", "SELECT current_database()")

@@ -230,7 +230,11 @@ mod tests {
             assert!(err.starts_with(key), "{text}: {err}");
         }
         assert!(parse("unknown = 1").unwrap_err().contains("unknown field"));
-        assert!(parse("store = \"mysql\"").unwrap_err().contains("unknown variant"));
+        assert!(
+            parse("store = \"mysql\"")
+                .unwrap_err()
+                .contains("unknown variant")
+        );
         let err = parse("postgres_url = \"postgres://u:s3cret@h:notaport/db\"").unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
     }

@@ -303,9 +303,7 @@ impl PostgresStore {
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
-            tx.execute(update.sql.as_str(), &params)
-                .await
-                .map_err(pg)?;
+            tx.execute(update.sql.as_str(), &params).await.map_err(pg)?;
         }
         tx.execute(
             "UPDATE sagas SET updated_ms = $1 WHERE id = $2",
@@ -457,7 +455,10 @@ fn step_row(row: &Row) -> Result<StepRecord, StoreError> {
 
 /// The saga and its steps; a saga whose steps are not all there is
 /// reported as damage, never returned short.
-async fn load(client: &impl deadpool_postgres::GenericClient, id: SagaId) -> Result<Saga, StoreError> {
+async fn load(
+    client: &impl deadpool_postgres::GenericClient,
+    id: SagaId,
+) -> Result<Saga, StoreError> {
     let key = id.to_string();
     let record = client
         .query_opt(
@@ -696,7 +697,11 @@ impl SagaStore for PostgresStore {
             .iter()
             .map(|r| saga_id(r, 0))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ids.iter().filter(|id| !kept.contains(id)).copied().collect())
+        Ok(ids
+            .iter()
+            .filter(|id| !kept.contains(id))
+            .copied()
+            .collect())
     }
 
     async fn release(&self, saga: SagaId) -> Result<(), StoreError> {

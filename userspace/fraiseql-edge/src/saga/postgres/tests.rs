@@ -37,10 +37,7 @@ fn hashes_round_trip_and_damage_is_refused() {
 
 #[test]
 fn in_flight_states_are_the_non_terminal_ones() {
-    assert_eq!(
-        in_flight_states(),
-        "'Pending', 'Executing', 'Compensating'"
-    );
+    assert_eq!(in_flight_states(), "'Pending', 'Executing', 'Compensating'");
 }
 
 #[tokio::test]
@@ -54,6 +51,9 @@ async fn an_unreachable_server_is_named_without_its_password() {
     .await
     .unwrap_err()
     .to_string();
-    assert!(err.contains("postgres://edge:***@127.0.0.1:1/sagas"), "{err}");
+    assert!(
+        err.contains("postgres://edge:***@127.0.0.1:1/sagas"),
+        "{err}"
+    );
     assert!(!err.contains("s3cret"), "{err}");
 }
