@@ -59,7 +59,15 @@ impl Postgres {
         } else {
             None
         };
-        let dir = tempfile::tempdir().expect("temp dir");
+        // The server's user must reach its directory: as root, not under a
+        // `TMPDIR` that may be private to root, but under /tmp.
+        let dir = match &user {
+            Some(_) => tempfile::Builder::new()
+                .prefix("fe-postgres-")
+                .tempdir_in("/tmp"),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir");
         if let Some(user) = &user {
             chown(dir.path(), Some(user.uid), Some(user.gid)).expect("chown the cluster dir");
         }
