@@ -7,7 +7,7 @@
 //! workspace already builds for tonic) rather than a set of blocking
 //! methods, because its two stores block in different ways: SQLite is a
 //! blocking library, so [`SqliteStore`](super::SqliteStore) moves each call
-//! onto Tokio's blocking pool itself; the PostgreSQL store will speak to the
+//! onto Tokio's blocking pool itself; the PostgreSQL store speaks to the
 //! server asynchronously (leases, heartbeats) and would only waste a
 //! blocking thread per call behind a sync trait. The executor awaits either
 //! the same way and holds an `Arc<dyn SagaStore>`; the cost, one allocation
