@@ -16,6 +16,7 @@ pub mod http_audit;
 pub mod jwks;
 pub mod loopback;
 pub mod netns;
+pub mod postgres;
 pub mod prometheus;
 pub mod promtool;
 pub mod servers;

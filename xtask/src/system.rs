@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 13] = [
+const PACKAGES: [&str; 14] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -25,6 +25,12 @@ const PACKAGES: [&str; 13] = [
     "openssl",
     // `promtool check metrics` in the tests.
     "prometheus",
+    // The PostgreSQL saga store's tests: they run `initdb` and `postgres`
+    // from /usr/lib/postgresql/<version>/bin as the package's `postgres`
+    // user, each test its own server in a temporary directory. Debian also
+    // starts its own cluster where an init system is allowed to; the tests
+    // never use it.
+    "postgresql",
     // The graphql-http server audit (tests/audit, run by the e2e tests).
     // Some builds of this package bundle npm; see `missing_packages`.
     "nodejs",

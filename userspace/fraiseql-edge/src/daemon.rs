@@ -113,6 +113,33 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
         .with_context(|| format!("binding {what} {addr}"))
 }
 
+/// Opens the saga log `[sagas]` asks for; what it is, for the log line.
+async fn open_saga_log(
+    cfg: &crate::saga::config::SagasConfig,
+) -> anyhow::Result<(Arc<dyn crate::saga::SagaStore>, String)> {
+    use crate::saga::{PostgresStore, SqliteStore, config::StoreKind, postgres::redact_url};
+    match cfg.store {
+        StoreKind::Sqlite => {
+            let store = SqliteStore::open(&cfg.path).with_context(|| {
+                format!("opening the saga log ([sagas] path {})", cfg.path.display())
+            })?;
+            Ok((Arc::new(store), cfg.path.display().to_string()))
+        }
+        StoreKind::Postgres => {
+            // `validate` made sure there is one.
+            let url = cfg.postgres_url.as_deref().unwrap_or_default();
+            let node = cfg.node_name();
+            let store = PostgresStore::open(url, &node, cfg.lease_ttl())
+                .await
+                .context("opening the saga log ([sagas] store = \"postgres\", postgres_url)")?;
+            Ok((
+                Arc::new(store),
+                format!("{} as node {node}", redact_url(url)),
+            ))
+        }
+    }
+}
+
 async fn serve(
     mut enforcement: Enforcement,
     config: Config,
@@ -221,16 +248,13 @@ async fn serve(
     };
     let sagas = match (&config.sagas, &proxy) {
         (Some(cfg), Some(proxy)) => {
-            let store = crate::saga::SqliteStore::open(&cfg.path).with_context(|| {
-                format!("opening the saga log ([sagas] path {})", cfg.path.display())
-            })?;
+            let (store, log) = open_saga_log(cfg).await?;
             let names: Vec<String> = config.subgraphs.iter().map(|s| s.name.clone()).collect();
             let metrics = crate::saga::metrics::SagaMetrics::new(&registry, &names)?;
-            let coordinator =
-                crate::saga::Coordinator::new(Arc::new(store), proxy, cfg.clone(), metrics);
+            let coordinator = crate::saga::Coordinator::new(store, proxy, cfg.clone(), metrics);
             proxy.set_sagas(Arc::clone(&coordinator));
             tokio::spawn(Arc::clone(&coordinator).run(stop.subscribe()));
-            tracing::info!(log = %cfg.path.display(), "saga coordinator on: POST /sagas, GET /sagas/{{id}}");
+            tracing::info!(log, "saga coordinator on: POST /sagas, GET /sagas/{{id}}");
             Some(coordinator)
         }
         _ => None,

@@ -10,6 +10,8 @@
 //!   and the records.
 //! * [`store`] — [`SagaStore`], the durable log's interface, and its errors.
 //! * [`sqlite`] — [`SqliteStore`], the log of a single node.
+//! * [`postgres`] — [`PostgresStore`], the log several nodes share, each
+//!   driving the sagas it leased.
 //! * `moves` — the checks every store runs before it writes, so that all
 //!   stores refuse the same moves.
 //!
@@ -41,10 +43,12 @@ pub mod coordinator;
 pub mod metrics;
 pub mod model;
 mod moves;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 
 pub use coordinator::Coordinator;
 pub use model::{NewSaga, NewStep, Saga, SagaId, SagaRecord, SagaState, StepRecord, StepState};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{CompensationOutcome, Created, SagaStore, StepOutcome, StoreError, Summary};

@@ -477,9 +477,10 @@ fn saga_status(e: crate::saga::StoreError) -> Status {
     use crate::saga::StoreError as E;
     match e {
         E::NotFound { .. } => Status::not_found(e.to_string()),
-        E::StateChanged { .. } | E::IllegalTransition { .. } | E::Conflict { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
+        E::StateChanged { .. }
+        | E::IllegalTransition { .. }
+        | E::Conflict { .. }
+        | E::LeaseLost { .. } => Status::failed_precondition(e.to_string()),
         E::Locked { .. } | E::Storage(_) => {
             tracing::error!(error = %e, "saga log");
             Status::internal(e.to_string())

@@ -7,12 +7,38 @@ use serde::Deserialize;
 
 use super::backoff::Backoff;
 
+/// Which durable log the coordinator writes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A SQLite file (`path`): one node.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`postgres_url`) several nodes share; each
+    /// drives the sagas it leased and takes over a dead node's.
+    Postgres,
+}
+
 /// `[sagas]` (absent: no saga coordinator runs).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SagasConfig {
+    /// The log: `"sqlite"` (one node, `path`) or `"postgres"` (several
+    /// nodes, `postgres_url`).
+    pub store: StoreKind,
     /// The SQLite log (one daemon per file: it is locked while open).
     pub path: PathBuf,
+    /// The PostgreSQL log, as a `postgres://user:password@host:port/db`
+    /// URL (or libpq's `key=value` form); required with
+    /// `store = "postgres"`. The password never appears in messages.
+    pub postgres_url: Option<String>,
+    /// This node's name in sagas' leases (PostgreSQL); unique per daemon
+    /// sharing the database. Default: the host name.
+    pub node: Option<String>,
+    /// How long a node's lease on a saga lasts without a heartbeat
+    /// (PostgreSQL; heartbeats come every third of it): a dead node's sagas
+    /// are taken over this long after it died.
+    pub lease_ttl_secs: u64,
     /// Most steps in one saga.
     pub max_steps: usize,
     /// One try of a step or a compensation must answer within this.
@@ -37,7 +63,15 @@ pub struct SagasConfig {
 impl Default for SagasConfig {
     fn default() -> Self {
         Self {
+            // One node needs no database server.
+            store: StoreKind::Sqlite,
             path: PathBuf::from("/var/lib/fraiseql-edge/sagas.db"),
+            postgres_url: None,
+            // The host name: unique per pod or machine.
+            node: None,
+            // A dead node's sagas wait this long; three missed heartbeats
+            // (5 s apart) before a live node loses one.
+            lease_ttl_secs: 15,
             // A saga is a handful of mutations; more is a batch job.
             max_steps: 16,
             // A mutation slower than this is better retried or compensated.
@@ -91,7 +125,52 @@ impl SagasConfig {
         if !(1..=1_000_000).contains(&self.max_in_flight) {
             return bad("max_in_flight", "must be between 1 and 1000000");
         }
+        match (self.store, &self.postgres_url) {
+            (StoreKind::Postgres, None) => {
+                return bad("postgres_url", "is required with store = \"postgres\"");
+            }
+            (_, Some(url)) => {
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    return Err((
+                        format!("{at}.postgres_url"),
+                        format!(
+                            "not a PostgreSQL URL ({}): {e}",
+                            super::postgres::redact_url(url)
+                        ),
+                    ));
+                }
+            }
+            (StoreKind::Sqlite, None) => {}
+        }
+        if let Some(node) = &self.node {
+            let fine = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+            if node.is_empty() || node.len() > 253 || !node.chars().all(fine) {
+                return bad(
+                    "node",
+                    "must be 1 to 253 characters: letters, digits, '-', '_', '.', ':'",
+                );
+            }
+        }
+        if !(2..=3_600).contains(&self.lease_ttl_secs) {
+            return bad("lease_ttl_secs", "must be between 2 and 3600");
+        }
         Ok(())
+    }
+
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_string())
+        })
+    }
+
+    /// How long a lease lasts without a heartbeat.
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl_secs)
     }
 
     /// The retry gaps this configuration asks for.
@@ -116,6 +195,16 @@ mod tests {
         let c = parse("path = \"/tmp/s.db\"\nstep_retries = 5\nbackoff_base_ms = 50\n").unwrap();
         assert_eq!(c.path, PathBuf::from("/tmp/s.db"));
         assert_eq!((c.step_retries, c.backoff_base_ms), (5, 50));
+        assert_eq!(c.store, StoreKind::Sqlite);
+        let c = parse(
+            "store = \"postgres\"\npostgres_url = \"postgres://edge:pw@db:5432/sagas\"\n\
+             node = \"edge-1\"\nlease_ttl_secs = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreKind::Postgres);
+        assert_eq!(c.node_name(), "edge-1");
+        assert_eq!(c.lease_ttl(), std::time::Duration::from_secs(3));
+        assert!(!SagasConfig::default().node_name().is_empty());
     }
 
     #[test]
@@ -131,10 +220,22 @@ mod tests {
             ),
             ("recovery_interval_secs = 0", "sagas.recovery_interval_secs"),
             ("max_in_flight = 0", "sagas.max_in_flight"),
+            ("store = \"postgres\"", "sagas.postgres_url"),
+            ("postgres_url = \"mysql://x\"", "sagas.postgres_url"),
+            ("node = \"\"", "sagas.node"),
+            ("node = \"has space\"", "sagas.node"),
+            ("lease_ttl_secs = 1", "sagas.lease_ttl_secs"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.starts_with(key), "{text}: {err}");
         }
         assert!(parse("unknown = 1").unwrap_err().contains("unknown field"));
+        assert!(
+            parse("store = \"mysql\"")
+                .unwrap_err()
+                .contains("unknown variant")
+        );
+        let err = parse("postgres_url = \"postgres://u:s3cret@h:notaport/db\"").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -20,6 +20,14 @@
 //!
 //! Recovery runs at start and every `sagas.recovery_interval_secs`: every
 //! saga neither finished nor parked that no task drives is driven on.
+//!
+//! With a log several nodes share (PostgreSQL), a node drives only the
+//! sagas it leased (see [`store`](super::store)): those it created, and
+//! those recovery leased because their lease was free or expired (their
+//! node died or lost touch). While a saga is driven, a heartbeat extends
+//! its lease every third of the lease's time to live; a node that lost a
+//! lease anyway has its next write refused and that drive stops quietly,
+//! leaving the saga to the node that took it.
 
 use std::{
     collections::HashSet,
@@ -224,6 +232,11 @@ impl Coordinator {
                     recovered("success");
                     tracing::info!(saga = %id, error = %e, "saga moved by someone else; left as it is");
                 }
+                // Another node leased it (ours had expired): it drives it now.
+                Err(e @ StoreError::LeaseLost { .. }) => {
+                    recovered("success");
+                    tracing::warn!(saga = %id, error = %e, "saga lease lost; another node drives it on");
+                }
                 Err(e) => {
                     recovered("failure");
                     tracing::error!(saga = %id, error = %e, "driving the saga failed; recovery will try again");
@@ -241,11 +254,37 @@ impl Coordinator {
         recovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A store that does not lease needs no heartbeat: its timer never
+        // fires.
+        let ttl = self.store.lease_ttl();
+        let mut heartbeat =
+            tokio::time::interval(ttl.map_or(Duration::from_secs(3600), |ttl| ttl / 3));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = recovery.tick() => { self.recover().await; }
                 _ = gauges.tick() => self.refresh_gauges().await,
+                _ = heartbeat.tick(), if ttl.is_some() => self.heartbeat().await,
                 () = stopped(&mut stop) => break,
+            }
+        }
+    }
+
+    /// Extends the leases of the sagas this node drives.
+    pub async fn heartbeat(&self) {
+        let ids: Vec<SagaId> = self.running().iter().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.heartbeat(&ids).await {
+            Ok(lost) => {
+                for id in lost {
+                    // Its drive stops at its next write (refused).
+                    tracing::warn!(saga = %id, "saga lease lost before the heartbeat; another node may drive it");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "saga lease heartbeat failed; leases expire unless the next one succeeds");
             }
         }
     }
@@ -254,7 +293,16 @@ impl Coordinator {
     /// it started.
     pub async fn recover(self: &Arc<Self>) -> usize {
         let _gate = self.submitting.write().await;
-        let ids = match self.store.non_terminal().await {
+        let driven: Vec<SagaId> = self.running().iter().copied().collect();
+        let room = self.cfg.max_in_flight.saturating_sub(driven.len());
+        if room == 0 {
+            tracing::warn!(
+                max_in_flight = self.cfg.max_in_flight,
+                "saga recovery: the node is at sagas.max_in_flight; the rest waits for the next round"
+            );
+            return 0;
+        }
+        let ids = match self.store.lease(room, &driven).await {
             Ok(ids) => ids,
             Err(e) => {
                 self.metrics.recovery.with_label_values(&["failure"]).inc();
@@ -264,13 +312,6 @@ impl Coordinator {
         };
         let mut started = 0;
         for id in ids {
-            if self.running().len() >= self.cfg.max_in_flight {
-                tracing::warn!(
-                    max_in_flight = self.cfg.max_in_flight,
-                    "saga recovery: the node is at sagas.max_in_flight; the rest waits for the next round"
-                );
-                break;
-            }
             if self.spawn(id, Origin::Recovery) {
                 started += 1;
             }

@@ -7,7 +7,7 @@
 //! workspace already builds for tonic) rather than a set of blocking
 //! methods, because its two stores block in different ways: SQLite is a
 //! blocking library, so [`SqliteStore`](super::SqliteStore) moves each call
-//! onto Tokio's blocking pool itself; the PostgreSQL store will speak to the
+//! onto Tokio's blocking pool itself; the PostgreSQL store speaks to the
 //! server asynchronously (leases, heartbeats) and would only waste a
 //! blocking thread per call behind a sync trait. The executor awaits either
 //! the same way and holds an `Arc<dyn SagaStore>`; the cost, one allocation
@@ -24,6 +24,35 @@
 //! leaves the log exactly as it was. When a write returns `Ok` it is on
 //! disk (SQLite: WAL with `synchronous=FULL`; PostgreSQL: a committed
 //! transaction).
+//!
+//! # Leases: which node drives a saga
+//!
+//! Several daemons may share one log (PostgreSQL). A saga is driven by the
+//! node holding its *lease*: an owner (the node's name) and an expiry
+//! (the database server's clock). A store is opened for one node and one
+//! lease time to live, so the node is not a parameter of every write:
+//!
+//! * [`create`](SagaStore::create) leases the new saga to the node that
+//!   wrote it, and [`unpark`](SagaStore::unpark) to the node of the
+//!   operator who retried it;
+//! * [`lease`](SagaStore::lease) is recovery's way in: it takes the sagas
+//!   in flight whose lease is free, expired or already ours (`FOR UPDATE
+//!   SKIP LOCKED`: two nodes never take the same one);
+//! * [`heartbeat`](SagaStore::heartbeat) extends the leases of the sagas
+//!   the node drives, every third of the time to live, and names those it
+//!   lost;
+//! * every write checks the lease in its transaction, with the saga's row
+//!   locked: a saga leased to another node whose lease has not expired is
+//!   refused with [`StoreError::LeaseLost`], so a node that lost a saga
+//!   stops at its next write and two nodes never move one saga at once.
+//!   (A request the old owner had already sent may be sent again by the new
+//!   owner: with the same idempotency key, which the subgraph deduplicates.)
+//! * a saga that ends or is parked gives its lease up in the same write.
+//!
+//! A one-node store (SQLite: its lock file already keeps every other daemon
+//! out) grants every lease: the defaults below.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -136,6 +165,15 @@ pub enum StoreError {
         /// The lock file.
         path: std::path::PathBuf,
     },
+    /// The saga is leased to another node (its lease has not expired):
+    /// that node drives it; nothing was written.
+    #[error("saga {saga} is leased to node {owner:?}")]
+    LeaseLost {
+        /// The saga.
+        saga: SagaId,
+        /// The node that holds its lease.
+        owner: String,
+    },
     /// The storage failed (I/O, corruption, a schema from a newer version).
     #[error("saga log: {0}")]
     Storage(String),
@@ -183,6 +221,41 @@ pub trait SagaStore: Send + Sync {
     /// The sagas recovery must drive on: not terminal and not parked,
     /// oldest first.
     async fn non_terminal(&self) -> Result<Vec<SagaId>, StoreError>;
+
+    /// Recovery's claim: in one transaction, takes up to `limit` sagas in
+    /// flight (not terminal, not parked, not in `except`: those this node
+    /// drives already) whose lease is free, expired or this node's, skipping
+    /// rows another node has locked, and leases them to this node for one
+    /// time to live. Oldest first. The default (one node) is
+    /// [`non_terminal`](SagaStore::non_terminal) less `except`.
+    async fn lease(&self, limit: usize, except: &[SagaId]) -> Result<Vec<SagaId>, StoreError> {
+        let mut ids = self.non_terminal().await?;
+        ids.retain(|id| !except.contains(id));
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// Extends, for one time to live from now, the leases this node holds on
+    /// `ids`; returns those of `ids` it no longer holds (another node took
+    /// them after they expired, or they ended). The default (one node)
+    /// loses none.
+    async fn heartbeat(&self, ids: &[SagaId]) -> Result<Vec<SagaId>, StoreError> {
+        let _ = ids;
+        Ok(Vec::new())
+    }
+
+    /// Gives up this node's lease on `saga` (if it holds it), so that any
+    /// node's recovery may take it at once. The default does nothing.
+    async fn release(&self, saga: SagaId) -> Result<(), StoreError> {
+        let _ = saga;
+        Ok(())
+    }
+
+    /// How long a lease lasts without a heartbeat; `None` for a store that
+    /// does not lease (one node).
+    fn lease_ttl(&self) -> Option<Duration> {
+        None
+    }
 
     /// What the gauges show: sagas in flight by state, parked sagas, and
     /// when the oldest saga in flight was written.

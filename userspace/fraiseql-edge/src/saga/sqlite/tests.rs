@@ -535,3 +535,23 @@ async fn list_is_newest_first_and_non_terminal_skips_finished_and_parked() {
     );
     assert_eq!(summary.parked, 0);
 }
+
+#[tokio::test]
+async fn one_node_leases_every_saga_in_flight_it_does_not_drive_already() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let a = create(&store, "a", 1).await;
+    let b = create(&store, "b", 1).await;
+    let c = create(&store, "c", 1).await;
+    complete(&store, b).await;
+    // The lock file keeps other daemons out: leases are always granted,
+    // never expire and are never lost.
+    assert_eq!(store.lease_ttl(), None);
+    assert_eq!(store.lease(10, &[]).await.unwrap(), [a, c]);
+    assert_eq!(store.lease(1, &[]).await.unwrap(), [a]);
+    assert_eq!(store.lease(10, &[a]).await.unwrap(), [c]);
+    assert!(store.lease(0, &[]).await.unwrap().is_empty());
+    assert!(store.heartbeat(&[a, c]).await.unwrap().is_empty());
+    store.release(a).await.unwrap();
+    assert_eq!(store.lease(10, &[]).await.unwrap(), [a, c]);
+}
