@@ -2,7 +2,8 @@
 //! against sending the same two mutations bare, side by side in one run.
 //!
 //! One `demo-subgraph` (release build) and, in front of it, one
-//! fraiseql-edge per saga log (SQLite; PostgreSQL when a URL is given),
+//! fraiseql-edge per saga log: SQLite, and PostgreSQL (by default a private
+//! cluster `pg-server` starts from Debian's binaries, `fsync` on),
 //! `[kernel] enabled = false`. At each concurrency level the contenders
 //! take turns, each run preceded by a warm-up:
 //!
@@ -36,7 +37,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use super::proxy::procs::{self, check_interrupted};
+use super::proxy::procs::{self, Proc, check_interrupted};
 use super::proxy::targets::{self, PROXY_PATH, Target, free_port};
 use super::proxy::{http, subgraph};
 use crate::setup::ensure_setup;
@@ -60,10 +61,11 @@ struct Args {
     /// Measured runs per contender and level (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: u32,
-    /// Also measure an edge whose saga log is this PostgreSQL database
-    /// (`postgres://user@host:port/db`).
-    #[arg(long)]
-    postgres: Option<String>,
+    /// The PostgreSQL log: `auto` starts a private cluster (`pg-server`),
+    /// `off` measures SQLite only, anything else is the URL of a database
+    /// to use (`postgres://user@host:port/db`).
+    #[arg(long, default_value = "auto")]
+    postgres: String,
     /// Use the release binaries already built.
     #[arg(long)]
     no_build: bool,
@@ -73,6 +75,8 @@ struct Args {
 const STEPS: u32 = 2;
 /// The demo subgraph's items (`upc-1` … `upc-10`, 100 in stock each).
 const ITEMS: u64 = 10;
+/// initdb and the first start of a cluster.
+const PG_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often the saga contender reads the daemon's counters.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -128,8 +132,9 @@ pub fn run(raw: &[String]) -> Result<()> {
         bail!("--duration and --repeats must be at least 1");
     }
     ensure_setup()?;
+    let auto_pg = args.postgres == "auto";
     if !args.no_build {
-        compile::build_release(&[
+        let mut build = vec![
             "-p",
             "fraiseql-edge",
             "-p",
@@ -138,7 +143,11 @@ pub fn run(raw: &[String]) -> Result<()> {
             "fraiseql-edge",
             "--bin",
             "demo-subgraph",
-        ])?;
+        ];
+        if auto_pg {
+            build.extend(["-p", "fraiseql-edge-tests", "--bin", "pg-server"]);
+        }
+        compile::build_release(&build)?;
     }
     procs::watch_signals()?;
     let release = paths::target_dir().join("release");
@@ -151,8 +160,16 @@ pub fn run(raw: &[String]) -> Result<()> {
 
     let (upstream, _upstream_admin) = subgraph::start(&release.join("demo-subgraph"))?;
     let mut stores = vec![Store::Sqlite];
-    if let Some(url) = &args.postgres {
-        stores.push(Store::Postgres(url.clone()));
+    // Kept until the end: the cluster stops with it.
+    let mut _pg = None;
+    match args.postgres.as_str() {
+        "off" => {}
+        "auto" => {
+            let (proc, url) = start_postgres(&release)?;
+            _pg = Some(proc);
+            stores.push(Store::Postgres(url));
+        }
+        url => stores.push(Store::Postgres(url.to_owned())),
     }
     let mut edges = Vec::new();
     for store in &stores {
@@ -213,6 +230,16 @@ pub fn run(raw: &[String]) -> Result<()> {
     std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
     println!("\n{text}\n(also in {})", out.display());
     Ok(())
+}
+
+/// Starts `pg-server` and returns it with its database's URL.
+fn start_postgres(release: &Path) -> Result<(Proc, String)> {
+    let mut proc = Proc::spawn("pg-server", release.join("pg-server"), [] as [&str; 0])?;
+    println!("bench: starting `{}`", proc.describe());
+    let line = proc.wait_for_line(|l| l.starts_with("pg-server ready "), PG_TIMEOUT)?;
+    let url = line["pg-server ready ".len()..].trim().to_owned();
+    println!("bench: PostgreSQL ready at {url}");
+    Ok((proc, url))
 }
 
 /// An edge in front of the subgraph with `[sagas]` on `store`, and its
