@@ -13,7 +13,7 @@
 //! * **saga**: `c` sagas in flight at all times, each the same two
 //!   mutations as steps (`POST /sagas` with a fresh `Idempotency-Key`).
 //!   Ends are read from the daemon's `fraiseql_edge_saga_finished_total`
-//!   every 5 ms; a submitter takes a slot when fewer than `c` sagas are in
+//!   every 2 ms; a submitter takes a slot when fewer than `c` sagas are in
 //!   flight. One operation is a completed saga.
 //!
 //! Reported: operations per second (median of the repetitions), the mean
@@ -78,7 +78,7 @@ const ITEMS: u64 = 10;
 /// initdb and the first start of a cluster.
 const PG_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often the saga contender reads the daemon's counters.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(2);
 
 /// What a run loads.
 #[derive(Clone, Debug, PartialEq, Eq)]
