@@ -369,25 +369,26 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
             post(&agent(), &url, &json!({ "query": QUERY }), Some(&token));
         });
     }
-    {
-        // Sagas rolled back: step 2 asks for more than is in stock.
-        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
-        faults.spawn(1, Duration::from_millis(50), move || {
-            let steps = [
+    // Sagas rolled back (step 2 asks for more than is in stock), and sagas
+    // whose rollback on `ledger` never succeeds (parked).
+    for (pause, steps) in [
+        (
+            Duration::from_millis(50),
+            [
                 saga_step("users", "reserve", "upc-6", 1),
                 saga_step("users", "reserve", "upc-7", 500),
-            ];
-            submit_saga(&url, &steps, &token, &keys);
-        });
-    }
-    {
-        // Sagas whose rollback on `ledger` never succeeds: parked.
-        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
-        faults.spawn(1, Duration::from_secs(2), move || {
-            let steps = [
+            ],
+        ),
+        (
+            Duration::from_secs(2),
+            [
                 saga_step("ledger", "reserve", "upc-1", 1),
                 saga_step("users", "reserve", "upc-8", 500),
-            ];
+            ],
+        ),
+    ] {
+        let (url, token, keys) = (sagas_url.clone(), token.clone(), saga_keys.clone());
+        faults.spawn(1, pause, move || {
             submit_saga(&url, &steps, &token, &keys);
         });
     }

@@ -20,7 +20,7 @@ fn setup(a: &DemoSubgraph, b: &DemoSubgraph, log: &std::path::Path) -> ProxySetu
     ))
 }
 
-fn step(subgraph: &str, item: &str, quantity: u32) -> Value {
+pub(crate) fn step(subgraph: &str, item: &str, quantity: u32) -> Value {
     json!({
         "subgraph": subgraph,
         "mutation": "mutation($i: String!, $q: Int!) { reserve(item: $i, quantity: $q) { item remaining } }",
@@ -30,7 +30,7 @@ fn step(subgraph: &str, item: &str, quantity: u32) -> Value {
     })
 }
 
-fn submit(edge: &Edge, key: &str, saga: &Value) -> Reply {
+pub(crate) fn submit(edge: &Edge, key: &str, saga: &Value) -> Reply {
     Client::default().post_json_with(
         &format!("http://{}/sagas", edge.graphql),
         saga,
@@ -38,32 +38,36 @@ fn submit(edge: &Edge, key: &str, saga: &Value) -> Reply {
     )
 }
 
-fn show(edge: &Edge, id: &str) -> Value {
+pub(crate) fn show(edge: &Edge, id: &str) -> Value {
     let r = Client::default().get(&format!("http://{}/sagas/{id}", edge.graphql), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
 
-/// Polls the saga until `done` says so (30 s at most).
-fn wait_for(edge: &Edge, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls the saga on `edge` until `done` says so (30 s at most).
+pub(crate) fn wait_for(edge: &Edge, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let saga = show(edge, id);
         if done(&saga) {
             return saga;
         }
-        assert!(Instant::now() < deadline, "saga never got there: {saga:#}");
+        assert!(
+            Instant::now() < deadline,
+            "saga never got there: {saga:#}\n{}",
+            edge.daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn stock(sg: &DemoSubgraph, item: &str) -> i64 {
+pub(crate) fn stock(sg: &DemoSubgraph, item: &str) -> i64 {
     let r = Client::default().query(&sg.url(), &format!("{{ stock(item: \"{item}\") }}"));
     r.json()["data"]["stock"].as_i64().expect("stock")
 }
 
 /// The subgraph's counters for `key`: (executions, replays).
-fn key_counts(sg: &DemoSubgraph, key: &str) -> (u64, u64) {
+pub(crate) fn key_counts(sg: &DemoSubgraph, key: &str) -> (u64, u64) {
     let r = Client::default().get(&format!("http://{}/idempotency", sg.admin), &[]);
     let c = &r.json()["keys"][key];
     (

@@ -6,11 +6,13 @@
 use std::time::{Duration, Instant};
 
 use fraiseql_edge_tests::{
-    graphql::{Client, Reply},
+    graphql::Client,
     postgres::Postgres,
     subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
 };
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::sagas_e2e::{key_counts, show, step, stock, submit, wait_for};
 
 /// Short, so the test waits little for a dead node's lease to run out.
 const LEASE_TTL_SECS: u64 = 2;
@@ -28,62 +30,6 @@ fn setup(a: &DemoSubgraph, b: &DemoSubgraph, url: &str, node: &str) -> ProxySetu
          backoff_base_ms = 20\nbackoff_max_ms = 200\nstep_retries = 2\n\
          compensation_retries = 5\nstep_timeout_ms = 20000\n"
     ))
-}
-
-fn step(subgraph: &str, item: &str, quantity: u32) -> Value {
-    json!({
-        "subgraph": subgraph,
-        "mutation": "mutation($i: String!, $q: Int!) { reserve(item: $i, quantity: $q) { item remaining } }",
-        "variables": {"i": item, "q": quantity},
-        "compensation": "mutation($i: String!, $q: Int!) { release(item: $i, quantity: $q) }",
-        "compensationVariables": {"i": item, "q": quantity},
-    })
-}
-
-fn submit(edge: &Edge, key: &str, saga: &Value) -> Reply {
-    Client::default().post_json_with(
-        &format!("http://{}/sagas", edge.graphql),
-        saga,
-        &[("idempotency-key", key)],
-    )
-}
-
-fn show(edge: &Edge, id: &str) -> Value {
-    let r = Client::default().get(&format!("http://{}/sagas/{id}", edge.graphql), &[]);
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// Polls the saga on `edge` until `done` says so (30 s at most).
-fn wait_for(edge: &Edge, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let saga = show(edge, id);
-        if done(&saga) {
-            return saga;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "saga never got there: {saga:#}\n{}",
-            edge.daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stock(sg: &DemoSubgraph, item: &str) -> i64 {
-    let r = Client::default().query(&sg.url(), &format!("{{ stock(item: \"{item}\") }}"));
-    r.json()["data"]["stock"].as_i64().expect("stock")
-}
-
-/// The subgraph's counters for `key`: (executions, replays).
-fn key_counts(sg: &DemoSubgraph, key: &str) -> (u64, u64) {
-    let r = Client::default().get(&format!("http://{}/idempotency", sg.admin), &[]);
-    let c = &r.json()["keys"][key];
-    (
-        c["executions"].as_u64().unwrap_or(0),
-        c["replays"].as_u64().unwrap_or(0),
-    )
 }
 
 fn lease_owner(pg: &Postgres, id: &str) -> String {
