@@ -597,3 +597,30 @@ fn without_a_sagas_section_the_control_api_says_so() {
     assert_eq!(run.code, 7, "FAILED_PRECONDITION");
     assert!(run.stderr.contains("no [sagas] section"), "{}", run.stderr);
 }
+
+#[test]
+fn reading_a_saga_counts_against_the_per_identity_limit() {
+    let _serial = crate::proxy_e2e::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (DemoSubgraph::start("inv"), DemoSubgraph::start("pay"));
+    // A burst of 4, then one request a minute: no refill during the test.
+    let setup = setup(&a, &b, &dir.path().join("sagas.db"))
+        .rate_limit("requests_per_minute = 1\nburst = 4\nescalation = { threshold = 0 }");
+    let edge = Edge::start(&setup);
+    let r = submit(
+        &edge,
+        "order-read",
+        &json!({"steps": [step("inventory", "upc-1", 1)]}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // The submission took one token (one step): three reads remain.
+    let url = format!("http://{}/sagas/{id}", edge.graphql);
+    for n in 1..=3 {
+        let r = Client::default().get(&url, &[]);
+        assert_eq!(r.status, 200, "read {n}: {}", r.text());
+    }
+    let refused = Client::default().get(&url, &[]);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.code().as_deref(), Some("RATE_LIMITED"));
+}

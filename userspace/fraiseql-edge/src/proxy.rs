@@ -854,7 +854,18 @@ impl Proxy {
         operations: usize,
     ) -> Result<(), ProxyError> {
         let limits = self.rate_limits.load();
-        let Some(limiter) = limits.for_subgraph(sg.name()) else {
+        self.limit_with(ctx, limits.for_subgraph(sg.name()), operations)
+    }
+
+    /// Counts `operations` requests of the caller against `limiter`
+    /// (`None`: no limit); a refusal counts as a strike.
+    fn limit_with(
+        &self,
+        ctx: &RequestContext,
+        limiter: Option<&crate::ratelimit::RateLimiter>,
+        operations: usize,
+    ) -> Result<(), ProxyError> {
+        let Some(limiter) = limiter else {
             return Ok(());
         };
         let now = Instant::now();
@@ -1092,6 +1103,14 @@ impl Proxy {
         sg: &Subgraph,
     ) -> Result<(), ProxyError> {
         self.rate_limit(ctx, sg, 1)
+    }
+
+    /// The rate limit over a read of the saga API (`GET /sagas/{id}`),
+    /// which belongs to no subgraph: one request against the global
+    /// per-identity limit.
+    pub(crate) fn saga_read_rate_limit(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
+        let limits = self.rate_limits.load();
+        self.limit_with(ctx, limits.global_limiter(), 1)
     }
 
     /// Phases 4 and 5 over one mutation of a saga step: the `[graphql]`

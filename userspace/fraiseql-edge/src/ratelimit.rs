@@ -327,6 +327,11 @@ impl RateLimits {
         }
     }
 
+    /// The global limiter (`None`: the global limit is off).
+    pub fn global_limiter(&self) -> Option<&RateLimiter> {
+        self.global.as_deref()
+    }
+
     /// The global settings.
     pub fn global(&self) -> &RateLimitConfig {
         &self.global_cfg

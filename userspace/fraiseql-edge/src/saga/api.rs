@@ -341,6 +341,7 @@ where
     proxy
         .identify_headers(ctx, &policy, req.headers(), false)
         .await?;
+    proxy.saga_read_rate_limit(ctx)?;
     let not_found = || SagaApiError::NotFound(id.to_string());
     let id: SagaId = id.parse().map_err(|_| not_found())?;
     let saga = match coordinator.get(id).await {
