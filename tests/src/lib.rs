@@ -19,10 +19,27 @@ pub mod netns;
 pub mod postgres;
 pub mod prometheus;
 pub mod promtool;
+pub mod redis;
 pub mod servers;
 pub mod subgraphs;
 pub mod wait;
 pub mod xdp_attach;
+
+/// A loopback address with a port free right now (for servers the tests
+/// start that take their port on the command line).
+pub fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+/// The path of `bin` on `PATH`, if it is there.
+pub fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    })
+}
 
 /// True when this process may use BPF. Outside CI, prints why a test skips;
 /// in CI (`CI=true`), panics instead.

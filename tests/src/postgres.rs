@@ -10,7 +10,7 @@
 //! that user.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::Duration,
@@ -21,7 +21,7 @@ use nix::{
     unistd::{Pid, User, chown},
 };
 
-use crate::wait::eventually;
+use crate::{free_port, wait::eventually};
 
 /// A running PostgreSQL cluster, stopped on drop.
 pub struct Postgres {
@@ -214,11 +214,6 @@ fn server_bin() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
-}
-
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr")
 }
 
 fn text(out: &Output) -> String {

@@ -3,15 +3,15 @@
 //! files, queried over its HTTP API.
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    net::SocketAddr,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use serde_json::Value;
 
-use crate::wait::eventually;
+use crate::{free_port, wait::eventually, which};
 
 /// One sample of an instant query: its labels and its value.
 #[derive(Clone, Debug)]
@@ -173,17 +173,4 @@ fn parse_value(v: &Value) -> f64 {
         Some(s) => s.parse().unwrap_or(f64::NAN),
         None => f64::NAN,
     }
-}
-
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr")
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(bin))
-            .find(|p| Path::new(p).is_file())
-    })
 }

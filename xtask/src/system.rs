@@ -9,7 +9,7 @@ use nix::mount::{MsFlags, mount};
 use crate::cmd;
 use crate::setup::Report;
 
-const PACKAGES: [&str; 14] = [
+const PACKAGES: [&str; 15] = [
     "nftables",
     "bpftool",
     "iproute2",
@@ -31,6 +31,10 @@ const PACKAGES: [&str; 14] = [
     // starts its own cluster where an init system is allowed to; the tests
     // never use it.
     "postgresql",
+    // Cluster mode's tests: each runs its own `redis-server` on a free port
+    // without persistence (Debian also starts its own on 6379 where an init
+    // system is allowed to; the tests never use it).
+    "redis-server",
     // The graphql-http server audit (tests/audit, run by the e2e tests).
     // Some builds of this package bundle npm; see `missing_packages`.
     "nodejs",
