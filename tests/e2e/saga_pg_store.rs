@@ -9,9 +9,8 @@
 use std::time::Duration;
 
 use fraiseql_edge::saga::{
-    CompensationOutcome, Created, PostgresStore, SagaId, SagaState, SagaStore, StepOutcome,
-    StepState, StoreError,
-    conformance::{self, complete, create, illegal, new_saga},
+    Created, PostgresStore, SagaId, SagaState, SagaStore, StepOutcome, StepState, StoreError,
+    conformance::{self, compensate, complete, create, illegal, new_saga, rolling_back},
 };
 use fraiseql_edge_tests::postgres::Postgres;
 use serde_json::json;
@@ -81,20 +80,7 @@ async fn the_lease_goes_with_create_end_park_and_an_operators_retry() {
     assert_eq!(lease_of(&pg, "lease_moves", id), "");
 
     // A parked saga gives its lease up.
-    let id = create(&store, "k2", 1).await;
-    store
-        .set_state(id, SagaState::Pending, SagaState::Executing)
-        .await
-        .unwrap();
-    store.step_executing(id, 0, 1).await.unwrap();
-    store
-        .step_finished(id, 0, StepOutcome::Completed { result: json!(0) })
-        .await
-        .unwrap();
-    store
-        .set_state(id, SagaState::Executing, SagaState::Compensating)
-        .await
-        .unwrap();
+    let id = rolling_back(&store, "k2", 2).await;
     store.compensation_started(id, 0, 1).await.unwrap();
     assert_eq!(
         store.park(id, "gave up".into(), true).await.unwrap(),
@@ -105,10 +91,7 @@ async fn the_lease_goes_with_create_end_park_and_an_operators_retry() {
     let b = open(&url, "node-b").await;
     assert_eq!(b.unpark(id).await.unwrap(), SagaState::Compensating);
     assert_eq!(lease_of(&pg, "lease_moves", id), "node-b");
-    b.compensation_started(id, 0, 2).await.unwrap();
-    b.compensation_finished(id, 0, CompensationOutcome::Compensated)
-        .await
-        .unwrap();
+    compensate(&b, id, 0, 2).await;
     b.set_state(id, SagaState::Compensating, SagaState::Compensated)
         .await
         .unwrap();

@@ -106,15 +106,52 @@ pub async fn complete(store: &dyn SagaStore, id: SagaId) {
         .await
         .unwrap();
     for i in 0..n {
-        store.step_executing(id, i, 1).await.unwrap();
         let result = json!({ "done": i });
-        store
-            .step_finished(id, i, StepOutcome::Completed { result })
-            .await
-            .unwrap();
+        run_step(store, id, i, StepOutcome::Completed { result }).await;
     }
     store
         .set_state(id, SagaState::Executing, SagaState::Completed)
+        .await
+        .unwrap();
+}
+
+/// Sends step `index` of an executing saga once (attempt 1) and writes
+/// `outcome`.
+pub async fn run_step(store: &dyn SagaStore, id: SagaId, index: u32, outcome: StepOutcome) {
+    store.step_executing(id, index, 1).await.unwrap();
+    store.step_finished(id, index, outcome).await.unwrap();
+}
+
+/// A new saga of `steps` steps (at least one) under `key`, whose steps
+/// all completed but the last, which failed (`refused`): it is
+/// `Compensating`, no compensation started.
+pub async fn rolling_back(store: &dyn SagaStore, key: &str, steps: u32) -> SagaId {
+    let id = create(store, key, steps).await;
+    store
+        .set_state(id, SagaState::Pending, SagaState::Executing)
+        .await
+        .unwrap();
+    for i in 0..steps - 1 {
+        run_step(store, id, i, StepOutcome::Completed { result: json!(i) }).await;
+    }
+    let error = "refused".to_string();
+    run_step(store, id, steps - 1, StepOutcome::Failed { error }).await;
+    store
+        .set_state(id, SagaState::Executing, SagaState::Compensating)
+        .await
+        .unwrap();
+    id
+}
+
+/// Compensates step `index` of a compensating saga with attempt `attempt`,
+/// which succeeds.
+pub async fn compensate(store: &dyn SagaStore, id: SagaId, index: u32, attempt: u32) {
+    store
+        .compensation_started(id, index, attempt)
+        .await
+        .unwrap();
+    store
+        .compensation_finished(id, index, CompensationOutcome::Compensated)
         .await
         .unwrap();
 }
@@ -328,12 +365,7 @@ pub async fn a_failed_step_is_compensated_in_reverse_order(store: &dyn SagaStore
         .await
         .unwrap();
     for i in 0..2 {
-        store.step_executing(id, i, 1).await.unwrap();
-        let result = json!(i);
-        store
-            .step_finished(id, i, StepOutcome::Completed { result })
-            .await
-            .unwrap();
+        run_step(store, id, i, StepOutcome::Completed { result: json!(i) }).await;
     }
     store.step_executing(id, 2, 1).await.unwrap();
     store.step_executing(id, 2, 2).await.unwrap();
@@ -370,16 +402,8 @@ pub async fn a_failed_step_is_compensated_in_reverse_order(store: &dyn SagaStore
             .await
             .unwrap_err(),
     );
-    store.compensation_started(id, 1, 2).await.unwrap();
-    store
-        .compensation_finished(id, 1, CompensationOutcome::Compensated)
-        .await
-        .unwrap();
-    store.compensation_started(id, 0, 1).await.unwrap();
-    store
-        .compensation_finished(id, 0, CompensationOutcome::Compensated)
-        .await
-        .unwrap();
+    compensate(store, id, 1, 2).await;
+    compensate(store, id, 0, 1).await;
     store
         .set_state(id, SagaState::Compensating, SagaState::Compensated)
         .await
@@ -403,27 +427,7 @@ pub async fn a_failed_step_is_compensated_in_reverse_order(store: &dyn SagaStore
 pub async fn a_rollback_that_cannot_finish_is_parked_failed_then_retried_or_cancelled(
     store: &dyn SagaStore,
 ) {
-    let id = create(store, "k", 2).await;
-    store
-        .set_state(id, SagaState::Pending, SagaState::Executing)
-        .await
-        .unwrap();
-    store.step_executing(id, 0, 1).await.unwrap();
-    let result = json!({});
-    store
-        .step_finished(id, 0, StepOutcome::Completed { result })
-        .await
-        .unwrap();
-    store.step_executing(id, 1, 1).await.unwrap();
-    let error = "refused".to_string();
-    store
-        .step_finished(id, 1, StepOutcome::Failed { error })
-        .await
-        .unwrap();
-    store
-        .set_state(id, SagaState::Executing, SagaState::Compensating)
-        .await
-        .unwrap();
+    let id = rolling_back(store, "k", 2).await;
     store.compensation_started(id, 0, 1).await.unwrap();
     let state = store.park(id, "gave up".into(), true).await.unwrap();
     assert_eq!(state, SagaState::Failed);
@@ -534,31 +538,7 @@ pub async fn list_is_newest_first_and_non_terminal_skips_finished_and_parked(
 pub async fn a_parked_rollback_keeps_its_errors_and_a_retry_compensates_it(store: &dyn SagaStore) {
     let first = create(store, "k1", 3).await;
     complete(store, first).await;
-    let id = create(store, "k2", 2).await;
-    store
-        .set_state(id, SagaState::Pending, SagaState::Executing)
-        .await
-        .unwrap();
-    store.step_executing(id, 0, 1).await.unwrap();
-    store
-        .step_finished(id, 0, StepOutcome::Completed { result: json!(0) })
-        .await
-        .unwrap();
-    store.step_executing(id, 1, 1).await.unwrap();
-    store
-        .step_finished(
-            id,
-            1,
-            StepOutcome::Failed {
-                error: "refused".into(),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .set_state(id, SagaState::Executing, SagaState::Compensating)
-        .await
-        .unwrap();
+    let id = rolling_back(store, "k2", 2).await;
     store.compensation_started(id, 0, 1).await.unwrap();
     store
         .compensation_finished(
@@ -583,11 +563,7 @@ pub async fn a_parked_rollback_keeps_its_errors_and_a_retry_compensates_it(store
     assert!(store.non_terminal().await.unwrap().is_empty());
 
     assert_eq!(store.unpark(id).await.unwrap(), SagaState::Compensating);
-    store.compensation_started(id, 0, 2).await.unwrap();
-    store
-        .compensation_finished(id, 0, CompensationOutcome::Compensated)
-        .await
-        .unwrap();
+    compensate(store, id, 0, 2).await;
     store
         .set_state(id, SagaState::Compensating, SagaState::Compensated)
         .await
