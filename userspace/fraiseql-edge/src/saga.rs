@@ -39,6 +39,9 @@ pub mod answer;
 pub mod api;
 pub mod backoff;
 pub mod config;
+#[cfg(any(test, feature = "store-conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 pub mod coordinator;
 pub mod metrics;
 pub mod model;
