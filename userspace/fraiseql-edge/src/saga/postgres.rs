@@ -276,43 +276,46 @@ impl PostgresStore {
     {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let lease = tx
-            .query_opt(
-                "SELECT lease_owner, lease_expires_at < now() FROM sagas WHERE id = $1 FOR UPDATE",
-                &[&id.to_string()],
+        let result = async {
+            let lease = tx
+                .query_opt(
+                    "SELECT lease_owner, lease_expires_at < now() FROM sagas WHERE id = $1 FOR UPDATE",
+                    &[&id.to_string()],
+                )
+                .await
+                .map_err(pg)?
+                .ok_or(StoreError::NotFound {
+                    saga: id,
+                    step: None,
+                })?;
+            let owner: Option<String> = lease.try_get(0).map_err(pg)?;
+            let expired: Option<bool> = lease.try_get(1).map_err(pg)?;
+            if let Some(owner) = owner
+                && owner != self.inner.node
+                && expired == Some(false)
+            {
+                return Err(StoreError::LeaseLost { saga: id, owner });
+            }
+            let saga = load(&tx, id).await?;
+            let (out, updates) = write(&saga)?;
+            for update in updates {
+                let params: Vec<&(dyn ToSql + Sync)> = update
+                    .params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                tx.execute(update.sql.as_str(), &params).await.map_err(pg)?;
+            }
+            tx.execute(
+                "UPDATE sagas SET updated_ms = $1 WHERE id = $2",
+                &[&now(), &id.to_string()],
             )
             .await
-            .map_err(pg)?
-            .ok_or(StoreError::NotFound {
-                saga: id,
-                step: None,
-            })?;
-        let owner: Option<String> = lease.try_get(0).map_err(pg)?;
-        let expired: Option<bool> = lease.try_get(1).map_err(pg)?;
-        if let Some(owner) = owner
-            && owner != self.inner.node
-            && expired == Some(false)
-        {
-            return Err(StoreError::LeaseLost { saga: id, owner });
+            .map_err(pg)?;
+            Ok(out)
         }
-        let saga = load(&tx, id).await?;
-        let (out, updates) = write(&saga)?;
-        for update in updates {
-            let params: Vec<&(dyn ToSql + Sync)> = update
-                .params
-                .iter()
-                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            tx.execute(update.sql.as_str(), &params).await.map_err(pg)?;
-        }
-        tx.execute(
-            "UPDATE sagas SET updated_ms = $1 WHERE id = $2",
-            &[&now(), &id.to_string()],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(out)
+        .await;
+        finish(tx, result).await
     }
 
     /// An update of step `index` of saga `id`: `set` uses `$1…$n` for
@@ -451,6 +454,28 @@ fn step_row(row: &Row) -> Result<StepRecord, StoreError> {
             .map_err(|e| storage(format!("saga log JSON: {e}")))?,
         updated_ms: ms(row, 12)?,
     })
+}
+
+/// Commits `tx` when `result` is `Ok`; otherwise rolls it back before
+/// returning the error, so its row locks end now: a transaction merely
+/// dropped is rolled back only when the pool hands its connection out
+/// again, and meanwhile a lease would skip the still-locked saga.
+async fn finish<T>(
+    tx: deadpool_postgres::Transaction<'_>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(out) => {
+            tx.commit().await.map_err(pg)?;
+            Ok(out)
+        }
+        Err(e) => {
+            // The error to report is `e`; a failed rollback ends with the
+            // connection anyway.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 /// The saga and its steps; a saga whose steps are not all there is
