@@ -318,6 +318,19 @@ impl PostgresStore {
         finish(tx, result).await
     }
 
+    /// [`write`](Self::write) of one step: `check` refuses the move or
+    /// says what to set on step `index` (`set` with `$1…$n` for the values).
+    async fn write_step<F>(&self, saga: SagaId, index: u32, check: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Saga) -> Result<(&'static str, Vec<Param>), StoreError> + Send,
+    {
+        self.write(saga, move |s| {
+            let (set, values) = check(s)?;
+            Ok(((), vec![Self::update_step(saga, index, set, values)]))
+        })
+        .await
+    }
+
     /// An update of step `index` of saga `id`: `set` uses `$1…$n` for
     /// `values`.
     fn update_step(id: SagaId, index: u32, set: &str, values: Vec<Param>) -> Update {
@@ -788,18 +801,15 @@ impl SagaStore for PostgresStore {
         index: u32,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        self.write(saga, move |s| {
+        self.write_step(saga, index, move |s| {
             moves::step_executing(s, index, attempt)?;
-            let update = Self::update_step(
-                saga,
-                index,
+            Ok((
                 "state = $1, attempt = $2",
                 vec![
                     Box::new(StepState::Executing.as_str()),
                     Box::new(int(attempt)),
                 ],
-            );
-            Ok(((), vec![update]))
+            ))
         })
         .await
     }
@@ -810,31 +820,24 @@ impl SagaStore for PostgresStore {
         index: u32,
         outcome: StepOutcome,
     ) -> Result<(), StoreError> {
-        self.write(saga, move |s| {
-            let update = match outcome {
-                StepOutcome::Completed { result } => {
-                    moves::step_finished(s, index, StepState::Completed)?;
-                    Self::update_step(
-                        saga,
-                        index,
-                        "state = $1, result = $2",
-                        vec![
-                            Box::new(StepState::Completed.as_str()),
-                            Box::new(to_json(&result)?),
-                        ],
-                    )
-                }
-                StepOutcome::Failed { error } => {
-                    moves::step_finished(s, index, StepState::Failed)?;
-                    Self::update_step(
-                        saga,
-                        index,
-                        "state = $1, last_error = $2",
-                        vec![Box::new(StepState::Failed.as_str()), Box::new(error)],
-                    )
-                }
-            };
-            Ok(((), vec![update]))
+        self.write_step(saga, index, move |s| match outcome {
+            StepOutcome::Completed { result } => {
+                moves::step_finished(s, index, StepState::Completed)?;
+                Ok((
+                    "state = $1, result = $2",
+                    vec![
+                        Box::new(StepState::Completed.as_str()),
+                        Box::new(to_json(&result)?),
+                    ],
+                ))
+            }
+            StepOutcome::Failed { error } => {
+                moves::step_finished(s, index, StepState::Failed)?;
+                Ok((
+                    "state = $1, last_error = $2",
+                    vec![Box::new(StepState::Failed.as_str()), Box::new(error)],
+                ))
+            }
         })
         .await
     }
@@ -845,15 +848,9 @@ impl SagaStore for PostgresStore {
         index: u32,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        self.write(saga, move |s| {
+        self.write_step(saga, index, move |s| {
             moves::compensation_started(s, index, attempt)?;
-            let update = Self::update_step(
-                saga,
-                index,
-                "compensation_attempt = $1",
-                vec![Box::new(int(attempt))],
-            );
-            Ok(((), vec![update]))
+            Ok(("compensation_attempt = $1", vec![Box::new(int(attempt))]))
         })
         .await
     }
@@ -864,20 +861,17 @@ impl SagaStore for PostgresStore {
         index: u32,
         outcome: CompensationOutcome,
     ) -> Result<(), StoreError> {
-        self.write(saga, move |s| {
+        self.write_step(saga, index, move |s| {
             moves::compensation_finished(s, index)?;
-            let update = match outcome {
-                CompensationOutcome::Compensated => Self::update_step(
-                    saga,
-                    index,
+            Ok(match outcome {
+                CompensationOutcome::Compensated => (
                     "state = $1",
-                    vec![Box::new(StepState::Compensated.as_str())],
+                    vec![Box::new(StepState::Compensated.as_str()) as Param],
                 ),
                 CompensationOutcome::Failed { error } => {
-                    Self::update_step(saga, index, "last_error = $1", vec![Box::new(error)])
+                    ("last_error = $1", vec![Box::new(error) as Param])
                 }
-            };
-            Ok(((), vec![update]))
+            })
         })
         .await
     }
