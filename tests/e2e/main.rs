@@ -3,6 +3,7 @@
 //! interfaces in network namespaces they create.
 
 mod authorization;
+mod cluster_redis;
 mod config_errors;
 mod control_e2e;
 mod data_path;

@@ -9,6 +9,7 @@
 //! * [`breaker`] — the per-subgraph circuit breaker (used by the data path).
 //! * [`telemetry`] — trace context (W3C `traceparent`), spans, OTLP export.
 //! * [`saga`] — sagas across subgraphs: the model and the durable log.
+//! * [`cluster`] — what the nodes share through Redis: global limits.
 //! * [`slowlog`] — the slow-query log.
 //! * [`cli`] — the command line (`run`, and local `kernel …` admin commands).
 
@@ -20,6 +21,7 @@ pub mod breaker;
 pub mod cli;
 pub mod client_key;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,0 +1,120 @@
+//! Cluster mode's global limiter against a real Redis (Debian's
+//! `redis-server`, one per test): two limiters stand for two nodes sharing
+//! one limit, and Redis dies and comes back under them.
+
+use std::time::Duration;
+
+use fraiseql_edge::cluster::{ClusterConfig, GlobalDecision, GlobalLimiter};
+use fraiseql_edge_tests::redis::Redis;
+
+fn config(redis: &Redis) -> ClusterConfig {
+    ClusterConfig {
+        redis_url: redis.url(),
+        // Generous: a loaded CI machine must not turn a live Redis into a
+        // fallback.
+        timeout_ms: 2_000,
+        breaker_failures: 2,
+        breaker_open_ms: 300,
+        ..ClusterConfig::default()
+    }
+}
+
+/// Whether the check admitted the request (`None`: Redis unavailable).
+async fn admitted(limiter: &GlobalLimiter, key: &str) -> Option<bool> {
+    match limiter.check(key, 1, 10, 1).await {
+        GlobalDecision::Checked(d) => Some(d.allowed),
+        GlobalDecision::Unavailable => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_limit_exactly() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (
+        GlobalLimiter::new(&config(&redis)).unwrap(),
+        GlobalLimiter::new(&config(&redis)).unwrap(),
+    );
+    // One a minute with a burst of 10: within the test, exactly the burst
+    // passes, however the requests are spread over the two nodes.
+    let mut passed = 0;
+    for i in 0..30 {
+        let node = if i % 3 == 0 { &a } else { &b };
+        if admitted(node, "identity:alice")
+            .await
+            .expect("Redis answers")
+        {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 10, "burst 10 across both nodes");
+    // Another identity has its own budget.
+    assert_eq!(admitted(&a, "identity:bob").await, Some(true));
+    // A refusal says when to come back and how much is left.
+    match b.check("identity:alice", 1, 10, 1).await {
+        GlobalDecision::Checked(d) => {
+            assert!(!d.allowed);
+            assert_eq!(d.remaining, 0);
+            assert_eq!(d.limit, 10);
+            assert!(d.retry_after_secs >= 1, "{d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_is_a_fallback_and_a_restarted_one_is_used_again() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let limiter = GlobalLimiter::new(&config(&redis)).unwrap();
+    assert_eq!(admitted(&limiter, "identity:carol").await, Some(true));
+    assert!(limiter.is_up());
+
+    redis.kill();
+    // Every call now ends as "unavailable", never as an error or a hang,
+    // and the node says Redis is down.
+    for _ in 0..5 {
+        assert_eq!(admitted(&limiter, "identity:carol").await, None);
+    }
+    assert!(!limiter.is_up());
+
+    redis.restart();
+    // Once the breaker lets a probe through, the restarted (empty) Redis
+    // is used again: carol has a fresh budget.
+    let mut back = None;
+    for _ in 0..100 {
+        back = admitted(&limiter, "identity:carol").await;
+        if back.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(back, Some(true), "the limiter never used Redis again");
+    assert!(limiter.is_up());
+}
+
+#[test]
+fn an_unusable_url_is_a_clear_error_and_a_dead_one_is_not() {
+    let err = GlobalLimiter::new(&ClusterConfig {
+        redis_url: "memcached://cache:11211".into(),
+        ..ClusterConfig::default()
+    })
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("redis_url"), "{err}");
+    assert!(err.to_string().contains("redis://"), "{err}");
+    // Nothing listens there: still a limiter (it connects lazily), whose
+    // checks fall back.
+    let port = fraiseql_edge_tests::free_port().port();
+    let limiter = GlobalLimiter::new(&ClusterConfig {
+        redis_url: format!("redis://127.0.0.1:{port}"),
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(
+        rt.block_on(limiter.check("identity:dave", 60, 10, 1)),
+        GlobalDecision::Unavailable
+    );
+    assert!(!limiter.is_up());
+}

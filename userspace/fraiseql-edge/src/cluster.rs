@@ -1,0 +1,454 @@
+//! Cluster mode's building blocks: what the DaemonSet's nodes share through
+//! Redis (or Valkey), as Envoy's global rate limit service and Cosmo Router
+//! do, with no cluster protocol of our own.
+//!
+//! * [`ClusterConfig`]: the `[cluster]` section (where Redis is, how long to
+//!   wait for it, what to do without it).
+//! * [`GlobalLimiter`]: a GCRA limit checked atomically in Redis by one Lua
+//!   script, with the local limiter's exact arithmetic (`burst + rate·t`
+//!   requests in any interval `t`, across every node), in the Redis
+//!   server's clock so that the nodes agree on time.
+//! * Redis trouble is not an outage: every call has a deadline, and a
+//!   [`Breaker`] stops calling a Redis that keeps failing for a while; the
+//!   caller then gets [`GlobalDecision::Unavailable`] at once and applies
+//!   its failure mode (by default: the local limit alone). The transitions
+//!   between reachable and unreachable are logged once each.
+//!
+//! Not wired into the data path yet: the proxy's rate-limit phase and the
+//! block list will use these.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+use crate::ratelimit::Decision;
+
+/// What a node does while Redis cannot be asked.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Admit what the local limits admit (Envoy's default).
+    #[default]
+    Open,
+    /// Refuse what needs a global check.
+    Closed,
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub redis_url: String,
+    /// This node's name in logs and shared records (default: the host name).
+    pub node: Option<String>,
+    /// Prepended to every key, so several deployments can share a Redis.
+    pub key_prefix: String,
+    /// The longest wait for Redis per call (connecting included).
+    pub timeout_ms: u64,
+    /// What happens while Redis cannot be asked.
+    pub failure_mode: FailureMode,
+    /// Consecutive failed calls that make a node stop asking Redis…
+    pub breaker_failures: u32,
+    /// …for this long, before it tries again.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node: None,
+            key_prefix: "fraiseql-edge:".to_string(),
+            // A global check sits on the request path: a Redis slower than
+            // this is treated as gone for that request.
+            timeout_ms: 50,
+            failure_mode: FailureMode::Open,
+            breaker_failures: 3,
+            breaker_open_ms: 2_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks what serde cannot; `Err((key, reason))`.
+    pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
+        let bad = |key: &str, reason: String| Err((format!("{at}.{key}"), reason));
+        if let Err(why) = check_url(&self.redis_url) {
+            return bad("redis_url", why);
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            return bad("timeout_ms", "must be between 1 and 10000".into());
+        }
+        if self.breaker_failures == 0 {
+            return bad("breaker_failures", "must be at least 1".into());
+        }
+        if !(1..=600_000).contains(&self.breaker_open_ms) {
+            return bad("breaker_open_ms", "must be between 1 and 600000".into());
+        }
+        if self.node.as_deref().is_some_and(str::is_empty) {
+            return bad(
+                "node",
+                "must not be empty (leave it out for the host name)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A URL the client can use, or why not (never echoing a password).
+fn check_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("is required (redis://host:port)".into());
+    }
+    if url.starts_with("rediss://") {
+        return Err("TLS (rediss://) is not supported yet; use redis://".into());
+    }
+    if !url.starts_with("redis://") {
+        return Err(format!(
+            "must start with redis:// (got {:?})",
+            url.split("://").next().unwrap_or_default()
+        ));
+    }
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("is not a usable Redis URL: {}", kind(&e)))
+}
+
+/// An error's kind without its detail, which may quote the URL.
+fn kind(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+/// Why the global limiter could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("[cluster] {key}: {reason}")]
+pub struct ClusterError {
+    /// The offending key.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Stops calls to a Redis that keeps failing, for a while.
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    open_for: Duration,
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// A change of the breaker's mind, to log once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The threshold was reached: Redis is treated as unreachable.
+    Opened,
+    /// A call succeeded after failures: Redis is reachable again.
+    Closed,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures, for `open_for`.
+    pub fn new(threshold: u32, open_for: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            open_for,
+            failures: 0,
+            open_until: None,
+        }
+    }
+
+    /// Whether a call may be made at `now`: closed, or open long enough
+    /// that one call may probe.
+    pub fn allow(&self, now: Instant) -> bool {
+        self.open_until.is_none_or(|until| now >= until)
+    }
+
+    /// A call succeeded.
+    pub fn success(&mut self) -> Option<Transition> {
+        let was_open = self.open_until.take().is_some();
+        self.failures = 0;
+        was_open.then_some(Transition::Closed)
+    }
+
+    /// A call failed at `now`.
+    pub fn failure(&mut self, now: Instant) -> Option<Transition> {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures < self.threshold {
+            return None;
+        }
+        let was_open = self.open_until.is_some();
+        self.open_until = Some(now + self.open_for);
+        (!was_open).then_some(Transition::Opened)
+    }
+}
+
+/// The outcome of a global check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalDecision {
+    /// Redis answered.
+    Checked(Decision),
+    /// Redis could not be asked (down, slow, or the breaker is open).
+    Unavailable,
+}
+
+/// A rate and burst, in the script's units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Gcra {
+    /// µs between two requests at the sustained rate.
+    interval: u64,
+    /// µs the theoretical arrival time may run ahead of now.
+    tolerance: u64,
+    burst: u32,
+}
+
+impl Gcra {
+    fn new(requests_per_minute: u32, burst: u32) -> Self {
+        let interval = 60_000_000 / u64::from(requests_per_minute.max(1));
+        let burst = burst.max(1);
+        Self {
+            interval,
+            tolerance: interval * u64::from(burst - 1),
+            burst,
+        }
+    }
+
+    /// The decision the script's answer means, as the local limiter words
+    /// it (`ahead`: TAT − now after the call, `before`: before it, in µs).
+    fn decision(self, allowed: bool, ahead: u64, before: u64, n: u32) -> Decision {
+        let cost = self.interval.saturating_mul(u64::from(n.max(1)));
+        let remaining = (self.tolerance + self.interval).saturating_sub(ahead) / self.interval;
+        let retry_after = if allowed {
+            0
+        } else {
+            (before + cost - self.interval)
+                .saturating_sub(self.tolerance)
+                .div_ceil(1_000_000)
+                .max(1)
+        };
+        Decision {
+            allowed,
+            limit: self.burst,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_secs: ahead.div_ceil(1_000_000),
+            retry_after_secs: retry_after,
+        }
+    }
+}
+
+/// GCRA limits shared by every node through one Redis.
+pub struct GlobalLimiter {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    script: redis::Script,
+    prefix: String,
+    timeout: Duration,
+    breaker: Mutex<Breaker>,
+    up: AtomicBool,
+}
+
+impl GlobalLimiter {
+    /// A limiter for `cfg` (validated first). Connects lazily: a Redis that
+    /// is down at start is a fallback, not a failure to start.
+    pub fn new(cfg: &ClusterConfig) -> Result<Self, ClusterError> {
+        cfg.validate("cluster")
+            .map_err(|(key, reason)| ClusterError { key, reason })?;
+        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|e| ClusterError {
+            key: "cluster.redis_url".into(),
+            reason: kind(&e),
+        })?;
+        Ok(Self {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(include_str!("cluster/gcra.lua")),
+            prefix: cfg.key_prefix.clone(),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            breaker: Mutex::new(Breaker::new(
+                cfg.breaker_failures,
+                Duration::from_millis(cfg.breaker_open_ms),
+            )),
+            up: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the last call to Redis succeeded (true until one failed).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `n` requests of `key` against `requests_per_minute` with
+    /// `burst`, across every node; all pass or none.
+    pub async fn check(
+        &self,
+        key: &str,
+        requests_per_minute: u32,
+        burst: u32,
+        n: u32,
+    ) -> GlobalDecision {
+        if !self.breaker().allow(Instant::now()) {
+            return GlobalDecision::Unavailable;
+        }
+        let gcra = Gcra::new(requests_per_minute, burst);
+        let key = format!("{}rl:{key}", self.prefix);
+        match tokio::time::timeout(self.timeout, self.call(&key, gcra, n)).await {
+            Ok(Ok((allowed, ahead, before))) => {
+                self.breaker().success();
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("Redis is reachable again: global limits are back in force");
+                }
+                GlobalDecision::Checked(gcra.decision(allowed, ahead, before, n))
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {:?}", self.timeout),
+                };
+                // The connection may be broken: the next call makes another.
+                *self.conn.lock().await = None;
+                self.breaker().failure(Instant::now());
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %why, "Redis unreachable: falling back to the local limits");
+                }
+                GlobalDecision::Unavailable
+            }
+        }
+    }
+
+    /// One run of the script: `(allowed, ahead µs, before µs)`.
+    async fn call(&self, key: &str, gcra: Gcra, n: u32) -> redis::RedisResult<(bool, u64, u64)> {
+        let mut conn = {
+            let mut held = self.conn.lock().await;
+            match held.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.client.get_multiplexed_async_connection().await?;
+                    *held = Some(c.clone());
+                    c
+                }
+            }
+        };
+        let mut run = self.script.key(key);
+        run.arg(gcra.interval).arg(gcra.tolerance).arg(n.max(1));
+        let (allowed, ahead, before): (i64, i64, i64) = run.invoke_async(&mut conn).await?;
+        Ok((
+            allowed == 1,
+            u64::try_from(ahead).unwrap_or(0),
+            u64::try_from(before).unwrap_or(0),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::{Key, RateLimitConfig, RateLimiter};
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_closes_on_a_success() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(3, Duration::from_secs(2));
+        assert_eq!(b.failure(t0), None);
+        assert_eq!(b.failure(t0), None);
+        assert!(b.allow(t0));
+        assert_eq!(b.failure(t0), Some(Transition::Opened));
+        assert!(!b.allow(t0 + Duration::from_secs(1)), "open: no calls");
+        assert!(b.allow(t0 + Duration::from_secs(2)), "then one may probe");
+        // A failed probe keeps it open, without a second "opened".
+        assert_eq!(b.failure(t0 + Duration::from_secs(2)), None);
+        assert!(!b.allow(t0 + Duration::from_secs(3)));
+        assert_eq!(b.success(), Some(Transition::Closed));
+        assert!(b.allow(t0 + Duration::from_secs(3)));
+        assert_eq!(b.success(), None, "closed already");
+    }
+
+    #[test]
+    fn the_scripts_arithmetic_words_decisions_like_the_local_limiter() {
+        // 60 a minute (one a second), burst 3; the same moves locally.
+        let cfg = RateLimitConfig {
+            requests_per_minute: 60,
+            burst: 3,
+            ..RateLimitConfig::default()
+        };
+        let epoch = Instant::now();
+        let local = RateLimiter::new(&cfg, epoch).unwrap();
+        let key = Key::Subject("alice".into());
+        let gcra = Gcra::new(60, 3);
+        assert_eq!((gcra.interval, gcra.tolerance), (1_000_000, 2_000_000));
+        // Three pass at once: TAT − now goes 0 → 1 → 2 → 3 s.
+        for (i, before) in [0u64, 1, 2].into_iter().enumerate() {
+            let remote = gcra.decision(true, (before + 1) * 1_000_000, before * 1_000_000, 1);
+            assert_eq!(remote, local.check(&key, epoch), "request {i}");
+        }
+        // The fourth is refused: TAT − now stays 3 s, retry after 1 s.
+        let remote = gcra.decision(false, 3_000_000, 3_000_000, 1);
+        assert_eq!(remote, local.check(&key, epoch));
+        assert_eq!(remote.retry_after_secs, 1);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_without_echoing_a_password() {
+        let base = ClusterConfig {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(base.validate("cluster"), Ok(()));
+        for (cfg, key, words) in [
+            (
+                ClusterConfig {
+                    redis_url: String::new(),
+                    ..base.clone()
+                },
+                "cluster.redis_url",
+                "required",
+            ),
+            (
+                ClusterConfig {
+                    redis_url: "http://user:hunter2@cache:6379".into(),
+                    ..base.clone()
+                },
+                "cluster.redis_url",
+                "redis://",
+            ),
+            (
+                ClusterConfig {
+                    redis_url: "rediss://cache:6379".into(),
+                    ..base.clone()
+                },
+                "cluster.redis_url",
+                "TLS",
+            ),
+            (
+                ClusterConfig {
+                    timeout_ms: 0,
+                    ..base.clone()
+                },
+                "cluster.timeout_ms",
+                "between",
+            ),
+            (
+                ClusterConfig {
+                    breaker_failures: 0,
+                    ..base.clone()
+                },
+                "cluster.breaker_failures",
+                "at least 1",
+            ),
+        ] {
+            let (k, why) = cfg.validate("cluster").unwrap_err();
+            assert_eq!(k, key);
+            assert!(why.contains(words), "{why}");
+            assert!(!why.contains("hunter2"), "{why}");
+        }
+    }
+}
