@@ -118,3 +118,111 @@ fn an_unusable_url_is_a_clear_error_and_a_dead_one_is_not() {
     );
     assert!(!limiter.is_up());
 }
+
+mod daemons {
+    //! Two real daemons sharing one limit through the Redis.
+
+    use std::{net::IpAddr, time::Duration};
+
+    use fraiseql_edge_tests::{
+        loopback::LoopbackClient,
+        redis::Redis,
+        subgraphs::{DemoSubgraph, Edge, ProxySetup, SubgraphSpec},
+    };
+
+    const QUERY: &str = "{ users(first: 1) { id } }";
+
+    fn node(users: &DemoSubgraph, redis: &Redis, global: bool) -> Edge {
+        let setup = ProxySetup::one(SubgraphSpec::new("users", [users]))
+            // A burst of 10, then one a minute: no refill during the test.
+            .rate_limit(&format!(
+                "requests_per_minute = 1\nburst = 10\nglobal = {global}\nescalation = {{ threshold = 0 }}"
+            ))
+            .section(&format!(
+                "[cluster]\nredis_url = {:?}\ntimeout_ms = 2000\nbreaker_open_ms = 300",
+                redis.url()
+            ));
+        Edge::start(&setup)
+    }
+
+    /// Statuses of `n` requests from `src`, alternating between the nodes.
+    fn spread(nodes: &[&Edge], src: &str, n: usize) -> Vec<u16> {
+        let src: IpAddr = src.parse().unwrap();
+        let mut clients: Vec<LoopbackClient> = nodes
+            .iter()
+            .map(|e| LoopbackClient::connect(src, e.graphql, Duration::from_secs(10)).unwrap())
+            .collect();
+        (0..n)
+            .map(|i| {
+                let k = i % clients.len();
+                clients[k]
+                    .query("/users/graphql", QUERY)
+                    .expect("an answer")
+                    .status
+            })
+            .collect()
+    }
+
+    fn count(statuses: &[u16], status: u16) -> usize {
+        statuses.iter().filter(|s| **s == status).count()
+    }
+
+    #[test]
+    fn a_global_limit_holds_across_two_daemons_and_falls_back_to_the_local_one() {
+        let _serial = crate::proxy_e2e::serial();
+        let Some(mut redis) = Redis::start() else {
+            return;
+        };
+        let users = DemoSubgraph::start("users");
+        let (a, b) = (node(&users, &redis, true), node(&users, &redis, true));
+
+        // One client spread over both nodes gets the burst once, not twice.
+        let statuses = spread(&[&a, &b], "127.0.0.2", 30);
+        assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+        assert_eq!(count(&statuses, 429), 20, "{statuses:?}");
+        let m = fraiseql_edge_tests::graphql::Client::default()
+            .metrics(&format!("http://{}/metrics", a.admin));
+        assert!(m.sum("fraiseql_edge_rate_limited_total", &[("layer", "global")]) > 0.0);
+        assert_eq!(m.sum("fraiseql_edge_cluster_redis_up", &[]), 1.0);
+
+        // Redis dies: no client sees an error caused by it; each node
+        // enforces its own limit (fail-open), and says so.
+        redis.kill();
+        let statuses = spread(&[&a, &b], "127.0.0.3", 30);
+        assert_eq!(
+            count(&statuses, 200),
+            20,
+            "each node's own burst: {statuses:?}"
+        );
+        assert_eq!(count(&statuses, 429), 10, "{statuses:?}");
+        let m = fraiseql_edge_tests::graphql::Client::default()
+            .metrics(&format!("http://{}/metrics", a.admin));
+        assert_eq!(m.sum("fraiseql_edge_cluster_redis_up", &[]), 0.0);
+        assert!(
+            m.sum(
+                "fraiseql_edge_cluster_checks_total",
+                &[("result", "unavailable")]
+            ) > 0.0
+        );
+        assert!(a.daemon.log().contains("Redis unreachable"));
+
+        // Back: the global limit holds again for a new client.
+        redis.restart();
+        std::thread::sleep(Duration::from_millis(400));
+        let statuses = spread(&[&a, &b], "127.0.0.4", 30);
+        assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+        assert!(a.daemon.log().contains("Redis is reachable again"));
+    }
+
+    #[test]
+    fn without_global_each_daemon_admits_its_own_limit() {
+        let _serial = crate::proxy_e2e::serial();
+        let Some(redis) = Redis::start() else {
+            return;
+        };
+        let users = DemoSubgraph::start("users");
+        let (a, b) = (node(&users, &redis, false), node(&users, &redis, false));
+        let statuses = spread(&[&a, &b], "127.0.0.5", 30);
+        assert_eq!(count(&statuses, 200), 20, "{statuses:?}");
+    }
+}

@@ -126,7 +126,14 @@ fn a_real_scrape_matches_the_metrics_page() {
     let _serial = serial();
     let saga_dir = tempfile::tempdir().expect("temp dir");
     let sagas = format!("[sagas]\npath = {:?}", saga_dir.path().join("sagas.db"));
-    let mut bed = Testbed::start("metrics", 60, UDP_PORT, vec![], &[&sagas]);
+    // Cluster mode too, when a Redis can be started (always in CI).
+    let redis = fraiseql_edge_tests::redis::Redis::start();
+    let mut sections = vec![sagas];
+    if let Some(r) = &redis {
+        sections.push(format!("[cluster]\nredis_url = {:?}", r.url()));
+    }
+    let sections: Vec<&str> = sections.iter().map(String::as_str).collect();
+    let mut bed = Testbed::start("metrics", 60, UDP_PORT, vec![], &sections);
     let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
     let token = sign_with(Algorithm::ES256, &bed.key, &claims("alice"));
     let users_url = bed.edge.route("users");
@@ -201,7 +208,9 @@ fn a_real_scrape_matches_the_metrics_page() {
     }));
     let text = scrape(&bed.edge);
     promtool::check_metrics("a_real_scrape_matches_the_metrics_page", &text);
-    check_against_the_page(&text, |section, _| section == DEGRADED_SECTION);
+    check_against_the_page(&text, |section, _| {
+        section == DEGRADED_SECTION || (redis.is_none() && section == "Cluster")
+    });
 
     // What the traffic did, as the metrics tell it.
     let m = Metrics::parse(&text);
@@ -352,10 +361,11 @@ fn a_degraded_daemon_exports_the_limiter_families_instead_of_the_kernel_ones() {
     );
     // No `[auth]` here: the JWKS families are absent too, and with no
     // entity fetch sent, `entities_total` has no typename to show.
-    // No `[sagas]` either: the coordinator's families are absent.
+    // No `[sagas]` or `[cluster]` either: their families are absent.
     check_against_the_page(&text, |section, name| {
         section.starts_with("Kernel")
             || section == "Sagas"
+            || section == "Cluster"
             || name.starts_with("fraiseql_edge_auth_jwks_")
             || name == "fraiseql_edge_entities_total"
     });

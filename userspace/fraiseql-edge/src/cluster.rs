@@ -14,8 +14,8 @@
 //!   its failure mode (by default: the local limit alone). The transitions
 //!   between reachable and unreachable are logged once each.
 //!
-//! Not wired into the data path yet: the proxy's rate-limit phase and the
-//! block list will use these.
+//! The proxy's rate-limit phase asks it after the local limit admitted a
+//! request, for the limits marked `global` (`[rate_limit] global = true`).
 
 use std::{
     sync::{
@@ -243,6 +243,44 @@ impl Gcra {
     }
 }
 
+/// `cluster_checks_total{result}` values.
+const RESULTS: [&str; 3] = ["allowed", "limited", "unavailable"];
+
+/// The limiter's metric handles (docs/metrics.md, "Cluster").
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// `fraiseql_edge_cluster_redis_up`.
+    pub up: prometheus::IntGauge,
+    /// `fraiseql_edge_cluster_checks_total{result}`.
+    pub checks: prometheus::IntCounterVec,
+}
+
+impl ClusterMetrics {
+    /// Registers the families into `registry`, every label value at 0.
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            up: prometheus::IntGauge::new(
+                "fraiseql_edge_cluster_redis_up",
+                "1 while the last call to Redis succeeded, 0 while the node falls back to its local limits",
+            )?,
+            checks: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "fraiseql_edge_cluster_checks_total",
+                    "Cluster-wide limit checks: allowed, limited, or unavailable (Redis could not be asked)",
+                ),
+                &["result"],
+            )?,
+        };
+        registry.register(Box::new(m.up.clone()))?;
+        registry.register(Box::new(m.checks.clone()))?;
+        m.up.set(1);
+        for r in RESULTS {
+            m.checks.with_label_values(&[r]);
+        }
+        Ok(m)
+    }
+}
+
 /// GCRA limits shared by every node through one Redis.
 pub struct GlobalLimiter {
     client: redis::Client,
@@ -252,6 +290,8 @@ pub struct GlobalLimiter {
     timeout: Duration,
     breaker: Mutex<Breaker>,
     up: AtomicBool,
+    failure_mode: FailureMode,
+    metrics: Option<ClusterMetrics>,
 }
 
 impl GlobalLimiter {
@@ -275,7 +315,28 @@ impl GlobalLimiter {
                 Duration::from_millis(cfg.breaker_open_ms),
             )),
             up: AtomicBool::new(true),
+            failure_mode: cfg.failure_mode,
+            metrics: None,
         })
+    }
+
+    /// The same, counting into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: ClusterMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// What the node does while Redis cannot be asked.
+    pub fn failure_mode(&self) -> FailureMode {
+        self.failure_mode
+    }
+
+    fn count(&self, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.checks.with_label_values(&[result]).inc();
+            m.up.set(i64::from(self.is_up()));
+        }
     }
 
     /// Whether the last call to Redis succeeded (true until one failed).
@@ -297,6 +358,7 @@ impl GlobalLimiter {
         n: u32,
     ) -> GlobalDecision {
         if !self.breaker().allow(Instant::now()) {
+            self.count("unavailable");
             return GlobalDecision::Unavailable;
         }
         let gcra = Gcra::new(requests_per_minute, burst);
@@ -307,6 +369,7 @@ impl GlobalLimiter {
                 if !self.up.swap(true, Ordering::Relaxed) {
                     tracing::warn!("Redis is reachable again: global limits are back in force");
                 }
+                self.count(if allowed { "allowed" } else { "limited" });
                 GlobalDecision::Checked(gcra.decision(allowed, ahead, before, n))
             }
             failed => {
@@ -318,8 +381,9 @@ impl GlobalLimiter {
                 *self.conn.lock().await = None;
                 self.breaker().failure(Instant::now());
                 if self.up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %why, "Redis unreachable: falling back to the local limits");
+                    tracing::warn!(error = %why, failure_mode = ?self.failure_mode, "Redis unreachable: falling back to the local limits");
                 }
+                self.count("unavailable");
                 GlobalDecision::Unavailable
             }
         }

@@ -62,6 +62,9 @@ pub struct Config {
     pub slow_queries: crate::slowlog::SlowQueriesConfig,
     /// The saga coordinator and its durable log (absent: none runs).
     pub sagas: Option<crate::saga::config::SagasConfig>,
+    /// Cluster mode: limits shared by every node through Redis (absent:
+    /// each node enforces on its own).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[runtime]`: the daemon's async runtime.
@@ -241,6 +244,17 @@ impl Config {
                     "needs [proxy]: sagas run through the data path and are served on its listener",
                 ));
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate("cluster")
+                .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        }
+        if self.rate_limit.global && self.cluster.is_none() {
+            return Err(ConfigError::invalid(
+                "rate_limit.global",
+                "needs [cluster]: a global limit is kept in Redis",
+            ));
         }
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(

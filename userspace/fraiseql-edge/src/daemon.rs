@@ -246,6 +246,16 @@ async fn serve(
         }
         None => None,
     };
+    if let (Some(cfg), Some(proxy)) = (&config.cluster, &proxy) {
+        let metrics = crate::cluster::ClusterMetrics::new(&registry)?;
+        let limiter = crate::cluster::GlobalLimiter::new(cfg)?.with_metrics(metrics);
+        proxy.set_cluster(Arc::new(limiter));
+        tracing::info!(
+            failure_mode = ?cfg.failure_mode,
+            global_limits = config.rate_limit.global,
+            "cluster mode on: limits marked global are kept in Redis"
+        );
+    }
     let sagas = match (&config.sagas, &proxy) {
         (Some(cfg), Some(proxy)) => {
             let (store, log) = open_saga_log(cfg).await?;

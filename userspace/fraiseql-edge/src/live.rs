@@ -676,6 +676,11 @@ impl Live {
             (current.slow_queries != next.slow_queries, "[slow_queries]"),
             (current.tracing != next.tracing, "[tracing]"),
             (current.sagas != next.sagas, "[sagas]"),
+            (current.cluster != next.cluster, "[cluster]"),
+            (
+                current.rate_limit.global != next.rate_limit.global,
+                "rate_limit.global",
+            ),
             (
                 current.rate_limit.escalation != next.rate_limit.escalation
                     || current.rate_limit.max_keys != next.rate_limit.max_keys,

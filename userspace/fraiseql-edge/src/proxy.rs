@@ -143,6 +143,9 @@ pub struct Proxy {
     /// The saga coordinator, when `[sagas]` is configured: it serves
     /// `/sagas` on this listener.
     sagas: std::sync::OnceLock<Arc<crate::saga::coordinator::Coordinator>>,
+    /// Cluster mode's limiter, when `[cluster]` is configured: the limits
+    /// marked global are checked in Redis after the local check.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::GlobalLimiter>>,
 }
 
 /// What a reload can change in how requests are judged.
@@ -269,6 +272,7 @@ impl Proxy {
             slow: SlowLog::new(slow_queries),
             metrics: Arc::new(metrics),
             sagas: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -276,6 +280,11 @@ impl Proxy {
     /// ignored).
     pub fn set_sagas(&self, coordinator: Arc<crate::saga::coordinator::Coordinator>) {
         let _ = self.sagas.set(coordinator);
+    }
+
+    /// Puts cluster mode's limiter in force (once, at start).
+    pub fn set_cluster(&self, limiter: Arc<crate::cluster::GlobalLimiter>) {
+        let _ = self.cluster.set(limiter);
     }
 
     /// The listener's time limits.
@@ -681,8 +690,9 @@ impl Proxy {
             self.identify(ctx, &policy, &sg, &accepted) // 2. identify
                 .instrument(tracing::debug_span!("identify"))
                 .await?;
-            tracing::debug_span!("rate_limit")
-                .in_scope(|| self.rate_limit(ctx, &sg, docs.len()))?; // 3. rate limit
+            self.rate_limit(ctx, &sg, docs.len()) // 3. rate limit
+                .instrument(tracing::debug_span!("rate_limit"))
+                .await?;
             tracing::debug_span!("graphql")
                 .in_scope(|| self.graphql(ctx, &policy, &sg, &accepted, &docs))? // 4. graphql + 5. authorize
         };
@@ -847,43 +857,74 @@ impl Proxy {
 
     /// Phase 3: the identity's request rate; a refusal is a strike against
     /// the client address, and enough strikes block it.
-    fn rate_limit(
+    async fn rate_limit(
         &self,
         ctx: &RequestContext,
         sg: &Subgraph,
         operations: usize,
     ) -> Result<(), ProxyError> {
-        let limits = self.rate_limits.load();
-        self.limit_with(ctx, limits.for_subgraph(sg.name()), operations)
+        self.limit(ctx, Some(sg.name()), operations).await
     }
 
-    /// Counts `operations` requests of the caller against `limiter`
-    /// (`None`: no limit); a refusal counts as a strike.
-    fn limit_with(
+    /// Counts `operations` requests of the caller against the limit of
+    /// requests to `subgraph` (`None`: the global per-identity limit), on
+    /// this node and then, for a limit marked global, across the cluster;
+    /// a refusal counts as a strike.
+    async fn limit(
         &self,
         ctx: &RequestContext,
-        limiter: Option<&crate::ratelimit::RateLimiter>,
+        subgraph: Option<&str>,
         operations: usize,
     ) -> Result<(), ProxyError> {
-        let Some(limiter) = limiter else {
-            return Ok(());
-        };
         let now = Instant::now();
         let key = match ctx.identity.as_ref().and_then(|i| i.subject.clone()) {
             Some(subject) => Key::Subject(subject),
             None => Key::Address(ctx.client_ip()),
         };
         let n = u32::try_from(operations).unwrap_or(u32::MAX);
-        let decision = limiter.check_n(&key, n, now);
-        if decision.allowed {
+        let global = {
+            let limits = self.rate_limits.load();
+            let limiter = match subgraph {
+                Some(sg) => limits.for_subgraph(sg),
+                None => limits.global_limiter(),
+            };
+            let Some(limiter) = limiter else {
+                return Ok(());
+            };
+            let decision = limiter.check_n(&key, n, now);
+            if !decision.allowed {
+                return Err(self.refuse(ctx, "identity", decision, now));
+            }
+            limits.global_params(subgraph)
+        };
+        let (Some(cluster), Some((scope, rpm, burst))) = (self.cluster.get(), global) else {
             return Ok(());
+        };
+        let id = match &key {
+            Key::Subject(s) => format!("sub:{s}"),
+            Key::Address(a) => format!("addr:{a}"),
+        };
+        match cluster.check(&format!("{scope}:{id}"), rpm, burst, n).await {
+            crate::cluster::GlobalDecision::Checked(d) if d.allowed => Ok(()),
+            crate::cluster::GlobalDecision::Checked(d) => Err(self.refuse(ctx, "global", d, now)),
+            crate::cluster::GlobalDecision::Unavailable => match cluster.failure_mode() {
+                crate::cluster::FailureMode::Open => Ok(()),
+                crate::cluster::FailureMode::Closed => Err(ProxyError::GlobalLimitUnavailable),
+            },
         }
-        self.metrics
-            .rate_limited
-            .with_label_values(&["identity"])
-            .inc();
+    }
+
+    /// A 429 from `layer`: counted, and a strike against the client.
+    fn refuse(
+        &self,
+        ctx: &RequestContext,
+        layer: &str,
+        decision: crate::ratelimit::Decision,
+        now: Instant,
+    ) -> ProxyError {
+        self.metrics.rate_limited.with_label_values(&[layer]).inc();
         self.strike(ctx.client_ip(), now);
-        Err(ProxyError::TooManyRequests(decision))
+        ProxyError::TooManyRequests(decision)
     }
 
     /// Counts a strike against `addr`; blocks it when it reaches the
@@ -1097,20 +1138,22 @@ impl Proxy {
     }
 
     /// The rate limit over one saga step on `sg`.
-    pub(crate) fn saga_rate_limit(
+    pub(crate) async fn saga_rate_limit(
         &self,
         ctx: &RequestContext,
         sg: &Subgraph,
     ) -> Result<(), ProxyError> {
-        self.rate_limit(ctx, sg, 1)
+        self.rate_limit(ctx, sg, 1).await
     }
 
     /// The rate limit over a read of the saga API (`GET /sagas/{id}`),
     /// which belongs to no subgraph: one request against the global
     /// per-identity limit.
-    pub(crate) fn saga_read_rate_limit(&self, ctx: &RequestContext) -> Result<(), ProxyError> {
-        let limits = self.rate_limits.load();
-        self.limit_with(ctx, limits.global_limiter(), 1)
+    pub(crate) async fn saga_read_rate_limit(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<(), ProxyError> {
+        self.limit(ctx, None, 1).await
     }
 
     /// Phases 4 and 5 over one mutation of a saga step: the `[graphql]`

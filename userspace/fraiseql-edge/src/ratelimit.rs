@@ -40,6 +40,9 @@ pub struct RateLimitConfig {
     pub burst: u32,
     /// Identities tracked at once (least recently seen forgotten first).
     pub max_keys: usize,
+    /// Whether the limit holds across every node (`[cluster]`, Redis), on
+    /// top of this node's own check.
+    pub global: bool,
     /// Blocking addresses that keep getting refused.
     pub escalation: EscalationConfig,
 }
@@ -53,6 +56,7 @@ impl Default for RateLimitConfig {
             burst: 100,
             // About 10 MB of state at most; far more clients than one node serves.
             max_keys: 100_000,
+            global: false,
             escalation: EscalationConfig::default(),
         }
     }
@@ -325,6 +329,24 @@ impl RateLimits {
             Some((_, own)) => own.as_deref(),
             None => self.global.as_deref(),
         }
+    }
+
+    /// What a cluster-wide check of a request to `subgraph` needs: the
+    /// limit's scope in Redis, its rate and burst; `None` when the limit is
+    /// off or not global.
+    pub fn global_params(&self, subgraph: Option<&str>) -> Option<(String, u32, u32)> {
+        if !self.global_cfg.global {
+            return None;
+        }
+        let (scope, rpm, burst) = match subgraph.and_then(|s| self.own.get(s).map(|o| (s, o))) {
+            Some((name, (own, _))) => (name.to_string(), own.requests_per_minute, own.burst),
+            None => (
+                "default".to_string(),
+                self.global_cfg.requests_per_minute,
+                self.global_cfg.burst,
+            ),
+        };
+        (rpm > 0).then_some((scope, rpm, burst))
     }
 
     /// The global limiter (`None`: the global limit is off).

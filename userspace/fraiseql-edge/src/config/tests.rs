@@ -419,3 +419,30 @@ fn sagas_section_is_optional_and_checked() {
     assert_eq!(key, "sagas");
     assert!(reason.contains("[proxy]"), "{reason}");
 }
+
+#[test]
+fn cluster_section_is_optional_checked_and_needed_by_global_limits() {
+    const CLUSTER_BASE: &str = "[kernel]\nenabled = false\n[proxy]\n[[subgraphs]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:4001/graphql\"]\n";
+    assert!(Config::from_toml(CLUSTER_BASE).unwrap().cluster.is_none());
+    let c = Config::from_toml(&format!(
+        "{CLUSTER_BASE}[rate_limit]\nglobal = true\n[cluster]\nredis_url = \"redis://cache:6379\"\nfailure_mode = \"closed\"\n"
+    ))
+    .unwrap();
+    let cluster = c.cluster.unwrap();
+    assert_eq!(cluster.failure_mode, crate::cluster::FailureMode::Closed);
+    assert_eq!(cluster.timeout_ms, 50);
+    assert!(c.rate_limit.global);
+    let (key, reason) = err(&format!(
+        "{CLUSTER_BASE}[cluster]\nredis_url = \"http://user:secret@cache:6379\"\n"
+    ));
+    assert_eq!(key, "cluster.redis_url");
+    assert!(!reason.contains("secret"), "{reason}");
+    let (key, _) = err(&format!(
+        "{CLUSTER_BASE}[cluster]\nredis_url = \"redis://cache\"\nfailure_mode = \"maybe\"\n"
+    ));
+    assert_eq!(key, "cluster.failure_mode");
+    // A global limit is kept in Redis: it needs [cluster].
+    let (key, reason) = err(&format!("{CLUSTER_BASE}[rate_limit]\nglobal = true\n"));
+    assert_eq!(key, "rate_limit.global");
+    assert!(reason.contains("[cluster]"), "{reason}");
+}

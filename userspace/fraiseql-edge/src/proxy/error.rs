@@ -59,6 +59,10 @@ pub enum ProxyError {
     /// The identity exceeded its request rate (`[rate_limit]`).
     #[error("rate limit exceeded; retry in {} s", .0.retry_after_secs)]
     TooManyRequests(crate::ratelimit::Decision),
+    /// Cluster mode with `failure_mode = "closed"`: Redis cannot be asked
+    /// and the request needs a cluster-wide check.
+    #[error("the cluster-wide rate limit cannot be checked; retry later")]
+    GlobalLimitUnavailable,
     /// Degraded mode: the client is blocked or denied.
     #[error("forbidden")]
     Forbidden,
@@ -101,6 +105,9 @@ impl ProxyError {
             Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             Self::RateLimited | Self::TooManyRequests(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED")
+            }
+            Self::GlobalLimitUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "GLOBAL_LIMIT_UNAVAILABLE")
             }
             Self::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Self::Unauthorized(_) => (StatusCode::FORBIDDEN, crate::authz::CODE),
@@ -208,6 +215,7 @@ mod tests {
                 reset_secs: 1,
                 retry_after_secs: 1,
             }),
+            ProxyError::GlobalLimitUnavailable,
             ProxyError::Forbidden,
             ProxyError::Unauthorized(serde_json::Value::Null),
             ProxyError::EntryPointForbidden,
@@ -234,6 +242,7 @@ mod tests {
                 | ProxyError::RequestTimeout
                 | ProxyError::RateLimited
                 | ProxyError::TooManyRequests(_)
+                | ProxyError::GlobalLimitUnavailable
                 | ProxyError::Forbidden
                 | ProxyError::Unauthorized(_)
                 | ProxyError::EntryPointForbidden

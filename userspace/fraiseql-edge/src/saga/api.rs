@@ -247,7 +247,7 @@ where
         .identify_headers(ctx, &policy, &accepted.headers, required)
         .await?;
     for sg in &subgraphs {
-        proxy.saga_rate_limit(ctx, sg)?;
+        proxy.saga_rate_limit(ctx, sg).await?;
     }
     for (index, (step, sg)) in submitted.steps.iter().zip(&subgraphs).enumerate() {
         for (which, query, variables) in [
@@ -341,7 +341,7 @@ where
     proxy
         .identify_headers(ctx, &policy, req.headers(), false)
         .await?;
-    proxy.saga_read_rate_limit(ctx)?;
+    proxy.saga_read_rate_limit(ctx).await?;
     let not_found = || SagaApiError::NotFound(id.to_string());
     let id: SagaId = id.parse().map_err(|_| not_found())?;
     let saga = match coordinator.get(id).await {

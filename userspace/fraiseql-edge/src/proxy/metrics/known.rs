@@ -5,7 +5,7 @@
 use super::ProxyMetrics;
 
 /// `rate_limited_total{layer}`.
-const LAYERS: [&str; 2] = ["identity", "degraded"];
+const LAYERS: [&str; 3] = ["identity", "global", "degraded"];
 /// `escalations_total{outcome}`.
 const ESCALATIONS: [&str; 3] = ["blocked", "failed", "no_block_list"];
 /// `authorization_refusals_total{reason}`.
