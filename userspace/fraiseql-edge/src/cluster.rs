@@ -261,7 +261,7 @@ impl ClusterMetrics {
         let m = Self {
             up: prometheus::IntGauge::new(
                 "fraiseql_edge_cluster_redis_up",
-                "1 while the last call to Redis succeeded, 0 while the node falls back to its local limits",
+                "0 while the node falls back to its local limits because its last call to Redis failed, else 1",
             )?,
             checks: prometheus::IntCounterVec::new(
                 prometheus::Opts::new(
@@ -284,7 +284,9 @@ impl ClusterMetrics {
 /// GCRA limits shared by every node through one Redis.
 pub struct GlobalLimiter {
     client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The shared connection (multiplexed: one for every request), made on
+    /// first use and dropped after a failure. Held only to clone it.
+    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
     script: redis::Script,
     prefix: String,
     timeout: Duration,
@@ -306,7 +308,7 @@ impl GlobalLimiter {
         })?;
         Ok(Self {
             client,
-            conn: tokio::sync::Mutex::new(None),
+            conn: Mutex::new(None),
             script: redis::Script::new(include_str!("cluster/gcra.lua")),
             prefix: cfg.key_prefix.clone(),
             timeout: Duration::from_millis(cfg.timeout_ms),
@@ -344,6 +346,10 @@ impl GlobalLimiter {
         self.up.load(Ordering::Relaxed)
     }
 
+    fn conn(&self) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -378,7 +384,7 @@ impl GlobalLimiter {
                     _ => format!("no answer within {:?}", self.timeout),
                 };
                 // The connection may be broken: the next call makes another.
-                *self.conn.lock().await = None;
+                *self.conn() = None;
                 self.breaker().failure(Instant::now());
                 if self.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %why, failure_mode = ?self.failure_mode, "Redis unreachable: falling back to the local limits");
@@ -391,15 +397,15 @@ impl GlobalLimiter {
 
     /// One run of the script: `(allowed, ahead µs, before µs)`.
     async fn call(&self, key: &str, gcra: Gcra, n: u32) -> redis::RedisResult<(bool, u64, u64)> {
-        let mut conn = {
-            let mut held = self.conn.lock().await;
-            match held.as_ref() {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.client.get_multiplexed_async_connection().await?;
-                    *held = Some(c.clone());
-                    c
-                }
+        let held = self.conn().clone();
+        let mut conn = match held {
+            Some(c) => c,
+            None => {
+                // Not under the lock: a slow connect holds up no one else
+                // (each call is bounded by the deadline and the breaker).
+                let c = self.client.get_multiplexed_async_connection().await?;
+                *self.conn() = Some(c.clone());
+                c
             }
         };
         let mut run = self.script.key(key);
