@@ -290,7 +290,7 @@ fn one(contender: &Contender, edge: &Edge, c: u32, length: Duration) -> Result<S
     }
 }
 
-fn mutation(name: &str, item: u64) -> String {
+fn mutation(name: &str, item: u64) -> Value {
     let selection = if name == "reserve" {
         " { item remaining }"
     } else {
@@ -300,7 +300,6 @@ fn mutation(name: &str, item: u64) -> String {
         "query": format!("mutation($i: String!) {{ {name}(item: $i, quantity: 1){selection} }}"),
         "variables": { "i": format!("upc-{}", item % ITEMS + 1) },
     })
-    .to_string()
 }
 
 /// Sends one GraphQL mutation through the edge; fails unless it answered
@@ -322,8 +321,8 @@ fn bare(edge: &Edge, c: u32, length: Duration) -> Result<Sample> {
             let stop = stop.clone();
             thread::spawn(move || -> Result<(u64, Duration)> {
                 let (reserve, release) = (
-                    mutation("reserve", u64::from(w)),
-                    mutation("release", u64::from(w)),
+                    mutation("reserve", u64::from(w)).to_string(),
+                    mutation("release", u64::from(w)).to_string(),
                 );
                 let (mut pairs, mut busy) = (0, Duration::ZERO);
                 while !stop.load(Ordering::Relaxed) {
@@ -443,8 +442,7 @@ fn sagas(edge: &Edge, c: u32, length: Duration) -> Result<Sample> {
                     let item = u64::from(w) + n;
                     n += 1;
                     let step = |name: &str, undo: &str| {
-                        let m: Value = serde_json::from_str(&mutation(name, item)).expect("json");
-                        let u: Value = serde_json::from_str(&mutation(undo, item)).expect("json");
+                        let (m, u) = (mutation(name, item), mutation(undo, item));
                         json!({
                             "subgraph": subgraph::NAME,
                             "mutation": m["query"], "variables": m["variables"],
