@@ -253,6 +253,25 @@ fn bad_sagas_get_400_with_a_code_and_nothing_is_written() {
     assert_eq!(a.stats().mutations + b.stats().mutations, 0, "nothing sent");
 }
 
+/// After a crash with step 2 (`upc-6` × 7 on `b`, after `upc-5` × 4 on
+/// `a`) in flight, `end` shows step 2 sent again, and the subgraphs show
+/// step 1 never re-sent and step 2 applied once for its key.
+pub(crate) fn step_two_resent_and_applied_once(
+    end: &Value,
+    a: &DemoSubgraph,
+    b: &DemoSubgraph,
+    id: &str,
+) {
+    assert!(
+        end["steps"][1]["attempts"].as_u64().unwrap() >= 2,
+        "{end:#}"
+    );
+    assert_eq!(key_counts(a, &format!("{id}:0")), (1, 0));
+    let (executions, _) = key_counts(b, &format!("{id}:1"));
+    assert_eq!(executions, 1);
+    assert_eq!((stock(a, "upc-5"), stock(b, "upc-6")), (96, 93));
+}
+
 #[test]
 fn a_daemon_killed_while_step_two_is_in_flight_finishes_the_saga_after_restart() {
     let _serial = crate::proxy_e2e::serial();
@@ -273,15 +292,7 @@ fn a_daemon_killed_while_step_two_is_in_flight_finishes_the_saga_after_restart()
 
     let edge = Edge::start(&setup);
     let end = wait_for(&edge, &id, |s| s["state"] == "Completed");
-    assert!(
-        end["steps"][1]["attempts"].as_u64().unwrap() >= 2,
-        "{end:#}"
-    );
-    // Step 1 was never sent again; step 2 took effect once for its key.
-    assert_eq!(key_counts(&a, &format!("{id}:0")), (1, 0));
-    let (executions, _) = key_counts(&b, &format!("{id}:1"));
-    assert_eq!(executions, 1);
-    assert_eq!((stock(&a, "upc-5"), stock(&b, "upc-6")), (96, 93));
+    step_two_resent_and_applied_once(&end, &a, &b, &id);
     let m = Client::default().metrics(&format!("http://{}/metrics", edge.admin));
     assert_eq!(
         m.sum(
