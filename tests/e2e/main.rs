@@ -4,6 +4,7 @@
 
 mod authorization;
 mod cluster_redis;
+mod cluster_xdp;
 mod config_errors;
 mod control_e2e;
 mod data_path;

@@ -114,6 +114,21 @@ impl EdgeControl for Fake {
             config_loaded_unix: 1_796_530_210,
             reloads: 2,
             subgraphs: 1,
+            cluster: Some(api::ClusterStatus {
+                node: "node-a".into(),
+                redis_reachable: false,
+                failure_mode: "open".into(),
+                global_limits: true,
+                global_checks_allowed: 1_200,
+                global_checks_limited: 30,
+                global_checks_unavailable: 7,
+                blocks_shared: true,
+                block_sync_up: false,
+                blocks_published: 3,
+                blocks_received: 5,
+                blocks_pending: 2,
+                block_resyncs: 4,
+            }),
         }))
     }
 
@@ -512,9 +527,18 @@ fn every_subcommand_prints_text_and_json() {
 
     let text = d.ok(&["status"]);
     assert!(
-        text.contains("uptime:       1d 2h") && text.contains("eth0       native"),
+        text.contains("uptime:           1d 2h") && text.contains("eth0       native"),
         "{text}"
     );
+    // Cluster mode's lines, Redis away: said plainly.
+    for line in [
+        "redis reachable:  NO",
+        "failure mode:     open",
+        "global limits:    on (checks: 1,200 allowed, 30 limited, 7 unavailable)",
+        "shared blocks:    NOT IN SYNC (published 3, received 5, pending 2, resyncs 4)",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
     let status = d.json(&["status"]);
     assert_eq!(status["enforcement"], "kernel");
     assert_eq!(
@@ -522,6 +546,9 @@ fn every_subcommand_prints_text_and_json() {
         json!([{"name": "eth0", "mode": "native"}])
     );
     assert_eq!(status["uptime_seconds"], 93_784);
+    assert_eq!(status["cluster"]["node"], "node-a");
+    assert_eq!(status["cluster"]["blocks_pending"], 2);
+    assert_eq!(status["cluster"]["redis_reachable"], false);
 
     let limits = d.json(&["limits", "get"]);
     assert_eq!(limits["kernel"]["protected_ports"], json!([8080]));

@@ -29,6 +29,8 @@ use serde::Deserialize;
 
 use crate::ratelimit::Decision;
 
+pub mod blocks;
+
 /// What a node does while Redis cannot be asked.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +60,11 @@ pub struct ClusterConfig {
     pub breaker_failures: u32,
     /// …for this long, before it tries again.
     pub breaker_open_ms: u64,
+    /// Share blocks with the other nodes (see [`blocks`]).
+    pub blocks: bool,
+    /// How often the whole shared block set is loaded again, besides at
+    /// start and after Redis comes back (missed messages are made up).
+    pub resync_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -72,11 +79,18 @@ impl Default for ClusterConfig {
             failure_mode: FailureMode::Open,
             breaker_failures: 3,
             breaker_open_ms: 2_000,
+            blocks: true,
+            resync_secs: 30,
         }
     }
 }
 
 impl ClusterConfig {
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(crate::config::host_name)
+    }
+
     /// Checks what serde cannot; `Err((key, reason))`.
     pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
         let bad = |key: &str, reason: String| Err((format!("{at}.{key}"), reason));
@@ -91,6 +105,9 @@ impl ClusterConfig {
         }
         if !(1..=600_000).contains(&self.breaker_open_ms) {
             return bad("breaker_open_ms", "must be between 1 and 600000".into());
+        }
+        if !(1..=3_600).contains(&self.resync_secs) {
+            return bad("resync_secs", "must be between 1 and 3600".into());
         }
         if self.node.as_deref().is_some_and(str::is_empty) {
             return bad(
@@ -339,6 +356,13 @@ impl GlobalLimiter {
             m.checks.with_label_values(&[result]).inc();
             m.up.set(i64::from(self.is_up()));
         }
+    }
+
+    /// Global checks so far: allowed, limited, unavailable.
+    pub fn counts(&self) -> [u64; 3] {
+        self.metrics.as_ref().map_or([0; 3], |m| {
+            RESULTS.map(|r| m.checks.with_label_values(&[r]).get())
+        })
     }
 
     /// Whether the last call to Redis succeeded (true until one failed).

@@ -246,16 +246,18 @@ async fn serve(
         }
         None => None,
     };
-    if let (Some(cfg), Some(proxy)) = (&config.cluster, &proxy) {
-        let metrics = crate::cluster::ClusterMetrics::new(&registry)?;
-        let limiter = crate::cluster::GlobalLimiter::new(cfg)?.with_metrics(metrics);
-        proxy.set_cluster(Arc::new(limiter));
-        tracing::info!(
-            failure_mode = ?cfg.failure_mode,
-            global_limits = config.rate_limit.global,
-            "cluster mode on: limits marked global are kept in Redis"
-        );
-    }
+    let cluster = match &config.cluster {
+        Some(cfg) => Some(start_cluster(
+            cfg,
+            &config,
+            &registry,
+            proxy.as_deref(),
+            blocks.as_ref(),
+            &events,
+            &stop,
+        )?),
+        None => None,
+    };
     let sagas = match (&config.sagas, &proxy) {
         (Some(cfg), Some(proxy)) => {
             let (store, log) = open_saga_log(cfg).await?;
@@ -289,6 +291,7 @@ async fn serve(
         blocks: blocks.clone(),
         proxy,
         sagas,
+        cluster,
         events: events.clone(),
         reload_metrics: crate::metrics::ReloadMetrics::new(&registry)?,
         registry: registry.clone(),
@@ -365,6 +368,61 @@ async fn serve(
         );
     }
     Ok(())
+}
+
+/// Cluster mode: the global limiter for the proxy and, with `blocks`, the
+/// block list shared with the other nodes (kept in step by its own task).
+fn start_cluster(
+    cfg: &crate::cluster::ClusterConfig,
+    config: &Config,
+    registry: &Registry,
+    proxy: Option<&Proxy>,
+    blocks: Option<&Arc<BlockList>>,
+    events: &EventBus,
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> anyhow::Result<crate::live::ClusterParts> {
+    let metrics = crate::cluster::ClusterMetrics::new(registry)?;
+    let limiter = Arc::new(crate::cluster::GlobalLimiter::new(cfg)?.with_metrics(metrics));
+    if let Some(proxy) = proxy {
+        proxy.set_cluster(Arc::clone(&limiter));
+    }
+    let node = cfg.node_name();
+    let shared = match (cfg.blocks, blocks) {
+        (true, Some(list)) => {
+            let metrics = crate::cluster::blocks::BlockSyncMetrics::new(registry)?;
+            let shared = crate::cluster::blocks::SharedBlocks::new(
+                cfg,
+                node.clone(),
+                Arc::clone(list),
+                events.clone(),
+                Some(metrics),
+            )?;
+            if let Some(proxy) = proxy {
+                proxy.set_shared_blocks(Arc::clone(&shared));
+            }
+            tokio::spawn(Arc::clone(&shared).run(stop.subscribe()));
+            Some(shared)
+        }
+        (true, None) => {
+            tracing::warn!(
+                "[cluster] blocks = true, but the kernel layer is disabled: there is no block list to share"
+            );
+            None
+        }
+        (false, _) => None,
+    };
+    tracing::info!(
+        node,
+        failure_mode = ?cfg.failure_mode,
+        global_limits = config.rate_limit.global,
+        shared_blocks = shared.is_some(),
+        "cluster mode on: limits marked global and blocks are kept in Redis"
+    );
+    Ok(crate::live::ClusterParts {
+        node,
+        limiter,
+        blocks: shared,
+    })
 }
 
 /// The once-a-second sweep of expired blocks, in the kernel map or in the

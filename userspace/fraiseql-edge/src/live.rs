@@ -117,6 +117,35 @@ pub struct Status {
     pub reloads: u64,
     /// Subgraphs configured.
     pub subgraphs: usize,
+    /// Cluster mode, when `[cluster]` is configured.
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Where the node stands in cluster mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node: String,
+    /// False while its last call to Redis failed.
+    pub redis_reachable: bool,
+    /// What it does without Redis.
+    pub failure_mode: crate::cluster::FailureMode,
+    /// `[rate_limit] global`.
+    pub global_limits: bool,
+    /// Global checks: allowed, limited, unavailable.
+    pub checks: [u64; 3],
+    /// The block sharing, when on.
+    pub blocks: Option<crate::cluster::blocks::BlockSyncStatus>,
+}
+
+/// Cluster mode's parts, for the status and the block calls.
+pub struct ClusterParts {
+    /// This node's name.
+    pub node: String,
+    /// The global limiter.
+    pub limiter: Arc<crate::cluster::GlobalLimiter>,
+    /// The shared blocks (`[cluster] blocks`, with a block list).
+    pub blocks: Option<Arc<crate::cluster::blocks::SharedBlocks>>,
 }
 
 /// The limits in force.
@@ -149,6 +178,7 @@ pub struct Live {
     blocks: Option<Arc<BlockList>>,
     proxy: Option<Arc<Proxy>>,
     sagas: Option<Arc<crate::saga::Coordinator>>,
+    cluster: Option<ClusterParts>,
     events: EventBus,
     registry: Registry,
     reload_metrics: crate::metrics::ReloadMetrics,
@@ -174,6 +204,8 @@ pub struct LiveParts {
     pub proxy: Option<Arc<Proxy>>,
     /// The saga coordinator (`[sagas]`).
     pub sagas: Option<Arc<crate::saga::Coordinator>>,
+    /// Cluster mode (`[cluster]`).
+    pub cluster: Option<ClusterParts>,
     /// The event stream.
     pub events: EventBus,
     /// Every metric.
@@ -197,6 +229,7 @@ impl Live {
             blocks: parts.blocks,
             proxy: parts.proxy,
             sagas: parts.sagas,
+            cluster: parts.cluster,
             events: parts.events,
             registry: parts.registry,
             reload_metrics: parts.reload_metrics,
@@ -296,7 +329,22 @@ impl Live {
             config_loaded_unix: running.loaded_unix,
             reloads: self.reloads.load(Ordering::Relaxed),
             subgraphs: running.config.subgraphs.len(),
+            cluster: self.cluster.as_ref().map(|c| {
+                let blocks = c.blocks.as_ref().map(|b| b.status());
+                ClusterStatus {
+                    node: c.node.clone(),
+                    redis_reachable: c.limiter.is_up() && blocks.is_none_or(|b| b.synced),
+                    failure_mode: c.limiter.failure_mode(),
+                    global_limits: running.config.rate_limit.global,
+                    checks: c.limiter.counts(),
+                    blocks,
+                }
+            }),
         }
+    }
+
+    fn shared_blocks(&self) -> Option<&crate::cluster::blocks::SharedBlocks> {
+        self.cluster.as_ref().and_then(|c| c.blocks.as_deref())
     }
 
     /// The limits in force.
@@ -520,6 +568,9 @@ impl Live {
         let info = list.block(addr, ttl_secs)?;
         tracing::warn!(client = %addr, ttl_secs, by = who, reason, enforced_by = list.enforced_by(), "client blocked by an operator");
         self.events.block(addr, ttl_secs, who, reason);
+        if let Some(shared) = self.shared_blocks() {
+            shared.blocked(addr, ttl_secs, who, reason);
+        }
         Ok(info)
     }
 
@@ -530,6 +581,11 @@ impl Live {
         if removed {
             tracing::warn!(client = %addr, by = who, "client unblocked by an operator");
             self.events.unblock(addr, who);
+        }
+        // Lifted everywhere, even if this node no longer held it (it may
+        // have been set elsewhere while this node was away from Redis).
+        if let Some(shared) = self.shared_blocks() {
+            shared.unblocked(addr, who);
         }
         Ok(removed)
     }

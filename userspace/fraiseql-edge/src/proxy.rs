@@ -146,6 +146,8 @@ pub struct Proxy {
     /// Cluster mode's limiter, when `[cluster]` is configured: the limits
     /// marked global are checked in Redis after the local check.
     cluster: std::sync::OnceLock<Arc<crate::cluster::GlobalLimiter>>,
+    /// Cluster mode's shared blocks: escalation blocks go to every node.
+    shared_blocks: std::sync::OnceLock<Arc<crate::cluster::blocks::SharedBlocks>>,
 }
 
 /// What a reload can change in how requests are judged.
@@ -273,6 +275,7 @@ impl Proxy {
             metrics: Arc::new(metrics),
             sagas: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            shared_blocks: std::sync::OnceLock::new(),
         })
     }
 
@@ -285,6 +288,11 @@ impl Proxy {
     /// Puts cluster mode's limiter in force (once, at start).
     pub fn set_cluster(&self, limiter: Arc<crate::cluster::GlobalLimiter>) {
         let _ = self.cluster.set(limiter);
+    }
+
+    /// Shares escalation blocks with the other nodes (once, at start).
+    pub fn set_shared_blocks(&self, shared: Arc<crate::cluster::blocks::SharedBlocks>) {
+        let _ = self.shared_blocks.set(shared);
     }
 
     /// The listener's time limits.
@@ -958,6 +966,14 @@ impl Proxy {
                     "escalation",
                     "too many refused requests",
                 );
+                if let Some(shared) = self.shared_blocks.get() {
+                    shared.blocked(
+                        addr,
+                        Some(ttl.as_secs()),
+                        "escalation",
+                        "too many refused requests",
+                    );
+                }
                 self.metrics
                     .escalations
                     .with_label_values(&["blocked"])

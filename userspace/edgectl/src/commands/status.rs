@@ -1,6 +1,6 @@
 //! `edgectl status`: GetStatus.
 
-use fraiseql_edge_api::v1::{AttachMode, Enforcement, GetStatusRequest, Status};
+use fraiseql_edge_api::v1::{AttachMode, ClusterStatus, Enforcement, GetStatusRequest, Status};
 use serde::Serialize;
 
 use crate::{
@@ -23,6 +23,93 @@ pub struct StatusView {
     pub config_loaded_unix: u64,
     pub reloads: u64,
     pub subgraphs: u32,
+    /// Cluster mode; absent when the node runs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// Cluster mode: limits and blocks shared through Redis.
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub redis_reachable: bool,
+    /// `open` or `closed`.
+    pub failure_mode: String,
+    pub global_limits: bool,
+    pub global_checks_allowed: u64,
+    pub global_checks_limited: u64,
+    pub global_checks_unavailable: u64,
+    pub blocks_shared: bool,
+    pub block_sync_up: bool,
+    pub blocks_published: u64,
+    pub blocks_received: u64,
+    pub blocks_pending: u64,
+    pub block_resyncs: u64,
+}
+
+impl From<ClusterStatus> for ClusterView {
+    fn from(c: ClusterStatus) -> Self {
+        Self {
+            node: c.node,
+            redis_reachable: c.redis_reachable,
+            failure_mode: c.failure_mode,
+            global_limits: c.global_limits,
+            global_checks_allowed: c.global_checks_allowed,
+            global_checks_limited: c.global_checks_limited,
+            global_checks_unavailable: c.global_checks_unavailable,
+            blocks_shared: c.blocks_shared,
+            block_sync_up: c.block_sync_up,
+            blocks_published: c.blocks_published,
+            blocks_received: c.blocks_received,
+            blocks_pending: c.blocks_pending,
+            block_resyncs: c.block_resyncs,
+        }
+    }
+}
+
+impl ClusterView {
+    /// The lines `status` adds in cluster mode.
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let yes_no = |b: bool| if b { "yes" } else { "NO" }.to_string();
+        let mut lines = vec![
+            ("cluster node", self.node.clone()),
+            ("redis reachable", yes_no(self.redis_reachable)),
+            ("failure mode", self.failure_mode.clone()),
+            (
+                "global limits",
+                if self.global_limits {
+                    format!(
+                        "on (checks: {} allowed, {} limited, {} unavailable)",
+                        format::count(self.global_checks_allowed),
+                        format::count(self.global_checks_limited),
+                        format::count(self.global_checks_unavailable),
+                    )
+                } else {
+                    "off".to_string()
+                },
+            ),
+        ];
+        lines.push((
+            "shared blocks",
+            if self.blocks_shared {
+                format!(
+                    "{} (published {}, received {}, pending {}, resyncs {})",
+                    if self.block_sync_up {
+                        "in sync"
+                    } else {
+                        "NOT IN SYNC"
+                    },
+                    format::count(self.blocks_published),
+                    format::count(self.blocks_received),
+                    format::count(self.blocks_pending),
+                    format::count(self.block_resyncs),
+                )
+            } else {
+                "off".to_string()
+            },
+        ));
+        lines
+    }
 }
 
 /// One attached interface.
@@ -60,6 +147,7 @@ impl From<Status> for StatusView {
             config_loaded_unix: s.config_loaded_unix,
             reloads: s.reloads,
             subgraphs: s.subgraphs,
+            cluster: s.cluster.map(ClusterView::from),
         }
     }
 }
@@ -71,7 +159,7 @@ impl View for StatusView {
         } else {
             format!("NO ({})", self.not_ready.join("; "))
         };
-        let mut text = pairs(&[
+        let mut lines = vec![
             ("version", self.version.clone()),
             ("uptime", format::duration(self.uptime_seconds)),
             ("ready", ready),
@@ -80,7 +168,11 @@ impl View for StatusView {
             ("loaded", format::unix_secs(self.config_loaded_unix)),
             ("reloads", format::count(self.reloads)),
             ("subgraphs", self.subgraphs.to_string()),
-        ]);
+        ];
+        if let Some(c) = &self.cluster {
+            lines.extend(c.pairs());
+        }
+        let mut text = pairs(&lines);
         if !self.interfaces.is_empty() {
             let mut t = Table::new(&["INTERFACE", "MODE"]);
             for i in &self.interfaces {

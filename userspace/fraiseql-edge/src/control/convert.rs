@@ -44,6 +44,30 @@ pub fn status(s: &Status) -> pb::Status {
         config_loaded_unix: s.config_loaded_unix,
         reloads: s.reloads,
         subgraphs: u32::try_from(s.subgraphs).unwrap_or(u32::MAX),
+        cluster: s.cluster.as_ref().map(cluster),
+    }
+}
+
+fn cluster(c: &crate::live::ClusterStatus) -> pb::ClusterStatus {
+    let blocks = c.blocks.unwrap_or_default();
+    pb::ClusterStatus {
+        node: c.node.clone(),
+        redis_reachable: c.redis_reachable,
+        failure_mode: match c.failure_mode {
+            crate::cluster::FailureMode::Open => "open",
+            crate::cluster::FailureMode::Closed => "closed",
+        }
+        .to_string(),
+        global_limits: c.global_limits,
+        global_checks_allowed: c.checks[0],
+        global_checks_limited: c.checks[1],
+        global_checks_unavailable: c.checks[2],
+        blocks_shared: c.blocks.is_some(),
+        block_sync_up: blocks.synced,
+        blocks_published: blocks.published,
+        blocks_received: blocks.received,
+        blocks_pending: blocks.pending,
+        block_resyncs: blocks.resyncs,
     }
 }
 

@@ -159,13 +159,7 @@ impl SagasConfig {
 
     /// This node's name: `node`, or the host name.
     pub fn node_name(&self) -> String {
-        self.node.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "localhost".to_string())
-        })
+        self.node.clone().unwrap_or_else(crate::config::host_name)
     }
 
     /// How long a lease lasts without a heartbeat.
