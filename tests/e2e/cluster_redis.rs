@@ -119,6 +119,50 @@ fn an_unusable_url_is_a_clear_error_and_a_dead_one_is_not() {
     assert!(!limiter.is_up());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_shares_the_limit_and_an_untrusted_certificate_is_a_fallback() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let tls = ClusterConfig {
+        redis_url: redis.tls_url(),
+        tls_ca_file: Some(redis.ca_file()),
+        ..config(&redis)
+    };
+    let (a, b) = (
+        GlobalLimiter::new(&tls).unwrap(),
+        GlobalLimiter::new(&tls).unwrap(),
+    );
+    let mut passed = 0;
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        if admitted(node, "identity:tls")
+            .await
+            .expect("Redis answers over TLS")
+        {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 10, "burst 10 across both nodes, over TLS");
+    // The same server, a CA that did not sign its certificate: the
+    // handshake fails, so Redis is unavailable (never an error or a hang).
+    let untrusted = GlobalLimiter::new(&ClusterConfig {
+        tls_ca_file: Some(redis.other_ca_file()),
+        ..tls.clone()
+    })
+    .unwrap();
+    assert_eq!(admitted(&untrusted, "identity:tls2").await, None);
+    assert!(!untrusted.is_up());
+    // A CA file that is not there is a clear error at start.
+    let err = GlobalLimiter::new(&ClusterConfig {
+        tls_ca_file: Some("/nonexistent/ca.pem".into()),
+        ..tls
+    })
+    .err()
+    .expect("a missing CA file is refused");
+    assert!(err.to_string().contains("cluster.tls_ca_file"), "{err}");
+}
+
 mod daemons {
     //! Two real daemons sharing one limit through the Redis.
 
@@ -224,5 +268,105 @@ mod daemons {
         let (a, b) = (node(&users, &redis, false), node(&users, &redis, false));
         let statuses = spread(&[&a, &b], "127.0.0.5", 30);
         assert_eq!(count(&statuses, 200), 20, "{statuses:?}");
+    }
+
+    /// A degraded node (no bpffs: the user-space limiter enforces) in
+    /// cluster mode, with a per-identity limit that escalates quickly.
+    fn degraded_node(users: &DemoSubgraph, redis: &Redis, pins: &std::path::Path) -> Edge {
+        let kernel = format!(
+            "interfaces = [\"lo\"]\nprotected_ports = [8080]\npin_path = {:?}\nrate = 0\nmax_conns = 0\n",
+            pins.join("pins")
+        );
+        let setup = ProxySetup::one(
+            SubgraphSpec::new("users", [users])
+                .table("health", "interval_ms = 60000, timeout_ms = 5000"),
+        )
+        .rate_limit(
+            "requests_per_minute = 60\nburst = 2\nescalation = { threshold = 5, window_secs = 60, block_secs = 120 }",
+        )
+        .section(&format!(
+            "[cluster]\nredis_url = {:?}\ntimeout_ms = 2000\nbreaker_open_ms = 300",
+            redis.url()
+        ));
+        let edge = Edge::start_toml(&setup.to_toml_with_kernel(&kernel));
+        assert!(
+            edge.daemon.log().contains("eBPF UNAVAILABLE"),
+            "the node should run degraded"
+        );
+        edge
+    }
+
+    #[test]
+    fn an_escalation_block_on_one_degraded_node_is_enforced_by_the_other() {
+        let _serial = crate::proxy_e2e::serial();
+        let Some(redis) = Redis::start() else {
+            return;
+        };
+        let users = DemoSubgraph::start("users");
+        let pins = tempfile::tempdir().expect("temp dir");
+        let a = degraded_node(&users, &redis, &pins.path().join("a"));
+        let b = degraded_node(&users, &redis, &pins.path().join("b"));
+        let metrics = |e: &Edge| {
+            fraiseql_edge_tests::graphql::Client::default()
+                .metrics(&format!("http://{}/metrics", e.admin))
+        };
+        for e in [&a, &b] {
+            assert!(
+                fraiseql_edge_tests::wait::eventually(Duration::from_secs(10), || metrics(e)
+                    .sum("fraiseql_edge_cluster_block_sync_up", &[])
+                    == 1.0),
+                "the node did not load the shared blocks:\n{}",
+                e.daemon.log()
+            );
+        }
+        let abuser: IpAddr = "127.0.0.9".parse().unwrap();
+        // B serves the client before anything happens.
+        let mut on_b = LoopbackClient::connect(abuser, b.graphql, Duration::from_secs(10)).unwrap();
+        assert_eq!(on_b.query("/users/graphql", QUERY).unwrap().status, 200);
+        drop(on_b);
+
+        // Five refusals on A escalate to a block there…
+        let mut on_a = LoopbackClient::connect(abuser, a.graphql, Duration::from_secs(10)).unwrap();
+        let statuses: Vec<u16> = (0..7)
+            .map(|_| {
+                on_a.query("/users/graphql", QUERY)
+                    .expect("an answer")
+                    .status
+            })
+            .collect();
+        assert_eq!(statuses, [200, 200, 429, 429, 429, 429, 429]);
+        // …and B's user-space limiter refuses the client's connections.
+        let refused_on_b = fraiseql_edge_tests::wait::eventually(Duration::from_secs(1), || {
+            LoopbackClient::connect(abuser, b.graphql, Duration::from_secs(2))
+                .and_then(|mut c| c.query("/users/graphql", QUERY))
+                .is_err()
+        });
+        assert!(
+            refused_on_b,
+            "B still serves the client A blocked; B's log:\n{}",
+            b.daemon.log()
+        );
+        let listed = b.control().blocks().expect("ListBlocks on B");
+        assert!(
+            listed.iter().any(|e| e.address == "127.0.0.9"
+                && e.expires_in_seconds.is_some_and(|s| s > 100 && s <= 120)),
+            "B lists the block with what is left of A's 120 s: {listed:?}"
+        );
+        assert!(b.daemon.log().contains("client blocked by another node"));
+        // Another client is still served by B.
+        let mut other = LoopbackClient::connect(
+            "127.0.0.10".parse().unwrap(),
+            b.graphql,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(other.query("/users/graphql", QUERY).unwrap().status, 200);
+        assert_eq!(
+            metrics(&a).sum(
+                "fraiseql_edge_cluster_blocks_total",
+                &[("direction", "published"), ("op", "block")]
+            ),
+            1.0
+        );
     }
 }

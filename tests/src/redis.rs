@@ -19,6 +19,8 @@ pub struct Redis {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The TLS port, when started with [`Redis::start_tls`].
+    tls_port: Option<u16>,
 }
 
 impl Redis {
@@ -38,9 +40,86 @@ impl Redis {
             addr: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             bin,
+            tls_port: None,
         };
         redis.restart();
         Some(redis)
+    }
+
+    /// As [`Redis::start`], also listening with TLS on a port of its own
+    /// ([`Redis::tls_url`]), with a certificate for 127.0.0.1 from a CA
+    /// made for it ([`Redis::ca_file`]); [`Redis::other_ca_file`] is a CA
+    /// that did not sign it. The certificates come from `openssl`.
+    pub fn start_tls() -> Option<Self> {
+        let mut redis = Self::start()?;
+        redis.kill();
+        let dir = redis.dir.path();
+        make_ca(dir, "ca");
+        make_ca(dir, "other-ca");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("writing server.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        redis.tls_port = Some(free_port().port());
+        redis.restart();
+        Some(redis)
+    }
+
+    /// `rediss://127.0.0.1:PORT` (only after [`Redis::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("started with start_tls")
+        )
+    }
+
+    /// The CA that signed the server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA that did not.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
     }
 
     /// The server's address.
@@ -75,6 +154,7 @@ impl Redis {
             .args(["--bind", "127.0.0.1"])
             .args(["--port", &self.addr.port().to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(self.tls_args())
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -96,6 +176,25 @@ impl Redis {
         );
     }
 
+    fn tls_args(&self) -> Vec<String> {
+        let Some(port) = self.tls_port else {
+            return Vec::new();
+        };
+        let file = |name: &str| self.dir.path().join(name).display().to_string();
+        vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    }
+
     /// Sends one command (RESP, bulk strings) and returns the first line of
     /// the reply (`+PONG`, `:1`, `$5`, `-ERR …`).
     pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
@@ -111,6 +210,50 @@ impl Redis {
         BufReader::new(stream).read_line(&mut line)?;
         Ok(line.trim_end().to_string())
     }
+}
+
+/// A self-signed CA, `<name>.pem` and `<name>.key` in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=fraiseql-edge test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// Runs `openssl` in `dir`; panics with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Redis {

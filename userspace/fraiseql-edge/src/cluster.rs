@@ -46,8 +46,11 @@ pub enum FailureMode {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub redis_url: String,
+    /// With `rediss://`: the PEM file of the CA that signed Redis's
+    /// certificate (default: the system's trusted roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// This node's name in logs and shared records (default: the host name).
     pub node: Option<String>,
     /// Prepended to every key, so several deployments can share a Redis.
@@ -71,6 +74,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            tls_ca_file: None,
             node: None,
             key_prefix: "fraiseql-edge:".to_string(),
             // A global check sits on the request path: a Redis slower than
@@ -96,6 +100,12 @@ impl ClusterConfig {
         let bad = |key: &str, reason: String| Err((format!("{at}.{key}"), reason));
         if let Err(why) = check_url(&self.redis_url) {
             return bad("redis_url", why);
+        }
+        if self.tls_ca_file.is_some() && !self.redis_url.starts_with("rediss://") {
+            return bad(
+                "tls_ca_file",
+                "is for TLS: the URL must start with rediss://".into(),
+            );
         }
         if !(1..=10_000).contains(&self.timeout_ms) {
             return bad("timeout_ms", "must be between 1 and 10000".into());
@@ -124,18 +134,50 @@ fn check_url(url: &str) -> Result<(), String> {
     if url.is_empty() {
         return Err("is required (redis://host:port)".into());
     }
-    if url.starts_with("rediss://") {
-        return Err("TLS (rediss://) is not supported yet; use redis://".into());
-    }
-    if !url.starts_with("redis://") {
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
         return Err(format!(
-            "must start with redis:// (got {:?})",
+            "must start with redis:// or rediss:// (got {:?})",
             url.split("://").next().unwrap_or_default()
         ));
     }
     redis::Client::open(url)
         .map(drop)
         .map_err(|e| format!("is not a usable Redis URL: {}", kind(&e)))
+}
+
+/// The client for `cfg` (validated first): with `rediss://`, TLS through
+/// rustls, trusting `tls_ca_file` or the system's roots. (rustls's crypto
+/// provider is the one its features enable: ring, see Cargo.toml.)
+pub(crate) fn client(cfg: &ClusterConfig) -> Result<redis::Client, ClusterError> {
+    cfg.validate("cluster")
+        .map_err(|(key, reason)| ClusterError { key, reason })?;
+    let url = cfg.redis_url.as_str();
+    let built = match &cfg.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| ClusterError {
+                key: "cluster.tls_ca_file".into(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            if !pem.starts_with(b"-----BEGIN") {
+                return Err(ClusterError {
+                    key: "cluster.tls_ca_file".into(),
+                    reason: format!("{} is not a PEM file", path.display()),
+                });
+            }
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        None => redis::Client::open(url),
+    };
+    built.map_err(|e| ClusterError {
+        key: "cluster.redis_url".into(),
+        reason: kind(&e),
+    })
 }
 
 /// An error's kind without its detail, which may quote the URL.
@@ -317,12 +359,7 @@ impl GlobalLimiter {
     /// A limiter for `cfg` (validated first). Connects lazily: a Redis that
     /// is down at start is a fallback, not a failure to start.
     pub fn new(cfg: &ClusterConfig) -> Result<Self, ClusterError> {
-        cfg.validate("cluster")
-            .map_err(|(key, reason)| ClusterError { key, reason })?;
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|e| ClusterError {
-            key: "cluster.redis_url".into(),
-            reason: kind(&e),
-        })?;
+        let client = client(cfg)?;
         Ok(Self {
             client,
             conn: Mutex::new(None),
@@ -497,6 +534,12 @@ mod tests {
             ..ClusterConfig::default()
         };
         assert_eq!(base.validate("cluster"), Ok(()));
+        let tls = ClusterConfig {
+            redis_url: "rediss://default:hunter2@cache:6380/0".into(),
+            tls_ca_file: Some("/etc/ssl/redis-ca.pem".into()),
+            ..base.clone()
+        };
+        assert_eq!(tls.validate("cluster"), Ok(()));
         for (cfg, key, words) in [
             (
                 ClusterConfig {
@@ -516,11 +559,11 @@ mod tests {
             ),
             (
                 ClusterConfig {
-                    redis_url: "rediss://cache:6379".into(),
+                    tls_ca_file: Some("/etc/ssl/redis-ca.pem".into()),
                     ..base.clone()
                 },
-                "cluster.redis_url",
-                "TLS",
+                "cluster.tls_ca_file",
+                "rediss://",
             ),
             (
                 ClusterConfig {
@@ -537,6 +580,14 @@ mod tests {
                 },
                 "cluster.breaker_failures",
                 "at least 1",
+            ),
+            (
+                ClusterConfig {
+                    resync_secs: 0,
+                    ..base.clone()
+                },
+                "cluster.resync_secs",
+                "between 1 and 3600",
             ),
         ] {
             let (k, why) = cfg.validate("cluster").unwrap_err();

@@ -36,7 +36,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 
-use super::{ClusterConfig, ClusterError, kind};
+use super::{ClusterConfig, ClusterError};
 use crate::{
     blocklist::{BlockList, MAX_TTL_SECS},
     events::EventBus,
@@ -209,12 +209,7 @@ impl SharedBlocks {
         events: EventBus,
         metrics: Option<BlockSyncMetrics>,
     ) -> Result<Arc<Self>, ClusterError> {
-        cfg.validate("cluster")
-            .map_err(|(key, reason)| ClusterError { key, reason })?;
-        let client = redis::Client::open(cfg.redis_url.as_str()).map_err(|e| ClusterError {
-            key: "cluster.redis_url".into(),
-            reason: kind(&e),
-        })?;
+        let client = super::client(cfg)?;
         let nonce = random_id().map_err(|e| ClusterError {
             key: "cluster".into(),
             reason: format!("no randomness for the node's origin id: {e}"),

@@ -61,6 +61,7 @@ fn every_family() -> (Vec<MetricFamily>, Vec<String>) {
         .with_label_values(&["users"])
         .observe(0.01);
     crate::cluster::ClusterMetrics::new(&registry).expect("cluster metrics");
+    crate::cluster::blocks::BlockSyncMetrics::new(&registry).expect("block sync metrics");
     let jwks = JwksMetrics::new().expect("jwks metrics");
     jwks.set("http://127.0.0.1:8080/jwks.json", 1.0, 0);
     let (kernel, kernel_names) = crate::kernel::collector::catalogue_families();
