@@ -63,18 +63,31 @@ fn venv_dir() -> Result<PathBuf> {
     Ok(paths::toolchain_dir()?.join("k8s-venv"))
 }
 
-/// Marks a finished install: holds [`PYTHON_PACKAGES`], one a line.
+/// Marks a finished install: holds [`PYTHON_PACKAGES`], one a line, and
+/// the venv's path.
 fn venv_stamp(venv: &Path) -> PathBuf {
     venv.join("fraiseql-edge-packages.txt")
+}
+
+/// What the stamp of a finished install in `venv` holds. The venv's
+/// scripts name its own path (their `#!` line): a copied or moved one does
+/// not run, so the stamp holds the path too.
+fn stamp_text(venv: &Path) -> String {
+    format!("{}\nvenv: {}", PYTHON_PACKAGES.join("\n"), venv.display())
+}
+
+/// Whether `venv` holds the pinned packages, installed where it is.
+fn installed(venv: &Path) -> bool {
+    fs::read_to_string(venv_stamp(venv)).is_ok_and(|s| s == stamp_text(venv))
 }
 
 /// Installs kubernetes-validate and jsonschema at their pinned versions into
 /// `target/toolchain/k8s-venv` (a no-op when they are there).
 pub fn ensure_tools(report: Report) -> Result<()> {
     let venv = venv_dir()?;
-    let wanted = PYTHON_PACKAGES.join("\n");
+    let wanted = stamp_text(&venv);
     let what = format!("kubernetes-validate in {}", venv.display());
-    if fs::read_to_string(venv_stamp(&venv)).is_ok_and(|s| s == wanted) {
+    if installed(&venv) {
         report.ok(&what);
         return Ok(());
     }
@@ -119,7 +132,7 @@ pub fn check() -> Result<()> {
         failures.push(format!("{e:#}"));
     }
     let venv = venv_dir()?;
-    if !venv_stamp(&venv).exists() {
+    if !installed(&venv) {
         bail!(
             "kubernetes-validate is not installed in {} (run `cargo xtask setup`)",
             venv.display()
