@@ -33,6 +33,7 @@ use fraiseql_edge_tests::{
     clients::Flood,
     kernel_tests_enabled,
     prometheus::Prometheus,
+    redis::Redis,
     subgraphs::{DemoSubgraph, SubgraphSpec},
     wait::eventually,
 };
@@ -51,7 +52,7 @@ const ENTITIES: &str = "query($representations: [_Any!]!) { _entities(representa
 const UDP_PORT: u16 = 18661;
 /// The alerts whose expressions must be false before the faults and true
 /// during them.
-const FAULT_ALERTS: [&str; 7] = [
+const FAULT_ALERTS: [&str; 8] = [
     "FraiseqlEdgeCircuitBreakerOpen",
     "FraiseqlEdgeHighErrorRate",
     "FraiseqlEdgeAuthFailureSurge",
@@ -59,6 +60,7 @@ const FAULT_ALERTS: [&str; 7] = [
     "FraiseqlEdgeUpstreamPoolExhausted",
     "FraiseqlEdgeSagaCompensationFailing",
     "FraiseqlEdgeSagaCompensationRateHigh",
+    "FraiseqlEdgeClusterBlockSyncDown",
 ];
 /// Short retry gaps and few compensation retries: a rollback that cannot
 /// succeed is parked within a second.
@@ -232,6 +234,15 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
     slow.faults(&json!({ "latency_ms": 1500 }));
     let ledger = DemoSubgraph::start("ledger");
     ledger.faults(&json!({ "fail_field": "release", "fail_times": 1_000_000, "fail_status": 500 }));
+    // Cluster mode: the node shares its blocks through a Redis that the
+    // faults kill.
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let cluster = format!(
+        "[cluster]\nredis_url = {:?}\ntimeout_ms = 2000\nbreaker_open_ms = 300",
+        redis.url()
+    );
     let saga_dir = tempfile::tempdir().expect("temp dir");
     let sagas = format!(
         "[sagas]\npath = {:?}\n{SAGAS}",
@@ -247,7 +258,7 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
                 .table("pool", "min_idle = 0, max = 2, acquire_timeout_ms = 1000"),
             SubgraphSpec::new("ledger", [&ledger]).table("health", QUIET_HEALTH),
         ],
-        &["[slow_queries]\nthreshold_ms = 200", &sagas],
+        &["[slow_queries]\nthreshold_ms = 200", &sagas, &cluster],
     );
     let (edge, broken, key, ns) = (&bed.edge, &bed.broken, &bed.key, &bed.ns);
     let (flooder, udp_dst) = (bed.flooder, bed.udp_dst);
@@ -345,6 +356,7 @@ fn ops_live_dashboards_return_data_and_alerts_fire_on_faults() {
 
     // The faults.
     let mut faults = Load::new();
+    redis.kill();
     broken.faults(&json!({ "error_rate": 1.0, "error_status": 503 }));
     {
         let (url, token) = (broken_url.clone(), token.clone());

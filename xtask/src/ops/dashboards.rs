@@ -632,7 +632,7 @@ fn security() -> Dashboard {
     Dashboard {
         name: "security",
         title: "fraiseql-edge / Security",
-        description: "Who was turned away and why: authentication, rate limits and escalations, blocks, validation and authorization refusals, JWKS freshness.",
+        description: "Who was turned away and why: authentication, rate limits and escalations, blocks, cluster mode (limits and blocks shared through Redis), validation and authorization refusals, JWKS freshness.",
         rows: vec![
             Row {
                 title: "Authentication",
@@ -719,6 +719,60 @@ fn security() -> Dashboard {
                             "sum by (verdict) (rate(fraiseql_edge_kernel_packets_total{$S, verdict=~\"dropped_block|dropped_deny\"}[$__rate_interval]))",
                             "{{verdict}}",
                         )],
+                    ),
+                ],
+            },
+            Row {
+                title: "Cluster mode",
+                panels: vec![
+                    panel(
+                        "Redis reachable",
+                        "Per node: 1 while its global checks reach Redis and while it is subscribed to the shared blocks and has loaded them; 0 while it falls back (local limits, blocks on this node only).",
+                        "short",
+                        &[
+                            (
+                                "min by (instance) (fraiseql_edge_cluster_redis_up{$S})",
+                                "{{instance}} global checks",
+                            ),
+                            (
+                                "min by (instance) (fraiseql_edge_cluster_block_sync_up{$S})",
+                                "{{instance}} shared blocks",
+                            ),
+                        ],
+                    )
+                    .stat(),
+                    panel(
+                        "Global limit checks",
+                        "Checks per second of the limits marked global, by outcome; `unavailable` ones fell back to the failure mode (the ClusterGlobalChecksUnavailable alert fires above 5 %).",
+                        "reqps",
+                        &[(
+                            "sum by (result) (rate(fraiseql_edge_cluster_checks_total{$S}[$__rate_interval]))",
+                            "{{result}}",
+                        )],
+                    ),
+                    panel(
+                        "Shared block changes",
+                        "Blocks and unblocks per interval written to Redis by these nodes (published) and applied from other nodes (received).",
+                        "short",
+                        &[(
+                            "sum by (direction, op) (increase(fraiseql_edge_cluster_blocks_total{$S}[$__rate_interval]))",
+                            "{{direction}} {{op}}",
+                        )],
+                    ),
+                    panel(
+                        "Block changes waiting for Redis",
+                        "Block changes made while Redis was unreachable, not written yet (they hold on their own node), and loads of the whole shared set.",
+                        "short",
+                        &[
+                            (
+                                "max by (instance) (fraiseql_edge_cluster_block_pending{$S})",
+                                "{{instance}} pending",
+                            ),
+                            (
+                                "sum by (instance) (increase(fraiseql_edge_cluster_block_resyncs_total{$S}[$__rate_interval]))",
+                                "{{instance}} resyncs",
+                            ),
+                        ],
                     ),
                 ],
             },
