@@ -368,5 +368,19 @@ mod daemons {
             ),
             1.0
         );
+        // GetStatus (edgectl status) tells the same story.
+        let (sa, sb) = (
+            a.control().status().unwrap().cluster.expect("cluster mode"),
+            b.control().status().unwrap().cluster.expect("cluster mode"),
+        );
+        assert!(
+            sa.redis_reachable && sa.blocks_shared && sa.block_sync_up,
+            "{sa:?}"
+        );
+        assert_eq!((sa.blocks_published, sb.blocks_received), (1, 1));
+        assert_eq!((sb.blocks_published, sb.blocks_pending), (0, 0));
+        assert!(!sa.global_limits);
+        assert_eq!(sa.failure_mode, "open");
+        assert!(sb.block_resyncs >= 1, "{sb:?}");
     }
 }

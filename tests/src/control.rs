@@ -164,6 +164,13 @@ impl Control {
         .map(|r| r.into_inner().removed)
     }
 
+    /// `GetStatus` with the read-only token.
+    pub fn status(&self) -> Result<pb::Status, Status> {
+        let mut c = self.reader();
+        self.run(c.get_status(pb::GetStatusRequest {}))
+            .map(tonic::Response::into_inner)
+    }
+
     /// `ListBlocks` with the read-only token.
     pub fn blocks(&self) -> Result<Vec<pb::BlockEntry>, Status> {
         let mut c = self.reader();
