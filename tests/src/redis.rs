@@ -56,15 +56,9 @@ impl Redis {
         let dir = redis.dir.path();
         make_ca(dir, "ca");
         make_ca(dir, "other-ca");
-        openssl(
+        new_key_and_request(
             dir,
             &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
                 "-keyout",
                 "server.key",
                 "-out",
@@ -215,16 +209,10 @@ impl Redis {
 /// A self-signed CA, `<name>.pem` and `<name>.key` in `dir`.
 fn make_ca(dir: &std::path::Path, name: &str) {
     let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
-    openssl(
+    new_key_and_request(
         dir,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-keyout",
             &key,
             "-out",
@@ -239,6 +227,20 @@ fn make_ca(dir: &std::path::Path, name: &str) {
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
+}
+
+/// `openssl req` with a new P-256 key (unencrypted) and `args`.
+fn new_key_and_request(dir: &std::path::Path, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
 }
 
 /// Runs `openssl` in `dir`; panics with its output if it fails.
