@@ -77,9 +77,9 @@ fn render(rows: &[(String, u32, Option<f64>)], local_ns: f64) -> String {
     out
 }
 
-/// ns below 10 µs, µs above.
+/// ns below 1 µs, µs above.
 fn duration(ns: f64) -> String {
-    if ns < 10_000.0 {
+    if ns < 1_000.0 {
         format!("{ns:.0} ns")
     } else {
         format!("{:.1} µs", ns / 1e3)
@@ -95,11 +95,13 @@ mod tests {
         let rows = [
             ("local".to_owned(), 1, Some(100.0)),
             ("global".to_owned(), 1, Some(50_000.0)),
+            ("global".to_owned(), 16, Some(7_080.0)),
             ("global".to_owned(), 64, None),
         ];
         let t = render(&rows, 100.0);
         assert!(t.contains("| local | 1 | 100 ns | 10000000 | 1 |"), "{t}");
         assert!(t.contains("| global | 1 | 50.0 µs | 20000 | 500 |"), "{t}");
+        assert!(t.contains("| global | 16 | 7.1 µs | 141243 | 71 |"), "{t}");
         assert!(t.contains("| global | 64 | skipped"), "{t}");
     }
 }
