@@ -1,5 +1,6 @@
-//! `cargo xtask bench kernel|proxy|security|monitoring|sagas`.
+//! `cargo xtask bench kernel|proxy|security|monitoring|sagas|cluster`.
 
+mod cluster;
 mod monitoring;
 mod proxy;
 mod runs;
@@ -45,4 +46,11 @@ pub fn security(args: &[String]) -> Result<()> {
 /// `--postgres`, PostgreSQL logs) against the same two bare (see [`sagas`]).
 pub fn sagas(args: &[String]) -> Result<()> {
     sagas::run(args)
+}
+
+/// Runs the cluster-mode benchmark: one local against one global limit
+/// check, the edge under load without `[cluster]`, with it and with global
+/// limits, and over-admission across two nodes (see [`cluster`]).
+pub fn cluster(args: &[String]) -> Result<()> {
+    cluster::run(args)
 }

@@ -121,6 +121,11 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Cluster mode: local vs global limit checks, the edge under load with and without global limits, over-admission across two nodes (options: `-- --help`).
+    Cluster {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -155,6 +160,9 @@ fn main() -> ExitCode {
         Task::Bench {
             which: Bench::Sagas { args },
         } => bench::sagas(&args),
+        Task::Bench {
+            which: Bench::Cluster { args },
+        } => bench::cluster(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
