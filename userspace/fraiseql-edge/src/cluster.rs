@@ -270,7 +270,9 @@ struct Gcra {
 
 impl Gcra {
     fn new(requests_per_minute: u32, burst: u32) -> Self {
-        let interval = 60_000_000 / u64::from(requests_per_minute.max(1));
+        // At least 1 µs: a faster rate (over 60,000,000 a minute) is held
+        // to one a µs, never to an interval of 0.
+        let interval = (60_000_000 / u64::from(requests_per_minute.max(1))).max(1);
         let burst = burst.max(1);
         Self {
             interval,
@@ -525,6 +527,21 @@ mod tests {
         let remote = gcra.decision(false, 3_000_000, 3_000_000, 1);
         assert_eq!(remote, local.check(&key, epoch));
         assert_eq!(remote.retry_after_secs, 1);
+    }
+
+    #[test]
+    fn a_rate_above_one_a_microsecond_is_one_a_microsecond_not_a_panic() {
+        // 60,000,000 a minute is one a µs, the script's unit; above that the
+        // interval would be 0 (a division by zero in the decision).
+        for rpm in [60_000_000, 60_000_001, u32::MAX] {
+            let g = Gcra::new(rpm, 5);
+            assert_eq!(g.interval, 1, "{rpm}");
+            let d = g.decision(true, 1, 0, 1);
+            assert!(d.allowed);
+            assert_eq!(d.limit, 5);
+            let refused = g.decision(false, 5, 5, 1);
+            assert_eq!(refused.retry_after_secs, 1);
+        }
     }
 
     #[test]
