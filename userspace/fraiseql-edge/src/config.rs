@@ -256,6 +256,17 @@ impl Config {
                 "needs [cluster]: a global limit is kept in Redis",
             ));
         }
+        if self.cluster.is_none()
+            && let Some(i) = self
+                .subgraphs
+                .iter()
+                .position(|sg| sg.rate_limit.is_some_and(|r| r.global == Some(true)))
+        {
+            return Err(ConfigError::invalid(
+                format!("subgraphs[{i}].rate_limit.global"),
+                "needs [cluster]: a global limit is kept in Redis",
+            ));
+        }
         if matches!(self.runtime.worker_threads, Some(0 | 1025..)) {
             return Err(ConfigError::invalid(
                 "runtime.worker_threads",

@@ -472,11 +472,14 @@ impl Live {
                     let base = sg.rate_limit.unwrap_or(RateLimitOverride {
                         requests_per_minute: global.requests_per_minute,
                         burst: global.burst,
+                        global: None,
                     });
                     let own = RateLimitOverride {
                         requests_per_minute: requests_per_minute
                             .unwrap_or(base.requests_per_minute),
                         burst: burst.unwrap_or(base.burst),
+                        // Whether it is held across nodes stays as configured.
+                        global: base.global,
                     };
                     sg.rate_limit = Some(own);
                     format!(

@@ -87,6 +87,10 @@ pub struct RateLimitOverride {
     pub requests_per_minute: u32,
     /// Requests an idle identity may send at once.
     pub burst: u32,
+    /// Whether this limit holds across every node (`None`: as
+    /// `[rate_limit] global` says).
+    #[serde(default)]
+    pub global: Option<bool>,
 }
 
 impl RateLimitOverride {
@@ -335,18 +339,22 @@ impl RateLimits {
     /// limit's scope in Redis, its rate and burst; `None` when the limit is
     /// off or not global.
     pub fn global_params(&self, subgraph: Option<&str>) -> Option<(String, u32, u32)> {
-        if !self.global_cfg.global {
-            return None;
-        }
-        let (scope, rpm, burst) = match subgraph.and_then(|s| self.own.get(s).map(|o| (s, o))) {
-            Some((name, (own, _))) => (name.to_string(), own.requests_per_minute, own.burst),
-            None => (
-                "default".to_string(),
-                self.global_cfg.requests_per_minute,
-                self.global_cfg.burst,
-            ),
-        };
-        (rpm > 0).then_some((scope, rpm, burst))
+        let (scope, rpm, burst, global) =
+            match subgraph.and_then(|s| self.own.get(s).map(|o| (s, o))) {
+                Some((name, (own, _))) => (
+                    name,
+                    own.requests_per_minute,
+                    own.burst,
+                    own.global.unwrap_or(self.global_cfg.global),
+                ),
+                None => (
+                    "default",
+                    self.global_cfg.requests_per_minute,
+                    self.global_cfg.burst,
+                    self.global_cfg.global,
+                ),
+            };
+        (global && rpm > 0).then(|| (scope.to_string(), rpm, burst))
     }
 
     /// The global limiter (`None`: the global limit is off).

@@ -445,4 +445,17 @@ fn cluster_section_is_optional_checked_and_needed_by_global_limits() {
     let (key, reason) = err(&format!("{CLUSTER_BASE}[rate_limit]\nglobal = true\n"));
     assert_eq!(key, "rate_limit.global");
     assert!(reason.contains("[cluster]"), "{reason}");
+    // So does one subgraph's limit marked global.
+    let (key, reason) = err(&format!(
+        "{CLUSTER_BASE}[subgraphs.rate_limit]\nrequests_per_minute = 60\nburst = 5\nglobal = true\n"
+    ));
+    assert_eq!(key, "subgraphs[0].rate_limit.global");
+    assert!(reason.contains("[cluster]"), "{reason}");
+    let c = Config::from_toml(&format!(
+        "{CLUSTER_BASE}[subgraphs.rate_limit]\nrequests_per_minute = 60\nburst = 5\nglobal = true\n\
+         [cluster]\nredis_url = \"rediss://cache:6380\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.subgraphs[0].rate_limit.unwrap().global, Some(true));
+    assert!(!c.rate_limit.global);
 }

@@ -194,6 +194,7 @@ fn rate_limits_keep_an_unchanged_limiter_and_its_state() {
     let own = RateLimitOverride {
         requests_per_minute: 60,
         burst: 1,
+        global: None,
     };
     let set = RateLimits::new(&cfg(60, 1), [("users", None), ("orders", Some(own))], t0);
     let a = subject("a");
@@ -221,10 +222,58 @@ fn rate_limits_keep_an_unchanged_limiter_and_its_state() {
                 Some(RateLimitOverride {
                     requests_per_minute: 0,
                     burst: 1,
+                    global: None,
                 }),
             ),
         ],
     );
     assert!(off.for_subgraph("orders").is_none());
     assert!(off.for_subgraph("users").is_some());
+}
+
+#[test]
+fn each_limit_is_global_as_configured_and_subgraphs_inherit_the_switch() {
+    let t0 = Instant::now();
+    let own = |rpm, global| RateLimitOverride {
+        requests_per_minute: rpm,
+        burst: 5,
+        global,
+    };
+    let mut base = cfg(60, 10);
+    base.global = true;
+    let set = RateLimits::new(
+        &base,
+        [
+            ("users", None),
+            ("orders", Some(own(120, None))),
+            ("search", Some(own(600, Some(false)))),
+            ("billing", Some(own(0, Some(true)))),
+        ],
+        t0,
+    );
+    // The default limit and a subgraph that inherits the switch: global.
+    assert_eq!(
+        set.global_params(Some("users")),
+        Some(("default".into(), 60, 10))
+    );
+    assert_eq!(set.global_params(None), Some(("default".into(), 60, 10)));
+    assert_eq!(
+        set.global_params(Some("orders")),
+        Some(("orders".into(), 120, 5))
+    );
+    // Marked local, or off: no global check.
+    assert_eq!(set.global_params(Some("search")), None);
+    assert_eq!(set.global_params(Some("billing")), None);
+    // The other way round: only one subgraph's limit is global.
+    base.global = false;
+    let set = RateLimits::new(
+        &base,
+        [("users", None), ("payments", Some(own(30, Some(true))))],
+        t0,
+    );
+    assert_eq!(set.global_params(Some("users")), None);
+    assert_eq!(
+        set.global_params(Some("payments")),
+        Some(("payments".into(), 30, 5))
+    );
 }
