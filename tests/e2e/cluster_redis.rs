@@ -285,7 +285,7 @@ mod daemons {
             "requests_per_minute = 60\nburst = 2\nescalation = { threshold = 5, window_secs = 60, block_secs = 120 }",
         )
         .section(&format!(
-            "[cluster]\nredis_url = {:?}\ntimeout_ms = 2000\nbreaker_open_ms = 300",
+            "[cluster]\nredis_url = {:?}\ntimeout_ms = 2000\nbreaker_open_ms = 300\nresync_secs = 1",
             redis.url()
         ));
         let edge = Edge::start_toml(&setup.to_toml_with_kernel(&kernel));
@@ -316,6 +316,30 @@ mod daemons {
                     .sum("fraiseql_edge_cluster_block_sync_up", &[])
                     == 1.0),
                 "the node did not load the shared blocks:\n{}",
+                e.daemon.log()
+            );
+        }
+        // Garbage on the channel and in the set is logged and ignored.
+        let garbage: [&[&str]; 2] = [
+            &["PUBLISH", "fraiseql-edge:blocks", "{not json"],
+            &["ZADD", "fraiseql-edge:blocks", "+inf", "not-an-address"],
+        ];
+        for garbage in garbage {
+            assert!(
+                redis.command(garbage).is_ok_and(|r| r.starts_with(':')),
+                "{garbage:?}"
+            );
+        }
+        for (e, needle) in [
+            (&a, "an unreadable message on the block channel"),
+            (&b, "not a client address in the shared blocks"),
+        ] {
+            assert!(
+                fraiseql_edge_tests::wait::eventually(Duration::from_secs(5), || e
+                    .daemon
+                    .log()
+                    .contains(needle)),
+                "{needle:?} not logged:\n{}",
                 e.daemon.log()
             );
         }
