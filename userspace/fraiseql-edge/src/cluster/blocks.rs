@@ -66,6 +66,9 @@ impl Op {
 /// One of this node's changes, waiting to be written.
 #[derive(Clone, Debug)]
 struct Change {
+    /// Its place in line (a change dropped from a full queue is not
+    /// mistaken for the one being written).
+    seq: u64,
     op: Op,
     client: IpAddr,
     /// When the block ends (`None`: no expiry; unused for an unblock).
@@ -184,6 +187,7 @@ pub struct SharedBlocks {
     published: AtomicU64,
     received: AtomicU64,
     resyncs: AtomicU64,
+    next_seq: AtomicU64,
     metrics: Option<BlockSyncMetrics>,
 }
 
@@ -235,6 +239,7 @@ impl SharedBlocks {
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            next_seq: AtomicU64::new(0),
             metrics,
         }))
     }
@@ -244,6 +249,7 @@ impl SharedBlocks {
     pub fn blocked(&self, client: IpAddr, ttl_secs: Option<u64>, by: &str, reason: &str) {
         let expires = ttl_secs.map(|t| Instant::now() + Duration::from_secs(t));
         self.queue(Change {
+            seq: 0,
             op: Op::Block,
             client,
             expires,
@@ -255,6 +261,7 @@ impl SharedBlocks {
     /// This node lifted the block of `client`: tell the others.
     pub fn unblocked(&self, client: IpAddr, by: &str) {
         self.queue(Change {
+            seq: 0,
             op: Op::Unblock,
             client,
             expires: None,
@@ -263,7 +270,8 @@ impl SharedBlocks {
         });
     }
 
-    fn queue(&self, change: Change) {
+    fn queue(&self, mut change: Change) {
+        change.seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut pending = lock(&self.pending);
         if pending.len() >= MAX_PENDING {
             let dropped = pending.pop_front();
@@ -391,7 +399,7 @@ impl SharedBlocks {
             });
             if change.op == Op::Block && ttl_ms == Some(0) {
                 // Ran out while it waited: nothing to share.
-                self.pop_written();
+                self.pop_written(change.seq);
                 continue;
             }
             let ttl_ms = ttl_ms.filter(|_| change.op == Op::Block);
@@ -412,7 +420,7 @@ impl SharedBlocks {
                 .arg(message);
             self.deadline("writing a block", call.invoke_async::<i64>(conn))
                 .await?;
-            self.pop_written();
+            self.pop_written(change.seq);
             let mut shared = lock(&self.shared);
             match change.op {
                 Op::Block => shared.insert(change.client),
@@ -428,10 +436,13 @@ impl SharedBlocks {
         }
     }
 
-    /// Drops the first waiting change (only this task takes from the front).
-    fn pop_written(&self) {
+    /// Drops the change `seq` from the front of the line, unless a full
+    /// queue dropped it meanwhile.
+    fn pop_written(&self, seq: u64) {
         let mut pending = lock(&self.pending);
-        pending.pop_front();
+        if pending.front().is_some_and(|c| c.seq == seq) {
+            pending.pop_front();
+        }
         self.set_pending(pending.len());
     }
 
@@ -611,6 +622,37 @@ impl SharedBlocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Arc<SharedBlocks> {
+        let cfg = crate::config::Config::from_toml("[kernel]\ninterfaces = [\"lo\"]\n").unwrap();
+        let list = Arc::new(BlockList::UserSpace(Arc::new(
+            crate::fallback::UserLimiter::new(&cfg.kernel),
+        )));
+        let cluster = ClusterConfig {
+            redis_url: "redis://127.0.0.1:1".into(),
+            ..ClusterConfig::default()
+        };
+        SharedBlocks::new(&cluster, "a".into(), list, EventBus::new(), None).unwrap()
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_change_and_never_a_newer_one() {
+        let s = shared();
+        let client = |i: usize| IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        for i in 0..=MAX_PENDING {
+            s.blocked(client(i), Some(60), "test", "");
+        }
+        assert_eq!(s.status().pending, MAX_PENDING as u64);
+        let first = lock(&s.pending).front().cloned().unwrap();
+        assert_eq!(first.client, client(1), "the oldest went");
+        // The writer took change 0 before the queue dropped it: when that
+        // write ends, the front (change 1, not written) stays.
+        s.pop_written(0);
+        assert_eq!(lock(&s.pending).front().unwrap().seq, first.seq);
+        s.pop_written(first.seq);
+        assert_eq!(s.status().pending, MAX_PENDING as u64 - 1);
+        assert_eq!(lock(&s.pending).front().unwrap().client, client(2));
+    }
 
     #[test]
     fn messages_read_back_as_written() {
