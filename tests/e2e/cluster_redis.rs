@@ -406,5 +406,34 @@ mod daemons {
         assert!(!sa.global_limits);
         assert_eq!(sa.failure_mode, "open");
         assert!(sb.block_resyncs >= 1, "{sb:?}");
+
+        // IPv6 clients are blocked by /64 (ipv6_prefix = 64): a block of
+        // one address on A is lifted by an unblock of another address of
+        // the same /64 on B, everywhere and for good (the shared set names
+        // the /64, so a resync does not bring it back).
+        let blocked = a.control().block("fd00:1:2:3::10", Some(600)).unwrap();
+        assert_eq!(blocked.address, "fd00:1:2:3::");
+        let listed_v6 = |e: &Edge| {
+            e.control()
+                .blocks()
+                .unwrap()
+                .iter()
+                .any(|b| b.address == "fd00:1:2:3::")
+        };
+        assert!(fraiseql_edge_tests::wait::eventually(
+            Duration::from_secs(2),
+            || listed_v6(&b)
+        ));
+        assert!(b.control().unblock("fd00:1:2:3::20").unwrap());
+        assert!(fraiseql_edge_tests::wait::eventually(
+            Duration::from_secs(2),
+            || !listed_v6(&a)
+        ));
+        // Several resyncs (every second here) later, still lifted.
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            !listed_v6(&a) && !listed_v6(&b),
+            "a resync brought the /64 back"
+        );
     }
 }

@@ -91,6 +91,15 @@ impl BlockList {
         }
     }
 
+    /// The client `addr` counts as: itself, or for an IPv6 address its
+    /// /64 when the kernel configuration keys IPv6 clients by /64.
+    pub fn client_of(&self, addr: IpAddr) -> Result<IpAddr, BlockError> {
+        match self {
+            Self::Kernel(m) => Ok(Self::maps(m).client_of(addr)?),
+            Self::UserSpace(l) => Ok(l.client_of(addr)),
+        }
+    }
+
     /// Lifts the block of `addr`; returns whether there was one.
     pub fn unblock(&self, addr: IpAddr) -> Result<bool, BlockError> {
         match self {

@@ -216,6 +216,11 @@ impl UserLimiter {
         client_key::from_ip(addr, self.mask64)
     }
 
+    /// The client `addr` counts as (an IPv6 address may stand for its /64).
+    pub fn client_of(&self, addr: IpAddr) -> IpAddr {
+        client_key::to_ip(&self.key(addr))
+    }
+
     /// The `limit` busiest clients (by requests seen), with live
     /// connections, as the kernel maps would list them.
     pub fn top_clients(&self, limit: usize) -> Vec<crate::kernel::maps::ClientInfo> {

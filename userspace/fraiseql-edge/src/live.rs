@@ -572,7 +572,8 @@ impl Live {
         tracing::warn!(client = %addr, ttl_secs, by = who, reason, enforced_by = list.enforced_by(), "client blocked by an operator");
         self.events.block(addr, ttl_secs, who, reason);
         if let Some(shared) = self.shared_blocks() {
-            shared.blocked(addr, ttl_secs, who, reason);
+            // As stored: every node then names the same client.
+            shared.blocked(info.client, ttl_secs, who, reason);
         }
         Ok(info)
     }
@@ -588,7 +589,7 @@ impl Live {
         // Lifted everywhere, even if this node no longer held it (it may
         // have been set elsewhere while this node was away from Redis).
         if let Some(shared) = self.shared_blocks() {
-            shared.unblocked(addr, who);
+            shared.unblocked(list.client_of(addr)?, who);
         }
         Ok(removed)
     }

@@ -950,7 +950,7 @@ impl Proxy {
             return;
         };
         match blocks.block(addr, Some(ttl.as_secs())) {
-            Ok(_) => {
+            Ok(info) => {
                 tracing::warn!(client = %addr, ttl_secs = ttl.as_secs(), enforced_by = blocks.enforced_by(), "client blocked: too many refused requests");
                 self.metrics.events.publish(
                     crate::events::Event::new(
@@ -968,7 +968,7 @@ impl Proxy {
                 );
                 if let Some(shared) = self.shared_blocks.get() {
                     shared.blocked(
-                        addr,
+                        info.client,
                         Some(ttl.as_secs()),
                         "escalation",
                         "too many refused requests",

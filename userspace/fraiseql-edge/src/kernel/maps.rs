@@ -275,6 +275,11 @@ impl KernelMaps {
         Ok(client_key::from_ip(addr, mask64))
     }
 
+    /// The client `addr` counts as (an IPv6 address may stand for its /64).
+    pub fn client_of(&self, addr: IpAddr) -> Result<IpAddr, MapsError> {
+        Ok(client_key::to_ip(&self.key(addr)?))
+    }
+
     /// Blocks `addr` for `ttl_secs` seconds (`None`: until unblocked),
     /// replacing an earlier block of the same client.
     pub fn block(&mut self, addr: IpAddr, ttl_secs: Option<u64>) -> Result<BlockInfo, MapsError> {
