@@ -404,6 +404,11 @@ mod daemons {
         assert_eq!((sa.blocks_published, sb.blocks_received), (1, 1));
         assert_eq!((sb.blocks_published, sb.blocks_pending), (0, 0));
         assert!(!sa.global_limits);
+        let limits = a.control().limits().unwrap();
+        assert!(
+            limits.rate_limit.is_some_and(|r| !r.cluster_wide),
+            "{limits:?}"
+        );
         assert_eq!(sa.failure_mode, "open");
         assert!(sb.block_resyncs >= 1, "{sb:?}");
 

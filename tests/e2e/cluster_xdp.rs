@@ -414,6 +414,19 @@ fn one_identity_through_two_xdp_nodes_gets_the_global_limit() {
     let a = cluster.node("cgla", Cluster::network("cgla", 83), 18804, &limits(true));
     let b = cluster.node("cglb", Cluster::network("cglb", 84), 18805, &limits(true));
 
+    // GetLimits says the limit is held across nodes.
+    let limits = a.edge.control().limits().expect("GetLimits");
+    assert!(
+        limits.rate_limit.is_some_and(|r| r.cluster_wide),
+        "{limits:?}"
+    );
+    assert!(
+        limits
+            .subgraphs
+            .iter()
+            .all(|s| s.limit.is_some_and(|l| l.cluster_wide))
+    );
+
     let (statuses, t) = spread(&cluster, &[&a, &b], "alice", 3.0);
     assert_eq!(
         count(&statuses, 200) + count(&statuses, 429),

@@ -228,7 +228,8 @@ fn tokens_roles_arguments_and_live_rate_limits() {
         set.rate_limit,
         Some(pb::RateLimit {
             requests_per_minute: 60,
-            burst: 2
+            burst: 2,
+            cluster_wide: false,
         })
     );
     assert_eq!(set.subgraphs[0].limit, set.rate_limit);

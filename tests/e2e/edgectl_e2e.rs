@@ -296,7 +296,7 @@ fn limits_are_changed_and_a_reload_restores_the_file() {
     let limits = c.reader().json(&["limits", "get"]);
     assert_eq!(
         limits["rate_limit"],
-        json!({"requests_per_minute": 600, "burst": 50})
+        json!({"requests_per_minute": 600, "burst": 50, "cluster_wide": false})
     );
     assert_eq!(limits["kernel"]["rate"], 100_000, "{limits}");
     assert_eq!(
@@ -315,7 +315,7 @@ fn limits_are_changed_and_a_reload_restores_the_file() {
     let limits = ctl.json(&["limits", "get"]);
     assert_eq!(
         limits["rate_limit"],
-        json!({"requests_per_minute": 120, "burst": 50})
+        json!({"requests_per_minute": 120, "burst": 50, "cluster_wide": false})
     );
 
     // A subgraph's own limit, then back to the global one.
@@ -391,7 +391,7 @@ fn limits_are_changed_and_a_reload_restores_the_file() {
     let limits = ctl.json(&["limits", "get"]);
     assert_eq!(
         limits["rate_limit"],
-        json!({"requests_per_minute": 600, "burst": 50}),
+        json!({"requests_per_minute": 600, "burst": 50, "cluster_wide": false}),
         "a reload goes back to the file"
     );
     assert_eq!(limits["kernel"]["rate"], 100_000, "{limits}");

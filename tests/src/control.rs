@@ -164,6 +164,13 @@ impl Control {
         .map(|r| r.into_inner().removed)
     }
 
+    /// `GetLimits` with the read-only token.
+    pub fn limits(&self) -> Result<pb::Limits, Status> {
+        let mut c = self.reader();
+        self.run(c.get_limits(pb::GetLimitsRequest {}))
+            .map(tonic::Response::into_inner)
+    }
+
     /// `GetStatus` with the read-only token.
     pub fn status(&self) -> Result<pb::Status, Status> {
         let mut c = self.reader();

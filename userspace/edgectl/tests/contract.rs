@@ -59,12 +59,14 @@ fn limits(rpm: u32) -> api::Limits {
         rate_limit: Some(api::RateLimit {
             requests_per_minute: rpm,
             burst: 100,
+            cluster_wide: true,
         }),
         subgraphs: vec![api::SubgraphRateLimit {
             subgraph: "users".into(),
             limit: Some(api::RateLimit {
                 requests_per_minute: rpm,
                 burst: 100,
+                cluster_wide: true,
             }),
             overridden: false,
         }],
@@ -555,7 +557,11 @@ fn every_subcommand_prints_text_and_json() {
     assert_eq!(limits["subgraphs"][0]["overridden"], false);
     let set = d.json(&["limits", "set", "rate", "--rpm", "120"]);
     assert_eq!(set["rate_limit"]["requests_per_minute"], 120);
-    assert!(d.ok(&["limits", "get"]).contains("1,000 packets/s"));
+    assert_eq!(limits["rate_limit"]["cluster_wide"], true);
+    assert_eq!(limits["subgraphs"][0]["cluster_wide"], true);
+    let text = d.ok(&["limits", "get"]);
+    assert!(text.contains("1,000 packets/s"), "{text}");
+    assert!(text.contains("held:   across nodes"), "{text}");
 
     let list = d.json(&["overrides", "list"]);
     assert_eq!(

@@ -155,6 +155,8 @@ pub struct Limits {
     pub kernel: Option<KernelConfig>,
     /// The global per-identity limit: requests per minute, burst.
     pub rate_limit: (u32, u32),
+    /// Whether it is held across every node (cluster mode).
+    pub rate_limit_cluster_wide: bool,
     /// Each subgraph's limit.
     pub subgraphs: Vec<crate::ratelimit::SubgraphLimit>,
 }
@@ -360,6 +362,8 @@ impl Live {
         Limits {
             kernel: (!matches!(self.enforcer, Enforcer::Disabled)).then_some(cfg.kernel),
             rate_limit: (cfg.rate_limit.requests_per_minute, cfg.rate_limit.burst),
+            rate_limit_cluster_wide: cfg.rate_limit.global
+                && cfg.rate_limit.requests_per_minute > 0,
             subgraphs,
         }
     }

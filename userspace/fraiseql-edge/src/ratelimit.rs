@@ -263,6 +263,8 @@ pub struct SubgraphLimit {
     pub burst: u32,
     /// Whether the subgraph has a limit of its own.
     pub overridden: bool,
+    /// Whether it is held across every node (cluster mode).
+    pub cluster_wide: bool,
 }
 
 impl RateLimits {
@@ -390,6 +392,7 @@ impl RateLimits {
                     requests_per_minute: rpm,
                     burst,
                     overridden,
+                    cluster_wide: self.global_params(Some(name)).is_some(),
                 }
             })
             .collect()

@@ -34,6 +34,8 @@ pub struct KernelView {
 pub struct RateView {
     pub requests_per_minute: u32,
     pub burst: u32,
+    /// Held across every node (cluster mode).
+    pub cluster_wide: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +45,8 @@ pub struct SubgraphRateView {
     pub burst: Option<u32>,
     /// True when the subgraph has its own limit.
     pub overridden: bool,
+    /// Held across every node (cluster mode).
+    pub cluster_wide: bool,
 }
 
 pub async fn get(session: &Session, out: Output) -> Result<(), Error> {
@@ -76,6 +80,7 @@ fn rate(r: RateLimit) -> RateView {
     RateView {
         requests_per_minute: r.requests_per_minute,
         burst: r.burst,
+        cluster_wide: r.cluster_wide,
     }
 }
 
@@ -97,6 +102,7 @@ impl From<Limits> for LimitsView {
                     requests_per_minute: s.limit.map(|l| l.requests_per_minute),
                     burst: s.limit.map(|l| l.burst),
                     overridden: s.overridden,
+                    cluster_wide: s.limit.is_some_and(|l| l.cluster_wide),
                 })
                 .collect(),
         }
@@ -127,11 +133,13 @@ impl View for LimitsView {
             Some(r) => indent(&pairs(&[
                 ("rate", per(r.requests_per_minute.into(), "requests/min")),
                 ("burst", format::count(r.burst.into())),
+                ("held", held(r.cluster_wide).into()),
             ])),
             None => "  not configured\n".into(),
         };
         if !self.subgraphs.is_empty() {
-            let mut t = Table::new(&["SUBGRAPH", "REQUESTS/MIN", "BURST", "LIMIT"]).right(&[1, 2]);
+            let mut t =
+                Table::new(&["SUBGRAPH", "REQUESTS/MIN", "BURST", "LIMIT", "HELD"]).right(&[1, 2]);
             for s in &self.subgraphs {
                 t.row(vec![
                     s.subgraph.clone(),
@@ -139,12 +147,23 @@ impl View for LimitsView {
                         .map_or("-".into(), |n| format::limit(n.into())),
                     s.burst.map_or("-".into(), |n| format::count(n.into())),
                     if s.overridden { "own" } else { "global" }.into(),
+                    held(s.cluster_wide).into(),
                 ]);
             }
             text.push('\n');
             text += &t.render();
         }
         text
+    }
+}
+
+/// Where a per-identity limit holds: on every node (through Redis), or
+/// on this one.
+fn held(cluster_wide: bool) -> &'static str {
+    if cluster_wide {
+        "across nodes"
+    } else {
+        "this node"
     }
 }
 

@@ -82,6 +82,7 @@ pub fn limits(l: &Limits) -> pb::Limits {
         rate_limit: Some(pb::RateLimit {
             requests_per_minute: l.rate_limit.0,
             burst: l.rate_limit.1,
+            cluster_wide: l.rate_limit_cluster_wide,
         }),
         subgraphs: l
             .subgraphs
@@ -91,6 +92,7 @@ pub fn limits(l: &Limits) -> pb::Limits {
                 limit: Some(pb::RateLimit {
                     requests_per_minute: s.requests_per_minute,
                     burst: s.burst,
+                    cluster_wide: s.cluster_wide,
                 }),
                 overridden: s.overridden,
             })
