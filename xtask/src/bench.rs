@@ -54,3 +54,16 @@ pub fn sagas(args: &[String]) -> Result<()> {
 pub fn cluster(args: &[String]) -> Result<()> {
     cluster::run(args)
 }
+
+/// A benchmark's arguments after `cargo xtask bench <name>`; `None` when
+/// clap printed help or the version (nothing to run).
+fn parse_args<A: clap::Parser>(name: &str, raw: &[String]) -> Result<Option<A>> {
+    match A::try_parse_from(std::iter::once(name.to_owned()).chain(raw.iter().cloned())) {
+        Ok(args) => Ok(Some(args)),
+        Err(e) if !e.use_stderr() => {
+            print!("{e}");
+            Ok(None)
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    }
+}

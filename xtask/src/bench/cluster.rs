@@ -113,15 +113,8 @@ impl runs::Role for Role {
 }
 
 pub fn run(raw: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("cargo xtask bench cluster".to_owned()).chain(raw.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => bail!("{e}"),
+    let Some(args) = super::parse_args::<Args>("cargo xtask bench cluster", raw)? else {
+        return Ok(());
     };
     let schedule = &args.schedule;
     schedule.check()?;

@@ -130,15 +130,8 @@ impl Schedule {
 pub(super) const SETTLE: Duration = Duration::from_millis(500);
 
 pub fn run(raw: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("cargo xtask bench proxy".to_owned()).chain(raw.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => bail!("{e}"),
+    let Some(args) = super::parse_args::<Args>("cargo xtask bench proxy", raw)? else {
+        return Ok(());
     };
     check_args(&args)?;
     ensure_setup()?;

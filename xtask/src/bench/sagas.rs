@@ -115,15 +115,8 @@ struct Sample {
 }
 
 pub fn run(raw: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("cargo xtask bench sagas".to_owned()).chain(raw.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => bail!("{e}"),
+    let Some(args) = super::parse_args::<Args>("cargo xtask bench sagas", raw)? else {
+        return Ok(());
     };
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--concurrency: give levels of at least 1");
