@@ -64,6 +64,7 @@ fn parse_args<A: clap::Parser>(name: &str, raw: &[String]) -> Result<Option<A>> 
             print!("{e}");
             Ok(None)
         }
-        Err(e) => anyhow::bail!("{e}"),
+        // clap's text starts with its own "error: "; ours adds one.
+        Err(e) => anyhow::bail!("{}", e.to_string().trim_start_matches("error: ")),
     }
 }
